@@ -1,0 +1,91 @@
+"""`bebert binarize`: distill a fine-tuned teacher into a binary student and save it packed."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from bebert_cli.cli import options as opt
+
+Int = Optional[int]
+
+
+def binarize_command(
+    teacher: Annotated[str, typer.Argument(help="Fine-tuned full-precision checkpoint (the teacher).")],
+    task: opt.Task,
+    output: opt.OutputDir,
+    recipe: Annotated[str, typer.Option("--recipe", help="bibert | bit | w1a4 | w1a8")] = "bibert",
+    weight_bits: Annotated[Int, typer.Option("--weight-bits")] = None,
+    activation_bits: Annotated[Int, typer.Option("--activation-bits", help="1, 2..8 (LSQ) or 32")] = None,
+    embedding_bits: Annotated[Int, typer.Option("--embedding-bits", help="1 (binary table) or 32")] = None,
+    embeddings: Annotated[Optional[str], typer.Option("--embeddings", help="table | binary | hash (EELBERT)")] = None,
+    hash_ngrams: Annotated[Optional[str], typer.Option("--hash-ngrams", help="n-gram sizes for --embeddings hash, e.g. 3 or 2,3,4")] = None,
+    hash_seed: Annotated[Int, typer.Option("--hash-seed")] = None,
+    hash_projection: Annotated[Optional[bool], typer.Option("--hash-projection/--no-hash-projection")] = None,
+    activation_mode: Annotated[Optional[str], typer.Option("--activation-mode", help="sign | elastic")] = None,
+    attention: Annotated[Optional[str], typer.Option("--attention", help="bi | softmax")] = None,
+    distill: Annotated[Optional[str], typer.Option("--distill", help="comma list of dmd,logits,hidden, or none")] = None,
+    epochs: Annotated[Optional[float], typer.Option("--epochs", min=0.01)] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", min=0.0)] = None,
+    batch_size: Annotated[Int, typer.Option("--batch-size", min=1)] = None,
+    max_seq_length: Annotated[Int, typer.Option("--max-seq-length", min=8)] = None,
+    max_train_samples: opt.MaxTrainSamples = None,
+    seed: Annotated[Int, typer.Option("--seed")] = None,
+    fp_dtype: Annotated[Optional[str], typer.Option("--fp-dtype", help="storage of kept full-precision tensors")] = None,
+    mixed_precision: Annotated[str, typer.Option("--mixed-precision", help="no | bf16 (autocast for training only)")] = "no",
+    eval_batch_size: Annotated[int, typer.Option("--eval-batch-size", min=1)] = 64,
+    save_every: opt.SaveEvery = 200,
+    data_dir: opt.DataDir = None,
+    overwrite: opt.Overwrite = False,
+    resume: opt.Resume = False,
+    json_out: opt.JsonOut = False,
+    quiet: opt.Quiet = False,
+    trust_remote_code: opt.TrustRemoteCode = False,
+    cpu: opt.Cpu = False,
+):
+    """Binarize a fine-tuned checkpoint by distillation and write a packed checkpoint."""
+    from bebert_cli.cli.output import Output
+    from bebert_cli.errors import UsageError
+    from bebert_cli.quant.recipes import resolve_recipe
+    from bebert_cli.tasks import get_task
+
+    out = Output(json_mode=json_out, quiet=quiet)
+    task_ = get_task(task)
+    if mixed_precision not in ("no", "bf16"):
+        raise UsageError("--mixed-precision must be no or bf16")
+    ngrams = None
+    if hash_ngrams is not None:
+        try:
+            ngrams = tuple(int(x) for x in hash_ngrams.split(","))
+        except ValueError:
+            raise UsageError(f"--hash-ngrams must be comma-separated integers, not {hash_ngrams!r}") from None
+    rec = resolve_recipe(
+        recipe, weight_bits=weight_bits, activation_bits=activation_bits, embedding_bits=embedding_bits,
+        embeddings=embeddings, hash_ngrams=ngrams, hash_seed=hash_seed, hash_projection=hash_projection,
+        activation_mode=activation_mode, attention=attention, distill=distill, epochs=epochs, lr=lr,
+        batch_size=batch_size, max_seq_length=max_seq_length, max_train_samples=max_train_samples, seed=seed,
+        fp_dtype=fp_dtype,
+    )
+
+    from bebert_cli.atomic import check_output
+    from bebert_cli.quant.student import run_binarize
+
+    check_output(output, overwrite)
+    result = run_binarize(
+        teacher, task_, output, rec, out=out, data_dir=data_dir, overwrite=overwrite, resume=resume,
+        save_every=save_every, eval_batch_size=eval_batch_size, mixed_precision=mixed_precision, cpu=cpu,
+        trust_remote_code=trust_remote_code,
+    )
+    rows = []
+    for name, r in result["splits"].items():
+        for metric, value in r["metrics"].items():
+            t = result.get("teacher", {}).get("splits", {}).get(name, {}).get("metrics", {}).get(metric)
+            rows.append([name, metric, value, "" if t is None else t, r["samples"]])
+    out.table(f"{task_.name} dev · {rec.name} ({rec.bits_label}) · {output}", ["split", "metric", "student", "teacher", "samples"], rows)
+    out.log(f"Saved {output}: {result['size_bytes'] / 1e6:.2f} MB on disk")
+    out.result(result)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("binarize")(binarize_command)

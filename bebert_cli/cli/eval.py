@@ -1,0 +1,71 @@
+"""`bebert eval`: score any checkpoint (full precision, packed binary, ensemble) on a GLUE split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from bebert_cli.cli import options as opt
+
+
+def eval_command(
+    path: Annotated[str, typer.Argument(help="Checkpoint directory (or hub id) to evaluate.")],
+    task: opt.Task,
+    split: Annotated[str, typer.Option("--split", help="dev (validation) or train.")] = "dev",
+    batch_size: opt.EvalBatchSize = 64,
+    max_samples: opt.MaxSamples = None,
+    max_seq_length: opt.MaxSeqLength = None,
+    fail_under: Annotated[
+        Optional[float], typer.Option("--fail-under", help="Exit 3 if the main metric is below this (fraction, e.g. 0.85).")
+    ] = None,
+    runtime: Annotated[str, typer.Option("--runtime", help="packed (bit kernels) or simulated (fake-quant) for binary models.")] = "simulated",
+    data_dir: opt.DataDir = None,
+    json_out: opt.JsonOut = False,
+    quiet: opt.Quiet = False,
+    trust_remote_code: opt.TrustRemoteCode = False,
+    cpu: opt.Cpu = False,
+):
+    """Evaluate a checkpoint on a GLUE task and print the task's official metrics."""
+    from bebert_cli.cli.output import Output
+    from bebert_cli.errors import QualityGateFailed, UsageError
+    from bebert_cli.tasks import get_task
+
+    out = Output(json_mode=json_out, quiet=quiet)
+    task_ = get_task(task)
+    if runtime not in ("simulated", "packed"):
+        raise UsageError(f"--runtime must be packed or simulated, not {runtime!r}")
+    if fail_under is not None and fail_under > 1.0:
+        raise UsageError("--fail-under is a fraction (0.85), not a percentage")
+
+    from bebert_cli.checkpoint import load_model, tokenizer_path
+    from bebert_cli.data import make_collator
+    from bebert_cli.models import load_tokenizer
+    from bebert_cli.pipeline import evaluate_splits, eval_payload, load_eval_split, make_accelerator, read_run_info
+
+    model = load_model(path, task=task_, runtime=runtime, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(tokenizer_path(path), trust_remote_code=trust_remote_code)
+    seq_len = max_seq_length or read_run_info(Path(path)).get("max_seq_length") or 128
+    splits = load_eval_split(task_, split, tokenizer, data_dir=data_dir, max_seq_length=seq_len, max_samples=max_samples)
+    accelerator = make_accelerator(cpu=cpu or runtime == "packed")
+    model.to(accelerator.device)
+    with out.progress() as progress:
+        results = evaluate_splits(model, task_, splits, make_collator(tokenizer), batch_size=batch_size,
+                                  progress=progress, device=accelerator.device)
+    payload = eval_payload(task_, results, model=str(path), split=split, max_seq_length=seq_len, runtime=runtime)
+    passed = fail_under is None or payload["main_value"] >= fail_under
+    payload["fail_under"] = fail_under
+    payload["passed"] = passed
+
+    rows = [[name, metric, value, r["samples"]] for name, r in results.items() for metric, value in r["metrics"].items()]
+    out.table(f"{task_.name} · {path}", ["split", "metric", "value", "samples"], rows)
+    out.result(payload)
+    if not passed:
+        raise QualityGateFailed(
+            f"{task_.main_metric} {payload['main_value']:.4f} is below --fail-under {fail_under}"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)

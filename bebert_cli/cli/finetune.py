@@ -1,0 +1,102 @@
+"""`bebert finetune`: a full-precision teacher from any BERT-family checkpoint."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from bebert_cli.cli import options as opt
+
+
+def finetune_command(
+    model: Annotated[str, typer.Argument(help="Local BERT-family directory or hub id (hub ids need a network).")],
+    task: opt.Task,
+    output: opt.OutputDir,
+    epochs: opt.Epochs = 3.0,
+    lr: opt.Lr = 5e-5,
+    batch_size: opt.BatchSize = 32,
+    max_seq_length: opt.MaxSeqLength = 128,
+    seed: opt.Seed = 42,
+    max_train_samples: opt.MaxTrainSamples = None,
+    eval_batch_size: Annotated[int, typer.Option("--eval-batch-size", min=1)] = 64,
+    save_every: opt.SaveEvery = 200,
+    data_dir: opt.DataDir = None,
+    overwrite: opt.Overwrite = False,
+    resume: opt.Resume = False,
+    json_out: opt.JsonOut = False,
+    quiet: opt.Quiet = False,
+    trust_remote_code: opt.TrustRemoteCode = False,
+    cpu: opt.Cpu = False,
+):
+    """Fine-tune a full-precision classifier (the teacher later commands compress)."""
+    from bebert_cli.cli.output import Output
+    from bebert_cli.tasks import get_task
+
+    out = Output(json_mode=json_out, quiet=quiet)
+    task_ = get_task(task)
+
+    from bebert_cli.atomic import check_output
+    from bebert_cli.models import load_classifier, load_tokenizer
+    from bebert_cli.pipeline import (
+        EVAL_FILE, RUN_FILE, evaluate_splits, eval_payload, load_eval_split, load_train_data, main_score,
+        make_accelerator, write_json,
+    )
+    from bebert_cli.runner import environment_info, publish, training_run
+    from bebert_cli.training import TrainConfig, train
+    from bebert_cli.evaluation import evaluate
+
+    check_output(output, overwrite)  # fail before any expensive loading
+    accelerator = make_accelerator(cpu=cpu)
+    tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)
+    net = load_classifier(model, task_, new_head=True, trust_remote_code=trust_remote_code)
+    cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, save_every=save_every)
+    data = load_train_data(task_, tokenizer, data_dir=data_dir, max_seq_length=max_seq_length,
+                           max_train_samples=max_train_samples, seed=seed)
+    dev = load_eval_split(task_, "dev", tokenizer, data_dir=data_dir, max_seq_length=max_seq_length)
+
+    def loss_fn(m, batch):
+        return m(**batch).loss, {}
+
+    def select_fn(m):
+        metrics, _ = evaluate(m, task_, data.select, data.collator, batch_size=eval_batch_size, device=accelerator.device)
+        return main_score(task_, metrics)
+
+    with training_run(output, overwrite=overwrite, resume=resume, accelerator=accelerator) as work:
+        out.log(f"Fine-tuning {model} on {task_.name}: {len(data.train)} training rows, "
+                f"{len(data.select) if data.select is not None else 0} held out for model selection")
+        result = train(net, train_ds=data.train, collator=data.collator, cfg=cfg, loss_fn=loss_fn,
+                       accelerator=accelerator, work_dir=work, resume=resume,
+                       select_fn=select_fn if data.select is not None else None, output=out,
+                       description=f"finetune {task_.name}",
+                       fingerprint={"command": "finetune", "model": model, "task": task_.name,
+                                    "max_seq_length": max_seq_length, "max_train_samples": max_train_samples})
+        with out.progress(accelerator.is_main_process) as progress:
+            results = evaluate_splits(net, task_, dev, data.collator, batch_size=eval_batch_size,
+                                      progress=progress, device=accelerator.device)
+        payload = eval_payload(task_, results, model=str(output), split="dev", max_seq_length=max_seq_length)
+        run_info = {
+            "command": "finetune", "base_model": model, "task": task_.name, "max_seq_length": max_seq_length,
+            "max_train_samples": max_train_samples, "train": cfg.__dict__, "train_rows": len(data.train),
+            "selection": {"held_out_rows": len(data.select) if data.select is not None else 0,
+                          "best_score": result.best_score, "best_epoch": result.best_epoch},
+            "steps": result.steps, "samples_per_second": result.samples_per_second,
+            "train_seconds": result.train_seconds, "environment": environment_info(),
+        }
+
+        def write(tmp):
+            net.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            write_json(tmp / EVAL_FILE, payload)
+            write_json(tmp / RUN_FILE, run_info)
+
+        publish(output, write, overwrite=overwrite, accelerator=accelerator)
+
+    rows = [[name, metric, value, r["samples"]] for name, r in results.items() for metric, value in r["metrics"].items()]
+    out.table(f"{task_.name} dev · {output}", ["split", "metric", "value", "samples"], rows)
+    out.log(f"Saved {output} ({result.steps} steps, {result.samples_per_second:.1f} samples/s)")
+    out.result({**payload, "output": str(output), "train": run_info})
+
+
+def register(app: typer.Typer) -> None:
+    app.command("finetune")(finetune_command)

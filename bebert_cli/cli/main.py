@@ -1,0 +1,106 @@
+"""The `bebert` root: registers one module per command and maps errors to exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import typer
+
+from bebert_cli import __version__
+
+app = typer.Typer(
+    name="bebert",
+    help="Turn fine-tuned BERT checkpoints into packed binary models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool):
+    if value:
+        print(f"bebert {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+):
+    """bebert: binarize, evaluate, ensemble, export and report on BERT-family classifiers."""
+
+
+def _register() -> None:
+    # One module per command; each exposes `register(app)`. Imports stay light (no torch).
+    from bebert_cli.cli import eval as eval_cmd
+    from bebert_cli.cli import finetune
+
+    for module in (finetune, eval_cmd):
+        module.register(app)
+    for optional in ("binarize", "ensemble", "export", "report"):
+        try:
+            module = __import__(f"bebert_cli.cli.{optional}", fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name != f"bebert_cli.cli.{optional}":
+                raise
+            continue
+        module.register(app)
+
+
+_register()
+
+
+def _quiet_libraries() -> None:
+    """Library chatter would break the one-line error contract and --json stdout."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+def _fail(message: str, code: int) -> None:
+    if os.environ.get("BEBERT_DEBUG") == "1":
+        traceback.print_exc()
+    first = " ".join(str(message).split()) or "unexpected failure"
+    print(f"Error: {first}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _is_click(exc: BaseException, name: str) -> bool:
+    """typer vendors its own copy of click, so click's exception classes are matched by name."""
+    return any(c.__name__ == name and "click" in c.__module__ for c in type(exc).__mro__)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: every failure becomes one `Error:` line and a documented exit code.
+
+    0 ok; 1 failure (bad data, model, checkpoint, training); 2 usage; 3 quality gate (--fail-under)
+    not met; 130 interrupted (state saved, rerun with --resume).
+    """
+    from bebert_cli.errors import BebertError
+
+    _quiet_libraries()
+    try:
+        result = app(args=argv, prog_name="bebert", standalone_mode=False)
+        if isinstance(result, int) and result:  # click returns some exit codes instead of raising
+            sys.exit(result)
+    except BebertError as exc:
+        _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except MemoryError:
+        _fail("out of memory; lower --batch-size or --max-seq-length", 1)
+    except OSError as exc:
+        _fail(f"{exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}", 1)
+    except Exception as exc:
+        if _is_click(exc, "Exit"):
+            sys.exit(exc.exit_code)
+        if _is_click(exc, "Abort"):
+            _fail("aborted", 130)
+        if _is_click(exc, "ClickException"):  # bad or missing options
+            _fail(exc.format_message(), 2)
+        # A bug: still one line, with the traceback behind BEBERT_DEBUG=1.
+        _fail(f"unexpected {type(exc).__name__}: {exc} (set BEBERT_DEBUG=1 for the traceback)", 1)

@@ -1,0 +1,83 @@
+"""One output sink for every command: human (rich tables), JSON (one object on stdout), quiet.
+
+Logs and progress bars always go to stderr so that `--json` stdout is machine-readable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+
+class Output:
+    def __init__(self, *, json_mode: bool = False, quiet: bool = False):
+        self.json_mode = json_mode
+        self.quiet = quiet
+        self.err = Console(stderr=True, highlight=False)
+        self.out = Console(highlight=False)
+
+    @property
+    def show_progress(self) -> bool:
+        # No bars for pipelines, quiet runs or logs redirected to a file.
+        return not (self.json_mode or self.quiet) and self.err.is_terminal
+
+    def log(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(message)
+
+    def warn(self, message: str) -> None:
+        self.err.print(f"[yellow]Warning:[/yellow] {message}")
+
+    def table(self, title: str, columns: list[str], rows: list[list]) -> None:
+        if self.json_mode or self.quiet:
+            return
+        table = Table(title=title)
+        for c in columns:
+            table.add_column(c)
+        for r in rows:
+            table.add_row(*[_fmt(v) for v in r])
+        self.out.print(table)
+
+    def result(self, payload: dict) -> None:
+        """The command's machine-readable result: printed only in JSON mode, exactly once."""
+        if self.json_mode:
+            sys.stdout.write(json.dumps(payload, sort_keys=True, default=str) + "\n")
+            sys.stdout.flush()
+
+    @contextmanager
+    def progress(self, enabled: bool = True):
+        """A rich progress display on stderr, or a no-op stand-in when bars are off."""
+        if not (enabled and self.show_progress):
+            yield NullProgress()
+            return
+        bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=self.err, transient=False,
+        )
+        with bar:
+            yield bar
+
+
+class NullProgress:
+    def add_task(self, *args, **kwargs):
+        return 0
+
+    def update(self, *args, **kwargs):
+        pass
+
+    def advance(self, *args, **kwargs):
+        pass
+
+    def remove_task(self, *args, **kwargs):
+        pass
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)

@@ -1,0 +1,300 @@
+"""CPU kernels for binary (1-bit) BERT inference.
+
+Compiled path: the optional C/OpenMP extension ``bebert_cli._kernels`` (XNOR/popcount,
+ISA picked at run time: AVX-512 VPOPCNTDQ, AVX2, or portable scalar). Fallback: pure
+torch (``_reference``), with the same numbers bit for bit and a one-time warning.
+
+Conventions: sign(x) = +1 for x >= 0 (0 and -0.0 included), else -1; bit 1 = +1.
+Packed weights on disk: uint8 [N, ceil(K/8)], bit i of byte j = column 8j+i, padding 0.
+
+Environment:
+  BEBERT_DISABLE_KERNELS=1   force the pure-torch path (warns once).
+  BEBERT_KERNEL_BACKEND=...  scalar | avx2 | avx512_vpopcntdq | torch (default: best).
+Threads: ``num_threads`` argument, default ``torch.get_num_threads()`` (which follows
+OMP_NUM_THREADS and torch.set_num_threads). These are inference kernels: no autograd.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+import torch
+
+from . import _reference as _ref
+from ._reference import pack_signs_u8, sign_pm1
+
+__all__ = [
+    "PackedWeight",
+    "available_backends",
+    "backend",
+    "bi_attention",
+    "binary_linear",
+    "binary_matmul_bits",
+    "lowbit_linear",
+    "pack_signs_u8",
+    "prepare_binary_weight",
+    "set_backend",
+    "sign_pm1",
+    "unpack_signs_u8",
+]
+
+_LEVELS = ("scalar", "avx2", "avx512_vpopcntdq")
+
+
+def _load():
+    if os.environ.get("BEBERT_DISABLE_KERNELS", "").strip() not in ("", "0"):
+        return None, "BEBERT_DISABLE_KERNELS=1"
+    if sys.byteorder != "little":  # the kernels read uint8 rows as little-endian words
+        return None, "big-endian host"
+    try:
+        from bebert_cli import _kernels  # torch is imported first: OpenMP runtime is shared
+    except ImportError as exc:
+        return None, f"extension not built: {exc}"
+    return _kernels, ""
+
+
+_ext, _reason = _load()
+_best = _ext.best_level() if _ext is not None else -1
+_level = _best  # -1 = pure torch
+_warned = False
+
+_env_backend = os.environ.get("BEBERT_KERNEL_BACKEND", "").strip()
+if _env_backend and _ext is not None:
+    if _env_backend == "torch":
+        _level = -1
+    elif _env_backend in _LEVELS and _LEVELS.index(_env_backend) <= _best:
+        _level = _LEVELS.index(_env_backend)
+    else:
+        warnings.warn(
+            f"bebert: BEBERT_KERNEL_BACKEND={_env_backend!r} is not available here; using {_LEVELS[_best]}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+
+def available_backends() -> list[str]:
+    """Backends usable in this process, fastest first ("torch" always last)."""
+    return [_LEVELS[i] for i in range(_best, -1, -1)] + ["torch"]
+
+
+def backend() -> str:
+    """The backend in use: "avx512_vpopcntdq" | "avx2" | "scalar" | "torch"."""
+    return _LEVELS[_level] if _level >= 0 else "torch"
+
+
+def set_backend(name: str) -> str:
+    """Select a backend (e.g. to test "scalar" on an AVX-512 machine); returns the previous one."""
+    global _level
+    if name not in available_backends():
+        raise ValueError(f"backend {name!r} not available; choose from {available_backends()}")
+    prev = backend()
+    _level = -1 if name == "torch" else _LEVELS.index(name)
+    return prev
+
+
+def _use_ext(*tensors: torch.Tensor) -> bool:
+    global _warned
+    if _level >= 0:
+        return all(t.device.type == "cpu" for t in tensors)
+    if _ext is None and not _warned:  # explicit set_backend("torch") does not warn
+        _warned = True
+        warnings.warn(
+            f"bebert: compiled binary kernels unavailable ({_reason}); using the slower pure-torch path",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return False
+
+
+def _threads(num_threads: int | None) -> int:
+    return int(num_threads) if num_threads else torch.get_num_threads()
+
+
+def _check(t: torch.Tensor, name: str, dtype: torch.dtype, ndim: int | None = None) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype != dtype:
+        raise TypeError(f"{name} must be {dtype}, got {t.dtype}")
+    if ndim is not None and t.dim() != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
+
+
+def _check_vec(t: torch.Tensor | None, name: str, n: int) -> torch.Tensor | None:
+    if t is None:
+        return None
+    _check(t, name, torch.float32)
+    if tuple(t.shape) != (n,):
+        raise ValueError(f"{name} must have shape ({n},), got {tuple(t.shape)}")
+    return t.contiguous()
+
+
+def unpack_signs_u8(p: torch.Tensor, K: int) -> torch.Tensor:
+    """uint8 [..., ceil(K/8)] -> float32 [..., K] of +-1 (inverse of pack_signs_u8)."""
+    _check(p, "p", torch.uint8)
+    if p.dim() == 0 or p.shape[-1] != (K + 7) // 8:
+        raise ValueError(f"packed last dim must be ceil({K}/8) = {(K + 7) // 8}, got shape {tuple(p.shape)}")
+    return _ref.unpack_bits(p, K)
+
+
+class PackedWeight:
+    """A binary weight repacked for the GEMM kernels (build once at load time).
+
+    ``words``: int32 [ceil(N/16), ceil(K/32), 16]; ``words[b, w, l]`` holds columns
+    32w..32w+31 of output row 16b+l (bit i = column 32w+i). Rows and bits past N/K are 0.
+    Interleaving 16 rows lets one 512-bit load feed 16 output columns.
+    """
+
+    __slots__ = ("words", "K", "N", "_signs")
+
+    def __init__(self, words: torch.Tensor, K: int, N: int):
+        self.words, self.K, self.N = words, int(K), int(N)
+        self._signs: torch.Tensor | None = None
+
+    def signs(self) -> torch.Tensor:
+        """Dense float32 [N, K] of +-1 (cached; used by the pure-torch path)."""
+        if self._signs is None:
+            rows = self.words.transpose(1, 2).reshape(-1, self.words.shape[1]).contiguous()
+            self._signs = _ref.unpack_bits(rows.view(torch.uint8), self.K)[: self.N].contiguous()
+        return self._signs
+
+    def __repr__(self) -> str:
+        return f"PackedWeight(N={self.N}, K={self.K})"
+
+
+def _interleave(rows_u8: torch.Tensor, K: int) -> torch.Tensor:
+    """uint8 [N, >= ceil(K/8)] little-endian bit rows -> PackedWeight.words layout."""
+    N, nbytes, W = rows_u8.shape[0], (K + 7) // 8, (K + 31) // 32
+    NB = (N + 15) // 16
+    buf = torch.zeros(NB * 16, W * 4, dtype=torch.uint8)
+    buf[:N, :nbytes] = rows_u8[:, :nbytes]
+    if K % 8:  # padding bits must be 0: they would otherwise count in XOR/AND popcounts
+        buf[:N, nbytes - 1] &= (1 << (K % 8)) - 1
+    return buf.view(torch.int32).view(NB, 16, W).transpose(1, 2).contiguous()
+
+
+def prepare_binary_weight(weight_packed_u8: torch.Tensor, K: int) -> PackedWeight:
+    """uint8 [N, ceil(K/8)] (checkpoint layout) -> PackedWeight for binary_linear/lowbit_linear."""
+    _check(weight_packed_u8, "weight_packed_u8", torch.uint8, 2)
+    if weight_packed_u8.shape[1] != (K + 7) // 8:
+        raise ValueError(f"weight_packed_u8 must be [N, ceil({K}/8)], got {tuple(weight_packed_u8.shape)}")
+    N = weight_packed_u8.shape[0]
+    return PackedWeight(_interleave(weight_packed_u8.detach().cpu(), K), K, N)
+
+
+def binary_linear(
+    x: torch.Tensor,
+    w: PackedWeight,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    shift: float = 0.0,
+    *,
+    num_threads: int | None = None,
+) -> torch.Tensor:
+    """y = (sign(x - shift) . sign_w) * scale + bias, x float32 [..., K] -> [..., N].
+
+    The dot is an exact integer (XNOR/popcount); `* scale` and `+ bias` round separately,
+    so y equals ``F.linear(sign(x - shift), sign_w) * scale + bias`` bit for bit.
+    """
+    _check(x, "x", torch.float32)
+    if x.dim() == 0 or x.shape[-1] != w.K:
+        raise ValueError(f"x last dim must be K={w.K}, got shape {tuple(x.shape)}")
+    scale, bias = _check_vec(scale, "scale", w.N), _check_vec(bias, "bias", w.N)
+    x2 = x.detach().reshape(-1, w.K).contiguous()
+    if _use_ext(x2, scale, *(() if bias is None else (bias,))):
+        out = torch.empty(x2.shape[0], w.N, dtype=torch.float32)
+        _ext.binary_linear(
+            x2.data_ptr(), x2.shape[0], w.K, float(shift), w.words.data_ptr(), w.N, scale.data_ptr(),
+            0 if bias is None else bias.data_ptr(), out.data_ptr(), _level, _threads(num_threads),
+        )  # fmt: skip
+    else:
+        out = _ref.binary_linear(x2, w.signs().to(x.device), scale, bias, shift)
+    return out.reshape(*x.shape[:-1], w.N)
+
+
+def lowbit_linear(
+    x_int: torch.Tensor,
+    w: PackedWeight,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    num_threads: int | None = None,
+) -> torch.Tensor:
+    """y = (x_int . sign_w) * scale + bias for int8 activations [..., K] (w1a4 / w1a8) -> float32 [..., N]."""
+    _check(x_int, "x_int", torch.int8)
+    if x_int.dim() == 0 or x_int.shape[-1] != w.K:
+        raise ValueError(f"x_int last dim must be K={w.K}, got shape {tuple(x_int.shape)}")
+    scale, bias = _check_vec(scale, "scale", w.N), _check_vec(bias, "bias", w.N)
+    x2 = x_int.reshape(-1, w.K).contiguous()
+    if _use_ext(x2, scale, *(() if bias is None else (bias,))):
+        out = torch.empty(x2.shape[0], w.N, dtype=torch.float32)
+        _ext.lowbit_linear(
+            x2.data_ptr(), x2.shape[0], w.K, w.words.data_ptr(), w.N, scale.data_ptr(),
+            0 if bias is None else bias.data_ptr(), out.data_ptr(), _level, _threads(num_threads),
+        )  # fmt: skip
+    else:
+        out = _ref.lowbit_linear(x2, w.signs().to(x_int.device), scale, bias)
+    return out.reshape(*x_int.shape[:-1], w.N)
+
+
+def binary_matmul_bits(
+    a_bits: torch.Tensor, b_bits: torch.Tensor, K: int, *, num_threads: int | None = None
+) -> torch.Tensor:
+    """Raw +-1 dot products from packed bits: int64 [M, W], [N, W] (W >= ceil(K/64),
+    bit i of word w = column 64w+i, bits past K ignored) -> int32 [M, N] = K - 2*popcount(a ^ b)."""
+    _check(a_bits, "a_bits", torch.int64, 2)
+    _check(b_bits, "b_bits", torch.int64, 2)
+    W64 = (K + 63) // 64
+    if a_bits.shape[1] < W64 or b_bits.shape[1] < W64:
+        raise ValueError(f"a_bits/b_bits need >= ceil({K}/64) = {W64} words, got {a_bits.shape[1]}, {b_bits.shape[1]}")
+    if not _use_ext(a_bits, b_bits):
+        return _ref.matmul_bits(a_bits, b_bits, K)
+    M, N, W = a_bits.shape[0], b_bits.shape[0], (K + 31) // 32
+    a32 = a_bits.contiguous().view(torch.int32)
+    if K % 32:  # zero a's padding bits (b's are zeroed by _interleave)
+        a32 = a32[:, :W].clone()
+        a32[:, -1] &= (1 << (K % 32)) - 1
+    b_words = _interleave(b_bits.detach().cpu().contiguous().view(torch.uint8), K)
+    out = torch.empty(M, N, dtype=torch.int32)
+    _ext.matmul_bits(a32.data_ptr(), M, K, a32.shape[1], b_words.data_ptr(), N, out.data_ptr(), _level,
+                     _threads(num_threads))  # fmt: skip
+    return out
+
+
+def bi_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_mask: torch.Tensor | None = None,
+    *,
+    num_threads: int | None = None,
+) -> torch.Tensor:
+    """BiBERT binary attention. q [B,H,Lq,D], k/v [B,H,Lk,D] float32; key_mask [B, Lk]
+    bool/int, True (nonzero) = key may be attended (HF attention_mask convention).
+
+    A[i,j] = key_mask[j] and sign(q_i).sign(k_j) >= 0; out[i] = sum_j A[i,j] sign(v_j),
+    exact integers returned as float32 [B,H,Lq,D]. Scaling / additive masks do not change
+    the >= 0 test on unmasked keys, so they are not arguments.
+    """
+    for t, n in ((q, "q"), (k, "k"), (v, "v")):
+        _check(t, n, torch.float32, 4)
+    B, H, Lq, D = q.shape
+    Lk = k.shape[2]
+    if tuple(k.shape) != (B, H, Lk, D) or tuple(v.shape) != (B, H, Lk, D):
+        raise ValueError(f"shapes q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} do not match")
+    if key_mask is not None:
+        if key_mask.dtype.is_floating_point or key_mask.dtype.is_complex:
+            raise TypeError(f"key_mask must be bool or integer (True = attend), got {key_mask.dtype}")
+        if tuple(key_mask.shape) != (B, Lk):
+            raise ValueError(f"key_mask must be [B, Lk] = {(B, Lk)}, got {tuple(key_mask.shape)}")
+    if not _use_ext(q, k, v, *(() if key_mask is None else (key_mask,))):
+        return _ref.bi_attention(q, k, v, key_mask)
+    q, k, v = (t.detach().contiguous() for t in (q, k, v))
+    keep = None if key_mask is None else (key_mask != 0).to(torch.uint8).contiguous()
+    out = torch.empty(B, H, Lq, D, dtype=torch.float32)
+    _ext.bi_attention(
+        q.data_ptr(), k.data_ptr(), v.data_ptr(), 0 if keep is None else keep.data_ptr(),
+        B, H, Lq, Lk, D, out.data_ptr(), _level, _threads(num_threads),
+    )  # fmt: skip
+    return out

@@ -1,0 +1,64 @@
+"""Pure-torch reference implementations (the fallback path, and the test oracle).
+
+They define the exact numbers the compiled kernels must reproduce bit for bit:
+integer dot products via float32 matmuls of +-1 / small-int values (exact while
+partial sums stay below 2**24), then `* scale` and `+ bias` as two roundings.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+_SHIFTS = torch.arange(8, dtype=torch.uint8)
+
+
+def sign_pm1(x: torch.Tensor) -> torch.Tensor:
+    """+1.0 where x >= 0 (0 and -0.0 included), else -1.0 (NaN -> -1), float32."""
+    return torch.where(x >= 0, 1.0, -1.0).to(torch.float32)
+
+
+def pack_signs_u8(x: torch.Tensor) -> torch.Tensor:
+    """Sign bits of x [..., K] -> uint8 [..., ceil(K/8)]; bit i of byte j = column 8j+i; padding 0."""
+    K = x.shape[-1]
+    nbytes = (K + 7) // 8
+    bits = (x >= 0).to(torch.uint8)
+    if nbytes * 8 != K:
+        bits = torch.cat([bits, bits.new_zeros(*x.shape[:-1], nbytes * 8 - K)], dim=-1)
+    bits = bits.reshape(*x.shape[:-1], nbytes, 8) << _SHIFTS.to(x.device)
+    return bits.sum(-1, dtype=torch.int32).to(torch.uint8)
+
+
+def unpack_bits(p: torch.Tensor, K: int) -> torch.Tensor:
+    """uint8 [..., >= ceil(K/8)] -> float32 [..., K] of +-1 (bytes/bits past K ignored)."""
+    bits = (p.unsqueeze(-1) >> _SHIFTS.to(p.device)) & 1
+    bits = bits.reshape(*p.shape[:-1], p.shape[-1] * 8)[..., :K]
+    return bits.to(torch.float32) * 2.0 - 1.0
+
+
+def _affine(dot: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    y = dot * scale  # rounding 1
+    return y + bias if bias is not None else y  # rounding 2 (never an FMA)
+
+
+def binary_linear(x, signs_w, scale, bias=None, shift=0.0):
+    xs = sign_pm1(x - shift if shift else x)  # x - 0.0 == x bitwise for the sign test
+    return _affine(F.linear(xs, signs_w), scale, bias)
+
+
+def lowbit_linear(x_int, signs_w, scale, bias=None):
+    return _affine(F.linear(x_int.to(torch.float32), signs_w), scale, bias)
+
+
+def matmul_bits(a_bits, b_bits, K):
+    a = unpack_bits(a_bits.contiguous().view(torch.uint8), K)
+    b = unpack_bits(b_bits.contiguous().view(torch.uint8), K)
+    return (a @ b.T).to(torch.int32)
+
+
+def bi_attention(q, k, v, key_mask=None):
+    scores = sign_pm1(q) @ sign_pm1(k).transpose(-1, -2)  # exact integers
+    attn = scores >= 0
+    if key_mask is not None:
+        attn = attn & key_mask.to(torch.bool)[:, None, None, :]
+    return attn.to(torch.float32) @ sign_pm1(v)

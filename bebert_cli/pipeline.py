@@ -1,0 +1,90 @@
+"""Steps shared by the commands: data for a task, the accelerator, the final dev evaluation."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from bebert_cli import data as data_mod
+from bebert_cli.evaluation import evaluate
+from bebert_cli.tasks import GlueTask, resolve_split
+
+RUN_FILE = "bebert_run.json"  # how a checkpoint was made: command, options, versions
+EVAL_FILE = "eval_results.json"
+
+
+@dataclass
+class TaskData:
+    train: object  # tokenized datasets
+    select: object | None
+    collator: object
+
+
+def make_accelerator(cpu: bool = False):
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=cpu)
+
+
+def load_eval_split(task: GlueTask, split: str, tokenizer, *, data_dir, max_seq_length: int, max_samples=None):
+    """{split name: tokenized dataset} (MNLI's dev is two splits)."""
+    ddir = data_mod.resolve_data_dir(data_dir)
+    out = {}
+    for name in resolve_split(task, split):
+        raw = data_mod.subsample(data_mod.load_split(task, name, ddir), max_samples, 0, shuffle=False)
+        out[name] = data_mod.tokenize(raw, task, tokenizer, max_seq_length, desc=f"tokenize {name}")
+    return out
+
+
+def load_train_data(task: GlueTask, tokenizer, *, data_dir, max_seq_length: int, max_train_samples, seed: int,
+                    holdout: float = 0.05) -> TaskData:
+    ddir = data_mod.resolve_data_dir(data_dir)
+    raw = data_mod.load_split(task, "train", ddir)
+    raw = data_mod.subsample(raw, max_train_samples, seed, shuffle=True)
+    select = None
+    if holdout > 0 and len(raw) >= 20:
+        raw, select = data_mod.holdout_split(raw, holdout, seed)
+    train = data_mod.tokenize(raw, task, tokenizer, max_seq_length, desc="tokenize train")
+    select = data_mod.tokenize(select, task, tokenizer, max_seq_length, desc="tokenize held-out") if select is not None else None
+    return TaskData(train, select, data_mod.make_collator(tokenizer))
+
+
+def main_score(task: GlueTask, metrics: dict) -> float:
+    return metrics[task.main_metric]
+
+
+def evaluate_splits(model, task: GlueTask, splits: dict, collator, *, batch_size: int, progress=None, device=None) -> dict:
+    results = {}
+    for name, ds in splits.items():
+        metrics, _ = evaluate(model, task, ds, collator, batch_size=batch_size, progress=progress, device=device,
+                              description=f"eval {name}")
+        results[name] = {"metrics": metrics, "samples": len(ds)}
+    return results
+
+
+def eval_payload(task: GlueTask, results: dict, **extra) -> dict:
+    """The shape of eval_results.json and of `bebert eval --json`."""
+    first = next(iter(results.values()))
+    return {
+        "task": task.name,
+        "main_metric": task.main_metric,
+        "main_value": first["metrics"][task.main_metric],
+        "splits": results,
+        **extra,
+    }
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_run_info(path: Path) -> dict:
+    f = Path(path) / RUN_FILE
+    if not f.is_file():
+        return {}
+    try:
+        info = json.loads(f.read_text())
+        return info if isinstance(info, dict) else {}
+    except (ValueError, OSError):
+        return {}

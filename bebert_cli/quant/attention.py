@@ -1,0 +1,80 @@
+"""Quantized attention, plugged into transformers' attention interface as "bebert".
+
+BERT, RoBERTa, ELECTRA and DistilBERT all dispatch their attention product through
+`ALL_ATTENTION_FUNCTIONS[config._attn_implementation]`; registering one function here quantizes
+the attention of all four without copying their modeling code. The quantizers live in an
+`AttentionQuant` module attached to each self-attention module (so they are saved with it).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bebert_cli.quant.quantizers import bool_ste, make_activation_quantizer
+
+ATTN_IMPLEMENTATION = "bebert"
+
+
+class AttentionQuant(nn.Module):
+    """mode "bi": BiBERT Bi-Attention, bool(B_Q B_K^T * s + mask) @ sign(V), softmax removed.
+    mode "softmax": softmax kept, Q/K/V and the probabilities quantized (BiT, w1a4, w1a8)."""
+
+    def __init__(self, mode: str, bits: int, act_mode: str):
+        super().__init__()
+        if mode not in ("bi", "softmax"):
+            raise ValueError(f"attention must be 'bi' or 'softmax', not {mode!r}")
+        self.mode, self.bits = mode, bits
+        qmode = "sign" if mode == "bi" else act_mode
+        self.q_quant = make_activation_quantizer(bits, qmode)
+        self.k_quant = make_activation_quantizer(bits, qmode)
+        self.v_quant = make_activation_quantizer(bits, qmode)
+        # Probabilities are non-negative: {0, alpha} (BiT two-set binarization) or unsigned LSQ.
+        self.p_quant = make_activation_quantizer(bits, "elastic", unsigned=True) if mode == "softmax" else nn.Identity()
+        self.runtime = "simulated"
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}, bits={self.bits}"
+
+
+def bebert_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Same contract as transformers' eager_attention_forward: returns ((B, L, H, D), weights)."""
+    aq: AttentionQuant | None = getattr(module, "bebert_attn", None)
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    if aq is None:
+        from transformers.models.bert.modeling_bert import eager_attention_forward
+
+        return eager_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout)
+
+    if aq.mode == "bi":
+        if aq.runtime == "packed" and not torch.is_grad_enabled():
+            from bebert_cli.quant.runtime import packed_bi_attention
+
+            out = packed_bi_attention(query, key, value, attention_mask)
+            if out is not None:
+                return out.transpose(1, 2).contiguous(), None
+        scores = torch.matmul(aq.q_quant(query), aq.k_quant(key).transpose(2, 3)) * scaling
+        if attention_mask is not None:
+            scores = scores + attention_mask
+        # The reference applies attention dropout before the bool.
+        scores = nn.functional.dropout(scores, p=dropout, training=module.training)
+        weights = bool_ste(scores)
+        out = torch.matmul(weights, aq.v_quant(value))
+    else:
+        scores = torch.matmul(aq.q_quant(query), aq.k_quant(key).transpose(2, 3)) * scaling
+        if attention_mask is not None:
+            scores = scores + attention_mask
+        weights = nn.functional.softmax(scores, dim=-1)
+        weights = nn.functional.dropout(weights, p=dropout, training=module.training)
+        out = torch.matmul(aq.p_quant(weights), aq.v_quant(value))
+    return out.transpose(1, 2).contiguous(), weights
+
+
+def register_attention() -> None:
+    """Idempotent registration of the attention function and its (eager, additive) mask."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
+
+    AttentionInterface.register(ATTN_IMPLEMENTATION, bebert_attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(ATTN_IMPLEMENTATION, eager_mask)

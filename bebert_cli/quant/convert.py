@@ -1,0 +1,139 @@
+"""`quantize_(model, recipe)`: swap a BERT-family classifier's layers for binary ones, in place.
+
+What is binarized (BiBERT's choice): every Linear of the encoder layers (Q, K, V, attention
+output, FFN in/out) and BERT's pooler, the activations entering them, the attention products,
+and (embedding_bits=1) the word-embedding table. What stays full precision, and why, is
+returned as a plan so reports and model cards can show it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from bebert_cli.errors import ModelError
+from bebert_cli.models import SUPPORTED_MODEL_TYPES
+from bebert_cli.quant.attention import ATTN_IMPLEMENTATION, AttentionQuant, register_attention
+from bebert_cli.quant.layers import PackedEmbedding, PackedLinear, QuantEmbedding, QuantLinear
+from bebert_cli.quant.quantizers import make_activation_quantizer
+from bebert_cli.quant.recipes import Recipe
+
+# Names (relative to a layer) of the Q, K, V projections, per architecture; DMD hooks them.
+QKV_NAMES = {
+    "bert": ("attention.self.query", "attention.self.key", "attention.self.value"),
+    "roberta": ("attention.self.query", "attention.self.key", "attention.self.value"),
+    "electra": ("attention.self.query", "attention.self.key", "attention.self.value"),
+    "distilbert": ("attention.q_lin", "attention.k_lin", "attention.v_lin"),
+}
+
+KEEP_REASONS = {
+    "position_embeddings": "position embeddings: small, and binarizing them breaks word order (BiBERT keeps them)",
+    "token_type_embeddings": "token-type embeddings: two rows, nothing to gain",
+    "LayerNorm": "LayerNorm: normalisation statistics need full precision",
+    "layer_norm": "LayerNorm: normalisation statistics need full precision",
+    "classifier": "classifier head: a few hundred parameters that decide every prediction",
+    "word_embeddings": "word embeddings kept (embedding bits 32)",
+    "embeddings_project": "embedding projection: outside the encoder",
+}
+
+
+@dataclass
+class QuantPlan:
+    binary_linears: list[str] = field(default_factory=list)
+    binary_embeddings: list[str] = field(default_factory=list)
+    hashed_embeddings: list[str] = field(default_factory=list)
+    quantized_attention: list[str] = field(default_factory=list)
+    full_precision: dict[str, str] = field(default_factory=dict)  # module name -> reason
+
+
+def encoder_layers(model) -> list[nn.Module]:
+    mt = model.config.model_type
+    base = getattr(model, model.base_model_prefix)
+    if mt == "distilbert":
+        return list(base.transformer.layer)
+    return list(base.encoder.layer)
+
+
+def check_architecture(model) -> None:
+    mt = getattr(model.config, "model_type", None)
+    if mt not in SUPPORTED_MODEL_TYPES:
+        raise ModelError(f"cannot binarize a {mt!r} model; supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
+
+
+def _is_binarized(name: str, model_type: str) -> bool:
+    inside_layer = ".encoder.layer." in f".{name}" or ".transformer.layer." in f".{name}"
+    return inside_layer or name.endswith("pooler.dense")
+
+
+def _reason(name: str) -> str:
+    for key, why in KEEP_REASONS.items():
+        if key in name:
+            return why
+    return "outside the encoder"
+
+
+def _set(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+def quantize_(model, recipe: Recipe, *, packed: bool = False, runtime: str = "simulated", vocab: list[str] | None = None) -> QuantPlan:
+    """Convert in place. packed=True builds the inference form (buffers to load packed tensors into)."""
+    check_architecture(model)
+    register_attention()
+    mt = model.config.model_type
+    plan = QuantPlan()
+    act_bits, mode = recipe.activation_bits, recipe.activation_mode
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Linear):
+            if _is_binarized(name, mt):
+                # FFN output input is GELU output: mostly non-negative, but GELU dips below 0, so
+                # a signed quantizer (with a learned shift for BiT) is kept there too.
+                act = make_activation_quantizer(act_bits, mode)
+                if packed:
+                    new = PackedLinear(module.in_features, module.out_features, module.bias is not None, act, runtime)
+                else:
+                    new = QuantLinear(module, act)
+                _set(model, name, new)
+                plan.binary_linears.append(name)
+            else:
+                plan.full_precision[name] = _reason(name)
+        elif isinstance(module, nn.Embedding):
+            if name.endswith("word_embeddings") and recipe.embeddings == "binary":
+                new = PackedEmbedding(module.num_embeddings, module.embedding_dim, module.padding_idx) if packed else QuantEmbedding(module)
+                _set(model, name, new)
+                plan.binary_embeddings.append(name)
+            elif name.endswith("word_embeddings") and recipe.embeddings == "hash":
+                from bebert_cli.quant.hash_embedding import HashEmbedding, HashEmbeddingSettings
+
+                if vocab is None:
+                    raise ModelError("hashed embeddings need the tokenizer's vocabulary")
+                settings = HashEmbeddingSettings(dim=module.embedding_dim, ngram_sizes=tuple(recipe.hash_ngrams),
+                                                 seed=recipe.hash_seed, projection=recipe.hash_projection)
+                _set(model, name, HashEmbedding(vocab, settings, padding_idx=module.padding_idx))
+                plan.hashed_embeddings.append(name)
+            else:
+                plan.full_precision[name] = _reason(name)
+        elif isinstance(module, nn.LayerNorm):
+            plan.full_precision[name] = _reason(name)
+
+    if act_bits < 32:
+        attn_mode = recipe.attention
+        for i, layer in enumerate(encoder_layers(model)):
+            q_name = QKV_NAMES[mt][0]
+            self_attn = layer.get_submodule(q_name.rpartition(".")[0])
+            aq = AttentionQuant(attn_mode, act_bits, mode)
+            aq.runtime = runtime
+            self_attn.bebert_attn = aq
+            plan.quantized_attention.append(f"layer {i}")
+        model.config._attn_implementation = ATTN_IMPLEMENTATION
+    return plan
+
+
+def set_runtime(model, runtime: str) -> None:
+    """Switch every packed layer between the simulated and the bit-kernel runtime."""
+    for m in model.modules():
+        if isinstance(m, (PackedLinear, AttentionQuant)):
+            m.runtime = runtime

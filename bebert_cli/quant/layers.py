@@ -1,0 +1,124 @@
+"""Binary layers: a trainable form (latent fp weights) and a packed form (uint8 signs + scales).
+
+Both compute `F.linear(x_q, signs) * alpha + bias` in the same order, so a packed model loaded
+from disk reproduces the trained student bit for bit in the simulated runtime.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bebert_cli.quant.packing import pack_signs, packed_width, unpack_signs
+from bebert_cli.quant.quantizers import binarize_weight, hard_sign
+
+
+class QuantLinear(nn.Module):
+    """nn.Linear with 1-bit weights (per-row scale) and quantized input activations (training form)."""
+
+    def __init__(self, linear: nn.Linear, act_quant: nn.Module):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight = nn.Parameter(linear.weight.detach().clone())
+        self.bias = nn.Parameter(linear.bias.detach().clone()) if linear.bias is not None else None
+        self.act_quant = act_quant
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, weight_bits=1"
+
+    def forward(self, x):
+        signs, alpha = binarize_weight(self.weight)
+        y = F.linear(self.act_quant(x), signs) * alpha
+        return y + self.bias if self.bias is not None else y
+
+    def packed_state(self) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            signs, alpha = binarize_weight(self.weight)
+            return {"weight_packed": pack_signs(signs), "weight_scale": alpha.half()}
+
+
+class PackedLinear(nn.Module):
+    """Inference form of QuantLinear: holds only packed signs and fp16 scales.
+
+    runtime "simulated" unpacks the signs once (cached) and runs the same float ops as training;
+    runtime "packed" calls the XNOR/popcount kernels of `bebert_cli.kernels`.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, act_quant: nn.Module, runtime: str = "simulated"):
+        super().__init__()
+        self.in_features, self.out_features, self.runtime = in_features, out_features, runtime
+        self.register_buffer("weight_packed", torch.zeros(out_features, packed_width(in_features), dtype=torch.uint8))
+        self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float16))
+        self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
+        self.act_quant = act_quant
+        self._signs = None  # unpacked +-1 cache for the simulated runtime
+        self._kernel_weight = None  # kernel layout cache for the packed runtime
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, weight_bits=1, runtime={self.runtime}"
+
+    def _apply(self, fn, *args, **kwargs):
+        self._signs, self._kernel_weight = None, None  # device/dtype moves invalidate caches
+        return super()._apply(fn, *args, **kwargs)
+
+    def signs(self) -> torch.Tensor:
+        if self._signs is None:
+            self._signs = unpack_signs(self.weight_packed, self.in_features)
+        return self._signs
+
+    def forward(self, x):
+        if self.runtime == "packed" and not torch.is_grad_enabled():
+            from bebert_cli.quant.runtime import packed_linear
+
+            out = packed_linear(self, x)
+            if out is not None:
+                return out
+        y = F.linear(self.act_quant(x), self.signs()) * self.weight_scale.float()
+        return y + self.bias if self.bias is not None else y
+
+
+class QuantEmbedding(nn.Module):
+    """Word-embedding table with 1-bit rows and a per-row (per-token) scale (training form)."""
+
+    def __init__(self, emb: nn.Embedding):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim, self.padding_idx = emb.num_embeddings, emb.embedding_dim, emb.padding_idx
+        self.weight = nn.Parameter(emb.weight.detach().clone())
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, bits=1"
+
+    def forward(self, ids):
+        signs, alpha = binarize_weight(self.weight)
+        return F.embedding(ids, signs) * alpha[ids].unsqueeze(-1)
+
+    def packed_state(self) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            signs, alpha = binarize_weight(self.weight)
+            return {"weight_packed": pack_signs(signs), "weight_scale": alpha.half()}
+
+
+class PackedEmbedding(nn.Module):
+    """Inference form of QuantEmbedding: unpacks only the rows a batch looks up."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
+        self.register_buffer("weight_packed", torch.zeros(num_embeddings, packed_width(embedding_dim), dtype=torch.uint8))
+        self.register_buffer("weight_scale", torch.ones(num_embeddings, dtype=torch.float16))
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, bits=1, packed"
+
+    @property
+    def weight(self) -> torch.Tensor:
+        # transformers reads `.weight` for dtype/device; a full unpack is only done if asked.
+        return unpack_signs(self.weight_packed, self.embedding_dim) * self.weight_scale.float().unsqueeze(-1)
+
+    def forward(self, ids):
+        signs = unpack_signs(self.weight_packed[ids], self.embedding_dim)
+        return signs * self.weight_scale.float()[ids].unsqueeze(-1)
+
+
+__all__ = ["QuantLinear", "PackedLinear", "QuantEmbedding", "PackedEmbedding", "hard_sign"]

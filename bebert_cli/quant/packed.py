@@ -1,0 +1,212 @@
+"""The packed checkpoint format: a Hugging Face directory that describes itself.
+
+config.json            the model config plus `quantization_config` (quant_method "bebert",
+                       format_version, recipe, bits, bit order, binary and full-precision modules)
+model.safetensors      binarized matrices as uint8 signs (`*.weight_packed`) + fp16 per-row scales
+                       (`*.weight_scale`); everything kept full precision in `fp_dtype`; quantizer
+                       parameters in fp32. No fp32 copy of a binarized weight anywhere.
+recipe.json            the resolved recipe (repeat the run exactly)
+eval_results.json, bebert_run.json, tokenizer files
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from bebert_cli.errors import CheckpointError, ModelError
+from bebert_cli.quant.layers import PackedEmbedding, PackedLinear, QuantEmbedding, QuantLinear
+from bebert_cli.quant.packing import BIT_ORDER
+from bebert_cli.quant.recipes import Recipe
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+RECIPE_FILE = "recipe.json"
+_QUANTIZER_MARKERS = ("act_quant.", "bebert_attn.")
+_TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+_ST_NAMES = {torch.uint8: "U8", torch.float16: "F16", torch.float32: "F32", torch.int64: "I64", torch.bfloat16: "BF16"}
+
+
+def _is_quantizer_param(name: str) -> bool:
+    return any(m in name for m in _QUANTIZER_MARKERS)
+
+
+def _binary_modules(model) -> dict[str, torch.nn.Module]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, (QuantLinear, QuantEmbedding, PackedLinear, PackedEmbedding))}
+
+
+def round_full_precision_(model, fp_dtype: str) -> None:
+    """Round every kept-full-precision tensor to its storage precision, in place.
+
+    Called before the final evaluation so that the model evaluated is exactly the model saved.
+    """
+    target = _TORCH_DTYPES[fp_dtype]
+    binary = _binary_modules(model)
+    with torch.no_grad():
+        for name, t in model.state_dict(keep_vars=True).items():
+            owner = name.rpartition(".")[0]
+            if owner in binary and name.endswith(".weight"):
+                continue  # latent weights are binarized on save
+            if _is_quantizer_param(name) or not t.is_floating_point():
+                continue
+            t.data.copy_(t.data.to(target).to(t.dtype))
+
+
+def packed_state_dict(model, fp_dtype: str) -> dict[str, torch.Tensor]:
+    target = _TORCH_DTYPES[fp_dtype]
+    binary = _binary_modules(model)
+    out: dict[str, torch.Tensor] = {}
+    for name, t in model.state_dict().items():
+        owner, _, leaf = name.rpartition(".")
+        if owner in binary and leaf == "weight":
+            m = binary[owner]
+            for k, v in m.packed_state().items():
+                out[f"{owner}.{k}"] = v.cpu().contiguous()
+            continue
+        t = t.detach().cpu()
+        if t.is_floating_point() and not _is_quantizer_param(name):
+            t = t.to(target)
+        out[name] = t.contiguous()
+    return out
+
+
+def quantization_config(recipe: Recipe, plan) -> dict:
+    return {
+        "quant_method": "bebert",
+        "format_version": FORMAT_VERSION,
+        "recipe": recipe.to_dict(),
+        "bits": {"weights": recipe.weight_bits, "embeddings": "hash" if recipe.embeddings == "hash" else recipe.embedding_bits,
+                 "activations": recipe.activation_bits},
+        "bits_label": recipe.bits_label,
+        "bit_order": BIT_ORDER,
+        "pack_dtype": "uint8",
+        "scale_dtype": "float16",
+        "fp_dtype": recipe.fp_dtype,
+        "attention": recipe.attention if recipe.activation_bits < 32 else "softmax",
+        "binary_modules": plan.binary_linears,
+        "binary_embeddings": plan.binary_embeddings,
+        "hashed_embeddings": plan.hashed_embeddings,
+        "full_precision_modules": plan.full_precision,
+    }
+
+
+def save_packed(model, out_dir: Path, recipe: Recipe, plan) -> None:
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    state = packed_state_dict(model, recipe.fp_dtype)
+    save_file(state, str(out_dir / WEIGHTS_FILE), metadata={"format": "pt", "bebert_format_version": str(FORMAT_VERSION)})
+    config = model.config.to_dict()
+    config.pop("_attn_implementation", None)
+    config.pop("_attn_implementation_autoset", None)
+    config["quantization_config"] = quantization_config(recipe, plan)
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (out_dir / RECIPE_FILE).write_text(json.dumps(recipe.to_dict(), indent=2, sort_keys=True) + "\n")
+
+
+def _read_quant_config(path: Path) -> tuple[dict, dict, Recipe]:
+    from bebert_cli.checkpoint import read_config_json
+
+    config = read_config_json(path)
+    qc = config.pop("quantization_config")
+    if not isinstance(qc, dict):
+        raise CheckpointError(f"{path}: quantization_config must be an object")
+    version = qc.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{path}: quantization_config.format_version must be an integer")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path} uses packed format {version}; this bebert reads up to {FORMAT_VERSION} (upgrade bebert)")
+    if qc.get("bit_order") != BIT_ORDER or qc.get("pack_dtype") != "uint8":
+        raise CheckpointError(f"{path}: unsupported bit order or pack dtype ({qc.get('bit_order')!r}, {qc.get('pack_dtype')!r})")
+    try:
+        recipe = Recipe.from_dict(qc.get("recipe")).validate()
+    except Exception as exc:
+        raise CheckpointError(f"{path}: invalid recipe in quantization_config: {exc}") from None
+    for key in ("binary_modules", "binary_embeddings", "hashed_embeddings"):
+        if not isinstance(qc.get(key, []), list) or not all(isinstance(x, str) for x in qc.get(key, [])):
+            raise CheckpointError(f"{path}: quantization_config.{key} must be a list of module names")
+    return config, qc, recipe
+
+
+def build_packed_skeleton(path: Path, runtime: str = "simulated"):
+    """An empty inference model shaped as the checkpoint says, plus its recipe and plan."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from bebert_cli.models import SUPPORTED_MODEL_TYPES, quiet_transformers
+    from bebert_cli.quant.convert import quantize_
+
+    quiet_transformers()
+    config_dict, qc, recipe = _read_quant_config(path)
+    model_type = config_dict.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise CheckpointError(f"{path}: model_type {model_type!r} is not one bebert supports")
+    try:
+        config = AutoConfig.for_model(**config_dict)
+        model = AutoModelForSequenceClassification.from_config(config)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: config.json does not describe a valid {model_type} model: {exc}") from None
+    vocab = None
+    if recipe.embeddings == "hash":
+        from bebert_cli.models import load_tokenizer
+        from bebert_cli.quant.hash_embedding import tokens_from_vocab
+
+        vocab = tokens_from_vocab(load_tokenizer(str(path)).get_vocab())
+    plan = quantize_(model, recipe, packed=True, runtime=runtime, vocab=vocab)
+    if sorted(plan.binary_linears) != sorted(qc.get("binary_modules", [])) or \
+            sorted(plan.binary_embeddings) != sorted(qc.get("binary_embeddings", [])):
+        raise CheckpointError(f"{path}: the binarized modules listed in config.json do not match the architecture")
+    return model, recipe, plan
+
+
+def load_packed(path, runtime: str = "simulated"):
+    """Rebuild a packed model; shapes, dtypes and metadata are checked against each other first."""
+    from safetensors import safe_open
+
+    from bebert_cli.quant.safetensors_check import read_header
+
+    path = Path(path)
+    weights = path / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{path}: missing {WEIGHTS_FILE}")
+    header = read_header(weights)  # before building anything large
+    model, recipe, plan = build_packed_skeleton(path, runtime)
+    expected = model.state_dict()
+    fp_dtype = _TORCH_DTYPES[recipe.fp_dtype]
+    missing = sorted(set(expected) - set(header))
+    unexpected = sorted(set(header) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: tensors do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for name, t in expected.items():
+        want_dtype = t.dtype if (not t.is_floating_point() or _is_quantizer_param(name) or name.endswith(".weight_scale")) else fp_dtype
+        got = header[name]
+        if got["shape"] != list(t.shape) or got["dtype"] != _ST_NAMES.get(want_dtype):
+            raise CheckpointError(
+                f"{path}: tensor {name} is {got['dtype']}{got['shape']}, expected {_ST_NAMES.get(want_dtype)}{list(t.shape)}"
+            )
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot read {WEIGHTS_FILE}: {exc}") from None
+    state = {k: (v.to(expected[k].dtype) if v.dtype != expected[k].dtype else v) for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: {str(exc).splitlines()[0]}") from None
+    model.bebert_recipe, model.bebert_plan = recipe, plan
+    if runtime == "packed":
+        from bebert_cli.quant.runtime import prepare_packed_runtime
+
+        prepare_packed_runtime(model)
+    return model.eval()
+
+
+def is_packed_dir(path) -> bool:
+    try:
+        from bebert_cli.checkpoint import checkpoint_kind
+
+        return checkpoint_kind(path) == "packed"
+    except ModelError:
+        return False

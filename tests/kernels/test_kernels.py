@@ -1,0 +1,267 @@
+"""Compiled binary kernels vs the pure-torch reference: bit-exact on every backend
+this CPU can run (avx512_vpopcntdq / avx2 / scalar are forced one after another)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from bebert_cli import kernels as bk
+from bebert_cli.kernels import _reference as ref
+
+COMPILED = ["avx512_vpopcntdq", "avx2", "scalar"]
+KS = [1, 7, 63, 65, 130, 384, 1000]
+
+
+@pytest.fixture(params=COMPILED)
+def backend(request):
+    if request.param not in bk.available_backends():
+        pytest.skip(f"{request.param} not available here ({bk.available_backends()})")
+    prev = bk.set_backend(request.param)
+    yield request.param
+    bk.set_backend(prev)
+
+
+def _weight(N, K, gen):
+    wf = torch.randn(N, K, generator=gen)
+    wf[0, : min(K, 5)] = 0.0  # sign(0) = +1 in the weights too
+    return bk.prepare_binary_weight(bk.pack_signs_u8(wf), K), ref.sign_pm1(wf)
+
+
+def _x(M, K, gen, shift=0.0):
+    x = torch.randn(M, K, generator=gen)
+    x[0, : min(K, 4)] = 0.0
+    if K > 4:
+        x[-1, 4 : min(K, 9)] = -0.0
+    if shift:
+        x[:, ::3] = shift  # x - shift == 0 exactly -> +1
+    return x
+
+
+# ---------------------------------------------------------------- packing
+
+
+@pytest.mark.parametrize("K", [1, 7, 8, 9, 63, 64, 65, 130, 1000])
+def test_pack_roundtrip(K):
+    x = torch.randn(2, 3, K)
+    x[0, 0, 0] = 0.0
+    x[0, 1, 0] = -0.0
+    p = bk.pack_signs_u8(x)
+    assert p.dtype == torch.uint8 and p.shape == (2, 3, (K + 7) // 8)
+    assert torch.equal(bk.unpack_signs_u8(p, K), ref.sign_pm1(x))
+    assert bk.unpack_signs_u8(p, K)[0, 0, 0] == 1 and bk.unpack_signs_u8(p, K)[0, 1, 0] == 1
+    if K % 8:  # padding bits are 0
+        assert int(p[..., -1].max()) < (1 << (K % 8))
+
+
+def test_pack_bit_order():
+    x = -torch.ones(10)
+    x[[0, 3, 9]] = 1.0  # bit i of byte j is column 8j+i
+    assert bk.pack_signs_u8(x).tolist() == [0b00001001, 0b00000010]
+    with pytest.raises(ValueError):
+        bk.unpack_signs_u8(torch.zeros(3, dtype=torch.uint8), 10)
+
+
+# ---------------------------------------------------------------- binary_linear
+
+
+@pytest.mark.parametrize("K", KS)
+def test_binary_linear(backend, K):
+    gen = torch.Generator().manual_seed(K)
+    for M, N in [(1, 1), (1, 37), (5, 16), (9, 33)]:
+        w, sw = _weight(N, K, gen)
+        scale, bias = torch.rand(N, generator=gen), torch.randn(N, generator=gen)
+        for shift in (0.0, 0.37):
+            x = _x(M, K, gen, shift)
+            for b in (None, bias):
+                y = bk.binary_linear(x, w, scale, b, shift)
+                assert torch.equal(y, ref.binary_linear(x, sw, scale, b, shift)), (M, N, shift, b is None)
+        # independent float64 oracle for the integer dot (scale 1, no bias)
+        x = _x(M, K, gen)
+        dot = (ref.sign_pm1(x).double() @ sw.double().T).float()
+        assert torch.equal(bk.binary_linear(x, w, torch.ones(N)), dot)
+
+
+def test_binary_linear_bert_shape_and_threads(backend):
+    gen = torch.Generator().manual_seed(1)
+    M, K, N = 37, 768, 3072 if backend != "scalar" else 768
+    w, sw = _weight(N, K, gen)
+    scale, bias = torch.rand(N, generator=gen), torch.randn(N, generator=gen)
+    x = _x(M, K, gen).reshape(1, M, K)  # leading dims are kept
+    y1 = bk.binary_linear(x, w, scale, bias, num_threads=1)
+    y2 = bk.binary_linear(x, w, scale, bias, num_threads=2)
+    assert y1.shape == (1, M, N)
+    assert torch.equal(y1, y2)
+    assert torch.equal(y1[0], ref.binary_linear(x[0], sw, scale, bias))
+
+
+def test_binary_linear_sign_of_zero(backend):
+    K, N = 70, 5
+    gen = torch.Generator().manual_seed(2)
+    w, sw = _weight(N, K, gen)
+    for z in (0.0, -0.0):
+        x = torch.full((1, K), z)
+        assert torch.equal(bk.binary_linear(x, w, torch.ones(N))[0], sw.sum(1))  # all +1
+    x = torch.full((1, K), 0.25)
+    assert torch.equal(bk.binary_linear(x, w, torch.ones(N), shift=0.25)[0], sw.sum(1))
+
+
+# ---------------------------------------------------------------- raw bits / lowbit
+
+
+@pytest.mark.parametrize("K", KS + [64, 128])
+def test_binary_matmul_bits(backend, K):
+    gen = torch.Generator().manual_seed(K)
+    W = (K + 63) // 64
+    for M, N in [(1, 1), (6, 17), (13, 40)]:
+        # random padding bits past K (must be ignored), and wider b than needed
+        a = torch.randint(-(2**62), 2**62, (M, W), generator=gen)
+        b = torch.randint(-(2**62), 2**62, (N, W + 1), generator=gen)
+        out = bk.binary_matmul_bits(a, b, K)
+        assert out.dtype == torch.int32 and out.shape == (M, N)
+        assert torch.equal(out, ref.matmul_bits(a, b, K))
+
+
+@pytest.mark.parametrize("K", KS)
+def test_lowbit_linear(backend, K):
+    gen = torch.Generator().manual_seed(K)
+    for M, N in [(1, 3), (6, 33)]:
+        w, sw = _weight(N, K, gen)
+        scale, bias = torch.rand(N, generator=gen), torch.randn(N, generator=gen)
+        for lo, hi in [(-8, 8), (-128, 128), (0, 2), (-1, 1)]:  # w1a4, w1a8, edge ranges
+            x = torch.randint(lo, hi, (M, K), dtype=torch.int8, generator=gen)
+            x[0, 0] = lo
+            for b in (None, bias):
+                y = bk.lowbit_linear(x, w, scale, b)
+                assert torch.equal(y, ref.lowbit_linear(x, sw, scale, b)), (M, N, lo, hi)
+
+
+# ---------------------------------------------------------------- attention
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1, 1), (2, 3, 7, 7, 5), (2, 2, 33, 40, 64), (1, 2, 128, 128, 64), (2, 1, 5, 70, 33)])
+def test_bi_attention(backend, shape):
+    B, H, Lq, Lk, D = shape
+    gen = torch.Generator().manual_seed(Lk * D)
+    q, k = torch.randn(B, H, Lq, D, generator=gen), torch.randn(B, H, Lk, D, generator=gen)
+    v = torch.randn(B, H, Lk, D, generator=gen)
+    q[..., 0] = 0.0
+    v[..., 1 % D] = -0.0
+    mask = torch.rand(B, Lk, generator=gen) > 0.3
+    mask[0] = False  # a fully masked row -> all zeros
+    for m in (None, mask, mask.to(torch.int64)):
+        out = bk.bi_attention(q, k, v, m)
+        assert torch.equal(out, ref.bi_attention(q, k, v, m)), m
+    # non-contiguous inputs (as produced by HF's view().transpose()) are accepted
+    qt = q.transpose(1, 2).contiguous().transpose(1, 2)
+    assert torch.equal(bk.bi_attention(qt, k, v, mask), ref.bi_attention(q, k, v, mask))
+
+
+# ---------------------------------------------------------------- API checks
+
+
+def test_validation():
+    w, _ = _weight(4, 10, torch.Generator().manual_seed(0))
+    with pytest.raises(TypeError):
+        bk.binary_linear(torch.randn(2, 10, dtype=torch.float64), w, torch.ones(4))
+    with pytest.raises(ValueError):
+        bk.binary_linear(torch.randn(2, 11), w, torch.ones(4))
+    with pytest.raises(ValueError):
+        bk.binary_linear(torch.randn(2, 10), w, torch.ones(5))
+    with pytest.raises(TypeError):
+        bk.lowbit_linear(torch.zeros(2, 10, dtype=torch.int32), w, torch.ones(4))
+    with pytest.raises(ValueError):
+        bk.prepare_binary_weight(torch.zeros(4, 3, dtype=torch.uint8), 10)
+    with pytest.raises(TypeError):
+        bk.bi_attention(*torch.randn(3, 1, 1, 4, 8).unbind(0), key_mask=torch.zeros(1, 4))
+    with pytest.raises(ValueError):
+        bk.set_backend("nope")
+    assert bk.backend() in bk.available_backends()
+
+
+def test_extension_rejects_unsupported_level():
+    if "scalar" not in bk.available_backends():
+        pytest.skip("extension not built")
+    from bebert_cli import _kernels
+
+    with pytest.raises(ValueError):
+        _kernels.matmul_bits(0, 0, 1, 1, 0, 0, 0, 99, 1)
+
+
+# ---------------------------------------------------------------- fallback path
+
+_CHILD = textwrap.dedent(
+    """
+    import sys, warnings, torch
+    warnings.simplefilter("always")
+    with warnings.catch_warnings(record=True) as rec:
+        from bebert_cli import kernels as bk
+        d = torch.load(sys.argv[1])
+        w = bk.prepare_binary_weight(d["wp"], d["K"])
+        out = {
+            "backend": bk.backend(),
+            "lin": bk.binary_linear(d["x"], w, d["scale"], d["bias"], 0.1),
+            "low": bk.lowbit_linear(d["xi"], w, d["scale"], d["bias"]),
+            "bits": bk.binary_matmul_bits(d["a"], d["b"], d["K"]),
+            "att": bk.bi_attention(d["q"], d["k"], d["v"], d["mask"]),
+        }
+    out["warnings"] = [str(r.message) for r in rec if "bebert" in str(r.message)]
+    torch.save(out, sys.argv[2])
+    """
+)
+
+
+def _inputs():
+    gen = torch.Generator().manual_seed(7)
+    K, N, M = 130, 20, 9
+    return {
+        "K": K,
+        "wp": bk.pack_signs_u8(torch.randn(N, K, generator=gen)),
+        "x": torch.randn(M, K, generator=gen),
+        "xi": torch.randint(-128, 128, (M, K), dtype=torch.int8, generator=gen),
+        "scale": torch.rand(N, generator=gen),
+        "bias": torch.randn(N, generator=gen),
+        "a": torch.randint(-(2**62), 2**62, (M, 3), generator=gen),
+        "b": torch.randint(-(2**62), 2**62, (N, 3), generator=gen),
+        "q": torch.randn(2, 3, 19, 24, generator=gen),
+        "k": torch.randn(2, 3, 19, 24, generator=gen),
+        "v": torch.randn(2, 3, 19, 24, generator=gen),
+        "mask": torch.rand(2, 19, generator=gen) > 0.2,
+    }
+
+
+def _run_child(tmp_path, env_extra):
+    d = _inputs()
+    torch.save(d, tmp_path / "in.pt")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BEBERT_")}
+    env.update(env_extra)
+    subprocess.run([sys.executable, "-c", _CHILD, str(tmp_path / "in.pt"), str(tmp_path / "out.pt")],
+                   env=env, check=True, timeout=120)  # fmt: skip
+    return d, torch.load(tmp_path / "out.pt")
+
+
+def test_fallback_subprocess(tmp_path):
+    d, out = _run_child(tmp_path, {"BEBERT_DISABLE_KERNELS": "1"})
+    assert out["backend"] == "torch"
+    assert len(out["warnings"]) == 1, out["warnings"]  # once per process, not per call
+    assert "compiled binary kernels unavailable (BEBERT_DISABLE_KERNELS=1)" in out["warnings"][0]
+    # same numbers as this process (compiled if available)
+    w = bk.prepare_binary_weight(d["wp"], d["K"])
+    assert torch.equal(out["lin"], bk.binary_linear(d["x"], w, d["scale"], d["bias"], 0.1))
+    assert torch.equal(out["low"], bk.lowbit_linear(d["xi"], w, d["scale"], d["bias"]))
+    assert torch.equal(out["bits"], bk.binary_matmul_bits(d["a"], d["b"], d["K"]))
+    assert torch.equal(out["att"], bk.bi_attention(d["q"], d["k"], d["v"], d["mask"]))
+
+
+def test_env_backend_subprocess(tmp_path):
+    if "scalar" not in bk.available_backends():
+        pytest.skip("extension not built")
+    d, out = _run_child(tmp_path, {"BEBERT_KERNEL_BACKEND": "scalar"})
+    assert out["backend"] == "scalar" and out["warnings"] == []
+    w = bk.prepare_binary_weight(d["wp"], d["K"])
+    assert torch.equal(out["lin"], ref.binary_linear(d["x"], w.signs(), d["scale"], d["bias"], 0.1))
