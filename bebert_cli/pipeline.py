@@ -21,10 +21,20 @@ class TaskData:
     collator: object
 
 
-def make_accelerator(cpu: bool = False):
+def make_accelerator(cpu: bool = False, mixed_precision: str = "no"):
+    """The one place an Accelerator is made.
+
+    Under torchrun / accelerate launch on a machine without an accelerator, Accelerate only
+    sets up multi-CPU data parallelism (gloo) when asked for the CPU, so ask for it then.
+    """
+    import os
+
+    import torch
     from accelerate import Accelerator
 
-    return Accelerator(cpu=cpu)
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 or os.environ.get("LOCAL_RANK") is not None
+    no_accelerator = not torch.cuda.is_available() and not (hasattr(torch, "xpu") and torch.xpu.is_available())
+    return Accelerator(cpu=cpu or (launched and no_accelerator), mixed_precision=mixed_precision)
 
 
 def load_eval_split(task: GlueTask, split: str, tokenizer, *, data_dir, max_seq_length: int, max_samples=None):

@@ -8,7 +8,10 @@
  * Bit conventions (shared with bebert_cli/kernels):
  *   sign(x) = +1 when x >= 0 (also for -0.0), -1 otherwise (NaN -> -1); bit 1 = +1.
  *   Bits are packed little-endian into 32-bit words: bit b of word w = column 32*w+b.
- *   Padding bits are 0 in every operand, so XOR/AND on padding contributes nothing.
+ *   Padding bits are 0 in every operand, so XOR on padding contributes nothing.
+ *
+ * Kernels: binary_linear / matmul_bits (XNOR-popcount GEMM), lowbit_linear (int8
+ * activations x 1-bit weights via int8 dot products), bi_attention (BiBERT, all in bits).
  *
  * Weight layout of the GEMMs ("interleaved"): uint32 [ceil(N/16)][W][16] with
  * W = ceil(K/32): word w of the 16 output rows of a block lie next to each other, so
@@ -70,10 +73,6 @@ static void *balloc(size_t bytes) { return aligned_alloc(64, cdiv(bytes ? bytes 
 /* ------------------------------------------------------------------------- */
 
 typedef void (*packf_fn)(const float *x, size_t K, float shift, u32 *out);
-/* int8 rows -> 8 bit-planes (stride W words); fills cnt[8] (popcount per plane) and
- * returns 1 if the row needs all 8 planes (some value outside [-8, 7]). */
-typedef int (*packp_fn)(const int8_t *x, size_t K, size_t W, u32 *out, int32_t *cnt);
-#define PL 8 /* plane rows stored per activation row */
 
 /* Portable tail/whole-row packing of sign(x - shift). The subtraction is done in
  * float (not x >= shift) so it rounds exactly like torch's `x - shift`. */
@@ -87,35 +86,6 @@ INL void packf_tail(const float *x, size_t k, size_t K, float shift, u32 *out) {
 }
 static void packf_scalar(const float *x, size_t K, float shift, u32 *out) { packf_tail(x, 0, K, shift, out); }
 
-/* Bit-planes of int8 two's complement: plane i, word w, bit b = bit i of x[32w+b]. */
-INL void packp_tail(const int8_t *x, size_t k, size_t K, size_t W, u32 *out) {
-    for (; k < K; k += 32) {
-        size_t e = K - k < 32 ? K - k : 32;
-        for (int i = 0; i < PL; i++) {
-            u32 v = 0;
-            for (size_t b = 0; b < e; b++) v |= (u32)(((uint8_t)x[k + b] >> i) & 1u) << b;
-            out[i * W + k / 32] = v;
-        }
-    }
-}
-/* Values in [-8, 7] have bits 3..7 all equal (sign extension): then 4 planes suffice. */
-INL int plane_stats(const u32 *pl, size_t W, int32_t *cnt, int hw) {
-    u32 diff = 0;
-    for (int i = 0; i < PL; i++) {
-        int32_t c = 0;
-        for (size_t w = 0; w < W; w++) c += PC32(hw, pl[i * W + w]);
-        cnt[i] = c;
-    }
-    for (size_t w = 0; w < W; w++) {
-        u32 s = pl[3 * W + w];
-        diff |= (pl[4 * W + w] ^ s) | (pl[5 * W + w] ^ s) | (pl[6 * W + w] ^ s) | (pl[7 * W + w] ^ s);
-    }
-    return diff != 0;
-}
-static int packp_scalar(const int8_t *x, size_t K, size_t W, u32 *out, int32_t *cnt) {
-    packp_tail(x, 0, K, W, out);
-    return plane_stats(out, W, cnt, 0);
-}
 
 #ifdef BB_X86
 T512 static void packf_512(const float *x, size_t K, float shift, u32 *out) {
@@ -136,19 +106,6 @@ T512 static void packf_512(const float *x, size_t K, float shift, u32 *out) {
         *out = (u32)m0 | ((u32)m1 << 16);
     }
 }
-T512 static int packp_512(const int8_t *x, size_t K, size_t W, u32 *out, int32_t *cnt) {
-    for (size_t k = 0; k < K; k += 64) {
-        size_t r = K - k;
-        __mmask64 lm = r >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << r) - 1);
-        __m512i v = _mm512_maskz_loadu_epi8(lm, x + k); /* zeros past K: no bits set */
-        for (int i = 0; i < PL; i++) {
-            __mmask64 b = _mm512_test_epi8_mask(v, _mm512_set1_epi8((char)(1 << i)));
-            out[i * W + k / 32] = (u32)b;
-            if (k / 32 + 1 < W) out[i * W + k / 32 + 1] = (u32)(b >> 32);
-        }
-    }
-    return plane_stats(out, W, cnt, 1);
-}
 T256 static void packf_256(const float *x, size_t K, float shift, u32 *out) {
     const __m256 s = _mm256_set1_ps(shift), z = _mm256_setzero_ps();
     size_t k = 0;
@@ -160,30 +117,19 @@ T256 static void packf_256(const float *x, size_t K, float shift, u32 *out) {
     }
     packf_tail(x, k, K, shift, out);
 }
-T256 static int packp_256(const int8_t *x, size_t K, size_t W, u32 *out, int32_t *cnt) {
-    size_t k = 0;
-    for (; k + 32 <= K; k += 32) {
-        __m256i v = _mm256_loadu_si256((const __m256i *)(x + k));
-        /* shifting 16-bit lanes left by 7-i moves bit i of *each* byte into its MSB */
-        for (int i = 0; i < PL; i++) out[i * W + k / 32] = (u32)_mm256_movemask_epi8(_mm256_slli_epi16(v, 7 - i));
-    }
-    packp_tail(x, k, K, W, out);
-    return plane_stats(out, W, cnt, 1);
-}
 #endif
 
 /* ------------------------------------------------------------------------- */
 /* GEMM: tiles of 4 activation rows x 16 interleaved weight rows               */
 /* ------------------------------------------------------------------------- */
 
-enum { MODE_BIN, MODE_BITS, MODE_LOW };
+enum { MODE_BIN, MODE_BITS };
 typedef struct job {
     int mode;
-    const u32 *A; size_t lda, arows;   /* packed activations (or bit-planes), row stride in words */
+    const u32 *A; size_t lda, arows;   /* packed activations, row stride in words */
     const u32 *B; size_t W;            /* interleaved weights, words per row */
     size_t M, N, RT; long K;           /* RT = number of row tiles */
     const float *scale, *bias; float *out; int32_t *iout;
-    int P; const int32_t *rowcnt;      /* MODE_LOW: planes used (4|8, stored PL per row), popcounts */
 } job;
 
 /* Two separate roundings (multiply, then add) to equal torch bit for bit. */
@@ -198,16 +144,6 @@ INL void epilogue(const job *J, size_t rt, size_t nb, const int32_t *acc) {
     int nl = (int)(J->N - n0 < 16 ? J->N - n0 : 16);
     const float *sc = J->scale + n0, *bi = J->bias ? J->bias + n0 : NULL;
     int32_t dot[16];
-    if (J->mode == MODE_LOW) {
-        /* x = -2^(P-1) b_{P-1} + sum_i 2^i b_i and sum_k b_k*s_k = 2*popc(b & w) - popc(b) */
-        for (int l = 0; l < 16; l++) dot[l] = 0;
-        for (int i = 0; i < J->P; i++) {
-            int32_t c = i == J->P - 1 ? -(1 << i) : (1 << i), cnt = J->rowcnt[rt * PL + i];
-            for (int l = 0; l < 16; l++) dot[l] += c * (2 * acc[i * 16 + l] - cnt);
-        }
-        store_scaled(J->out + rt * J->N + n0, dot, sc, bi, nl);
-        return;
-    }
     for (int r = 0; r < 4; r++) {
         size_t m = rt * 4 + r;
         if (m >= J->M) break;
@@ -225,13 +161,13 @@ INL void tile_rows(const job *J, size_t r0, const u32 **a) {
     }
 }
 
-INL void core4_scalar(const u32 *const *a, const u32 *b, size_t W, int use_and, int32_t *acc) {
+INL void core4_scalar(const u32 *const *a, const u32 *b, size_t W, int32_t *acc) {
     for (int i = 0; i < 64; i++) acc[i] = 0;
     for (size_t w = 0; w < W; w++)
         for (int r = 0; r < 4; r++) {
             u32 x = a[r][w];
             for (int l = 0; l < 16; l++)
-                acc[r * 16 + l] += PC32(0, use_and ? (x & b[w * 16 + l]) : (x ^ b[w * 16 + l]));
+                acc[r * 16 + l] += PC32(0, x ^ b[w * 16 + l]);
         }
 }
 
@@ -240,24 +176,17 @@ typedef void (*tile_fn)(const job *J, size_t rt, size_t nb);
 /* One function per ISA; the always_inline generic epilogue gets vectorised with that ISA. */
 #define DEFINE_TILE(SFX, ATTR, CORE)                                                   \
     ATTR static void tile_##SFX(const job *J, size_t rt, size_t nb) {                  \
-        int32_t acc[128] __attribute__((aligned(64)));                                 \
-        const u32 *b = J->B + nb * J->W * 16, *a[4];                                   \
-        if (J->mode == MODE_LOW) {                                                     \
-            for (int g = 0; g < J->P; g += 4) {                                        \
-                tile_rows(J, rt * PL + g, a);                                          \
-                CORE(a, b, J->W, 1, acc + g * 16);                                     \
-            }                                                                          \
-        } else {                                                                       \
-            tile_rows(J, rt * 4, a);                                                   \
-            CORE(a, b, J->W, 0, acc);                                                  \
-        }                                                                              \
+        int32_t acc[64] __attribute__((aligned(64)));                                  \
+        const u32 *a[4];                                                               \
+        tile_rows(J, rt * 4, a);                                                       \
+        CORE(a, J->B + nb * J->W * 16, J->W, acc);                                     \
         epilogue(J, rt, nb, acc);                                                      \
     }
 
 DEFINE_TILE(scalar, , core4_scalar)
 
 #ifdef BB_X86
-/* AVX-512: broadcast one activation word, XOR/AND with 16 weight words, VPOPCNTD. */
+/* AVX-512: broadcast one activation word, XOR with 16 weight words, VPOPCNTD. */
 #define C512(OP)                                                                        \
     for (size_t w = 0; w < W; w++) {                                                    \
         __m512i bv = _mm512_loadu_si512((const void *)(b + w * 16));                    \
@@ -266,9 +195,9 @@ DEFINE_TILE(scalar, , core4_scalar)
         c2 = _mm512_add_epi32(c2, _mm512_popcnt_epi32(OP(_mm512_set1_epi32((int)a[2][w]), bv))); \
         c3 = _mm512_add_epi32(c3, _mm512_popcnt_epi32(OP(_mm512_set1_epi32((int)a[3][w]), bv))); \
     }
-T512 INL void core4_512(const u32 *const *a, const u32 *b, size_t W, int use_and, int32_t *acc) {
+T512 INL void core4_512(const u32 *const *a, const u32 *b, size_t W, int32_t *acc) {
     __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0;
-    if (use_and) { C512(_mm512_and_si512) } else { C512(_mm512_xor_si512) }
+    C512(_mm512_xor_si512)
     _mm512_store_si512((void *)acc, c0); _mm512_store_si512((void *)(acc + 16), c1);
     _mm512_store_si512((void *)(acc + 32), c2); _mm512_store_si512((void *)(acc + 48), c3);
 }
@@ -293,7 +222,7 @@ T256 INL __m256i widen_256(__m256i c8) {
             c[2 * r + 1] = _mm256_add_epi8(c[2 * r + 1], pc8_256(OP(x, b1), lut, m4));    \
         }                                                                                \
     }
-T256 INL void core4_256(const u32 *const *a, const u32 *b, size_t W, int use_and, int32_t *acc) {
+T256 INL void core4_256(const u32 *const *a, const u32 *b, size_t W, int32_t *acc) {
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
                                          0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
     const __m256i m4 = _mm256_set1_epi8(0x0f);
@@ -303,12 +232,125 @@ T256 INL void core4_256(const u32 *const *a, const u32 *b, size_t W, int use_and
         size_t we = W - w0 < 31 ? W : w0 + 31;
         __m256i c[8];
         for (int i = 0; i < 8; i++) c[i] = _mm256_setzero_si256();
-        if (use_and) { C256(_mm256_and_si256) } else { C256(_mm256_xor_si256) }
+        C256(_mm256_xor_si256)
         for (int i = 0; i < 8; i++) t[i] = _mm256_add_epi32(t[i], widen_256(c[i]));
     }
     for (int i = 0; i < 8; i++) _mm256_store_si256((__m256i *)(acc + 8 * i), t[i]);
 }
 DEFINE_TILE(256, T256, core4_256)
+#endif
+
+/* ------------------------------------------------------------------------- */
+/* Low-bit activations (w1a4 / w1a8): int8 x times 1-bit weights               */
+/* ------------------------------------------------------------------------- */
+/* sum_k x_k s_k = 2 * sum_k x_k b_k - sum_k x_k with b in {0,1}. sum x b is an int8 dot
+ * product whose unsigned operand is the 0/1 weight byte: VPDPBUSD (AVX-512 VNNI) or
+ * PMADDUBSW (AVX2), i.e. int8-GEMM speed. The weight bits of a 16-row block are expanded
+ * to bytes once per block of LB_ROWS activation rows (~5% of the work), so memory holds
+ * only the 1-bit weights. Layout of the expansion: u32 we[s*16 + l] holds the bits
+ * 4s..4s+3 of row l as 4 bytes, i.e. one 512-bit vector per 4 columns x 16 rows. */
+
+#define LB_ROWS 128
+typedef struct lowjob {
+    const int8_t *X; size_t Kp;        /* activation rows, stride Kp = 4*ceil(K/4) (zero-padded copy if K%4) */
+    const int32_t *sx;                 /* sum of each activation row */
+    const u32 *B; size_t W;            /* interleaved weight bits */
+    size_t M, N;
+    const float *scale, *bias; float *out;
+} lowjob;
+typedef void (*lowblock_fn)(const lowjob *J, size_t mb, size_t nb, u32 *we);
+
+INL void expand_bits(const u32 *b, size_t S, u32 *__restrict we) {
+    for (size_t w = 0; w * 8 < S; w++) {
+        size_t js = S - w * 8 < 8 ? S - w * 8 : 8;
+        u32 v[16];
+        for (int l = 0; l < 16; l++) v[l] = b[w * 16 + l];
+        /* nibble abcd -> bytes 0000000a|0000000b|...: *0x204081 spreads bit t to bit 9t (no
+         * overlaps, so no carries), then keep bit 8t of each byte */
+        for (size_t j = 0; j < js; j++, we += 16)
+            for (int l = 0; l < 16; l++) we[l] = (((v[l] >> (4 * j)) & 0xFu) * 0x204081u) & 0x01010101u;
+    }
+}
+
+INL u32 ld32(const int8_t *p) { u32 v; memcpy(&v, p, 4); return v; }
+
+INL void low_epilogue(const lowjob *J, size_t m0, int rows, size_t nb, const int32_t *acc) {
+    size_t n0 = nb * 16;
+    int nl = (int)(J->N - n0 < 16 ? J->N - n0 : 16);
+    const float *sc = J->scale + n0, *bi = J->bias ? J->bias + n0 : NULL;
+    int32_t dot[16];
+    for (int r = 0; r < rows; r++) {
+        for (int l = 0; l < 16; l++) dot[l] = 2 * acc[r * 16 + l] - J->sx[m0 + r];
+        store_scaled(J->out + (m0 + r) * J->N + n0, dot, sc, bi, nl);
+    }
+}
+
+INL void lowk_scalar(const int8_t *const *x, const u32 *we, size_t S, int32_t *acc) {
+    const uint8_t *wb = (const uint8_t *)we;
+    for (int i = 0; i < 64; i++) acc[i] = 0;
+    for (size_t s = 0; s < S; s++)
+        for (int r = 0; r < 4; r++)
+            for (int l = 0; l < 16; l++) {
+                const uint8_t *w4 = wb + (s * 16 + l) * 4;
+                const int8_t *x4 = x[r] + 4 * s;
+                acc[r * 16 + l] += w4[0] * x4[0] + w4[1] * x4[1] + w4[2] * x4[2] + w4[3] * x4[3];
+            }
+}
+
+/* Expand one weight block, then run the rows of one LB_ROWS block R at a time. */
+#define DEFINE_LOWBLOCK(SFX, ATTR, KERN, R)                                             \
+    ATTR static void lowblock_##SFX(const lowjob *J, size_t mb, size_t nb, u32 *we) {   \
+        size_t S = J->Kp / 4, m1 = (mb + 1) * LB_ROWS < J->M ? (mb + 1) * LB_ROWS : J->M; \
+        int32_t acc[R * 16] __attribute__((aligned(64)));                               \
+        const int8_t *x[R];                                                             \
+        expand_bits(J->B + nb * J->W * 16, S, we);                                      \
+        for (size_t m0 = mb * LB_ROWS; m0 < m1; m0 += R) {                              \
+            for (int r = 0; r < R; r++) x[r] = J->X + (m0 + r < m1 ? m0 + r : m1 - 1) * J->Kp; \
+            KERN(x, we, S, acc);                                                        \
+            low_epilogue(J, m0, (int)(m1 - m0 < R ? m1 - m0 : R), nb, acc);             \
+        }                                                                               \
+    }
+
+DEFINE_LOWBLOCK(scalar, , lowk_scalar, 4)
+
+#ifdef BB_X86
+#define T512V __attribute__((target("avx512f,avx512bw,avx512vnni")))
+/* 8 rows at once: VPDPBUSD latency x throughput needs ~8 independent accumulators */
+#define LR 8
+T512V INL void lowk_vnni(const int8_t *const *x, const u32 *we, size_t S, int32_t *acc) {
+    __m512i c[LR];
+    for (int r = 0; r < LR; r++) c[r] = _mm512_setzero_si512();
+    for (size_t s = 0; s < S; s++) {
+        __m512i wv = _mm512_load_si512((const void *)(we + s * 16));
+        for (int r = 0; r < LR; r++) c[r] = _mm512_dpbusd_epi32(c[r], wv, _mm512_set1_epi32((int)ld32(x[r] + 4 * s)));
+    }
+    for (int r = 0; r < LR; r++) _mm512_store_si512((void *)(acc + 16 * r), c[r]);
+}
+DEFINE_LOWBLOCK(vnni, T512V, lowk_vnni, LR)
+
+/* PMADDUBSW pairs are within +-256, so int16 sums are safe for 127 steps; then PMADDWD widens. */
+T256 INL void lowk_256(const int8_t *const *x, const u32 *we, size_t S, int32_t *acc) {
+    const __m256i one = _mm256_set1_epi16(1);
+    __m256i t[8];
+    for (int i = 0; i < 8; i++) t[i] = _mm256_setzero_si256();
+    for (size_t s0 = 0; s0 < S; s0 += 127) {
+        size_t se = S - s0 < 127 ? S : s0 + 127;
+        __m256i c[8];
+        for (int i = 0; i < 8; i++) c[i] = _mm256_setzero_si256();
+        for (size_t s = s0; s < se; s++) {
+            __m256i w0 = _mm256_load_si256((const __m256i *)(we + s * 16));
+            __m256i w1 = _mm256_load_si256((const __m256i *)(we + s * 16 + 8));
+            for (int r = 0; r < 4; r++) {
+                __m256i xb = _mm256_set1_epi32((int)ld32(x[r] + 4 * s));
+                c[2 * r] = _mm256_add_epi16(c[2 * r], _mm256_maddubs_epi16(w0, xb));
+                c[2 * r + 1] = _mm256_add_epi16(c[2 * r + 1], _mm256_maddubs_epi16(w1, xb));
+            }
+        }
+        for (int i = 0; i < 8; i++) t[i] = _mm256_add_epi32(t[i], _mm256_madd_epi16(c[i], one));
+    }
+    for (int i = 0; i < 8; i++) _mm256_store_si256((__m256i *)(acc + 8 * i), t[i]);
+}
+DEFINE_LOWBLOCK(256, T256, lowk_256, 4)
 #endif
 
 /* ------------------------------------------------------------------------- */
@@ -387,12 +429,12 @@ T512 static void attn_512(const float *q, const float *k, const float *v, const 
 #ifdef BB_X86
 static const tile_fn TILES[3] = {tile_scalar, tile_256, tile_512};
 static const packf_fn PACKF[3] = {packf_scalar, packf_256, packf_512};
-static const packp_fn PACKP[3] = {packp_scalar, packp_256, packp_512};
+static lowblock_fn LOWB[3] = {lowblock_scalar, lowblock_256, lowblock_256}; /* [2]: VNNI if present */
 static const attn_fn ATTN[3] = {attn_scalar, attn_256, attn_512};
 #else
 static const tile_fn TILES[1] = {tile_scalar};
 static const packf_fn PACKF[1] = {packf_scalar};
-static const packp_fn PACKP[1] = {packp_scalar};
+static lowblock_fn LOWB[1] = {lowblock_scalar};
 static const attn_fn ATTN[1] = {attn_scalar};
 #endif
 
@@ -485,29 +527,46 @@ static PyObject *py_lowbit_linear(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "KnnKnKKKii", &px, &M, &K, &pw, &N, &ps, &pb, &po, &level, &nt)) return NULL;
     if (!check_level(level)) return NULL;
     const int8_t *x = (const int8_t *)(uintptr_t)px;
-    size_t W = cdiv((size_t)K, 32);
-    int need8 = 0;
-    u32 *planes = balloc((size_t)M * PL * W * sizeof(u32));
-    int32_t *rowcnt = balloc((size_t)M * PL * sizeof(int32_t));
-    if (!planes || !rowcnt) { free(planes); free(rowcnt); return PyErr_NoMemory(); }
-    job J = {.mode = MODE_LOW, .A = planes, .lda = W, .arows = (size_t)M * PL, .B = (const u32 *)(uintptr_t)pw,
-             .W = W, .M = (size_t)M, .N = (size_t)N, .RT = (size_t)M, .K = (long)K, .P = 8, .rowcnt = rowcnt,
-             .scale = (const float *)(uintptr_t)ps, .bias = (const float *)(uintptr_t)pb, .out = (float *)(uintptr_t)po};
-    packp_fn packp = PACKP[level];
-    tile_fn tile = TILES[level];
-    nt = pick_threads(nt, (size_t)M * (size_t)N * (PL * W + 1));
+    size_t Kp = cdiv((size_t)K, 4) * 4, S = Kp / 4, MB = cdiv((size_t)M, LB_ROWS), NB = cdiv((size_t)N, 16);
+    /* rows are read 4 bytes at a time: copy (zero-padded) only when K is not a multiple of 4 */
+    int8_t *X = Kp == (size_t)K ? NULL : balloc((size_t)M * Kp);
+    int32_t *sx = balloc((size_t)M * sizeof(int32_t));
+    int failed = (!X && Kp != (size_t)K) || !sx;
+    lowjob J = {.X = X ? X : x, .Kp = Kp, .sx = sx, .B = (const u32 *)(uintptr_t)pw, .W = cdiv((size_t)K, 32), .M = (size_t)M,
+                .N = (size_t)N, .scale = (const float *)(uintptr_t)ps, .bias = (const float *)(uintptr_t)pb,
+                .out = (float *)(uintptr_t)po};
+    lowblock_fn block = LOWB[level];
+    nt = pick_threads(nt, (size_t)M * (size_t)N * (S + 1));
     Py_BEGIN_ALLOW_THREADS
+    if (!failed) {
 #pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-#pragma omp for schedule(static) reduction(| : need8)
-        for (Py_ssize_t m = 0; m < M; m++)
-            need8 |= packp(x + (size_t)m * K, (size_t)K, W, planes + (size_t)m * PL * W, rowcnt + (size_t)m * PL);
-#pragma omp single
-        J.P = need8 ? 8 : 4; /* w1a4 activations: half the popcount work */
-        run_tiles(&J, tile);
+        {
+            u32 *we = balloc(S * 16 * sizeof(u32));
+            if (!we) {
+#pragma omp atomic write
+                failed = 1;
+            }
+#pragma omp for schedule(static)
+            for (Py_ssize_t m = 0; m < M; m++) { /* row sums (+ padded copy) */
+                const int8_t *src = x + (size_t)m * K;
+                int32_t t = 0;
+                for (Py_ssize_t k = 0; k < K; k++) t += src[k];
+                sx[m] = t;
+                if (X) {
+                    memcpy(X + (size_t)m * Kp, src, (size_t)K);
+                    memset(X + (size_t)m * Kp + K, 0, Kp - (size_t)K);
+                }
+            }
+            /* row-block-major: a block of activation rows stays in L2 while weight blocks stream */
+#pragma omp for schedule(dynamic, 1)
+            for (size_t t = 0; t < MB * NB; t++)
+                if (we) block(&J, t / NB, t % NB, we);
+            free(we);
+        }
     }
     Py_END_ALLOW_THREADS
-    free(planes); free(rowcnt);
+    free(X); free(sx);
+    if (failed) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
@@ -580,6 +639,8 @@ PyMODINIT_FUNC PyInit__kernels(void) {
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vpopcntdq") && __builtin_cpu_supports("popcnt"))
         g_best_level = LV_AVX512;
+    /* every VPOPCNTDQ+BW CPU so far also has VNNI, but do not rely on it */
+    if (g_best_level == LV_AVX512 && __builtin_cpu_supports("avx512vnni")) LOWB[LV_AVX512] = lowblock_vnni;
 #endif
     return PyModule_Create(&moddef);
 }

@@ -6,6 +6,7 @@ Logs and progress bars always go to stderr so that `--json` stdout is machine-re
 from __future__ import annotations
 
 import json
+import os
 import sys
 from contextlib import contextmanager
 
@@ -16,8 +17,10 @@ from rich.table import Table
 
 class Output:
     def __init__(self, *, json_mode: bool = False, quiet: bool = False):
+        # Under torchrun / accelerate launch only the first process speaks; the others stay silent.
+        self.is_main = int(os.environ.get("RANK", "0")) == 0
         self.json_mode = json_mode
-        self.quiet = quiet
+        self.quiet = quiet or not self.is_main
         self.err = Console(stderr=True, highlight=False)
         self.out = Console(highlight=False)
 
@@ -31,7 +34,8 @@ class Output:
             self.err.print(message)
 
     def warn(self, message: str) -> None:
-        self.err.print(f"[yellow]Warning:[/yellow] {message}")
+        if self.is_main:
+            self.err.print(f"[yellow]Warning:[/yellow] {message}")
 
     def table(self, title: str, columns: list[str], rows: list[list]) -> None:
         if self.json_mode or self.quiet:
@@ -45,7 +49,7 @@ class Output:
 
     def result(self, payload: dict) -> None:
         """The command's machine-readable result: printed only in JSON mode, exactly once."""
-        if self.json_mode:
+        if self.json_mode and self.is_main:
             sys.stdout.write(json.dumps(payload, sort_keys=True, default=str) + "\n")
             sys.stdout.flush()
 

@@ -141,6 +141,18 @@ def test_lowbit_linear(backend, K):
                 assert torch.equal(y, ref.lowbit_linear(x, sw, scale, b)), (M, N, lo, hi)
 
 
+def test_lowbit_linear_many_rows(backend):
+    # several 128-row blocks + a ragged tail, K % 4 == 0 (rows read in place) and != 0 (copied)
+    gen = torch.Generator().manual_seed(3)
+    for K in (384, 130):
+        w, sw = _weight(40, K, gen)
+        scale, bias = torch.rand(40, generator=gen), torch.randn(40, generator=gen)
+        x = torch.randint(-128, 128, (2, 150, K), dtype=torch.int8, generator=gen)
+        y = bk.lowbit_linear(x, w, scale, bias, num_threads=2)
+        assert y.shape == (2, 150, 40)
+        assert torch.equal(y.reshape(300, 40), ref.lowbit_linear(x.reshape(300, K), sw, scale, bias))
+
+
 # ---------------------------------------------------------------- attention
 
 

@@ -1,0 +1,107 @@
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import error_line, one_json, run_cli
+
+FAST = ["--max-train-samples", "64", "--epochs", "1", "--batch-size", "16", "--max-seq-length", "32"]
+
+
+@pytest.mark.parametrize("recipe", ["bibert", "bit", "w1a4", "w1a8"])
+def test_each_recipe_end_to_end(tiny_bert, small_glue, tmp_path, recipe):
+    out = tmp_path / recipe
+    payload = one_json(run_cli("binarize", tiny_bert, "--task", "sst2", "-o", out, "--recipe", recipe,
+                               "--data-dir", small_glue, *FAST, "--json", check=0).stdout)
+    assert payload["recipe"] == recipe and payload["teacher"]["main_metric"] == "accuracy"
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "recipe.json", "eval_results.json", "bebert_run.json", "vocab.txt",
+            "tokenizer_config.json"} <= names
+    qc = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert qc["quant_method"] == "bebert" and qc["recipe"]["name"] == recipe
+    assert json.loads((out / "recipe.json").read_text()) == qc["recipe"]
+    # The saved checkpoint evaluates to exactly what the in-memory student scored.
+    again = one_json(run_cli("eval", out, "--task", "sst2", "--data-dir", small_glue, "--json", check=0).stdout)
+    assert again["splits"] == payload["splits"]
+
+
+def test_overrides_are_recorded(tiny_bert, small_glue, tmp_path):
+    out = tmp_path / "custom"
+    run_cli("binarize", tiny_bert, "--task", "sst2", "-o", out, "--recipe", "bibert", "--distill", "logits",
+            "--embedding-bits", "32", "--lr", "0.001", "--seed", "3", "--data-dir", small_glue, *FAST, check=0)
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert recipe["distill"] == ["logits"] and recipe["embeddings"] == "table" and recipe["lr"] == 0.001
+    assert recipe["seed"] == 3 and recipe["max_train_samples"] == 64
+
+
+def test_bad_recipe_options_are_usage_errors(tiny_bert, small_glue, tmp_path):
+    line = error_line(run_cli("binarize", tiny_bert, "--task", "sst2", "-o", tmp_path / "x", "--recipe", "bibert",
+                              "--attention", "bi", "--activation-bits", "4", check=2).stderr)
+    assert "needs 1-bit activations" in line
+    assert "choose one of" in error_line(run_cli("binarize", tiny_bert, "--task", "sst2", "-o", tmp_path / "x",
+                                                 "--recipe", "nope", check=2).stderr)
+    assert not (tmp_path / "x").exists()
+
+
+def test_unsupported_architecture(tmp_path, small_glue):
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    cfg = AutoConfig.for_model("gpt2", n_layer=1, n_head=2, n_embd=16, vocab_size=50, num_labels=2)
+    AutoModelForSequenceClassification.from_config(cfg).save_pretrained(tmp_path / "gpt2")
+    line = error_line(run_cli("binarize", tmp_path / "gpt2", "--task", "sst2", "-o", tmp_path / "o", "--data-dir",
+                              small_glue, check=1).stderr)
+    assert "bebert supports bert, roberta, electra, distilbert" in line
+
+
+def test_other_architectures(tmp_path, small_glue, tokenizer):
+    from tests.conftest import make_tiny
+
+    for mt in ("roberta", "electra", "distilbert"):
+        teacher = make_tiny(tmp_path / mt, model_type=mt, tokenizer=tokenizer)
+        run_cli("binarize", teacher, "--task", "sst2", "-o", tmp_path / f"{mt}-bin", "--data-dir", small_glue,
+                "--max-train-samples", "32", "--epochs", "1", "--batch-size", "16", "--max-seq-length", "16", check=0)
+
+
+LONG = ["--max-train-samples", "96", "--epochs", "12", "--batch-size", "8", "--max-seq-length", "16", "--save-every", "3",
+        "--seed", "5"]
+
+
+def test_resume_after_interrupt_gives_the_same_model(tiny_bert, small_glue, tmp_path):
+    base = ["binarize", str(tiny_bert), "--task", "sst2", "--data-dir", str(small_glue), *LONG]
+    run_cli(*base, "-o", tmp_path / "straight", check=0)
+
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen([sys.executable, "-m", "bebert_cli", *base, "-o", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    state = tmp_path / ".interrupted.bebert-run" / "train_state.safetensors"
+    deadline = time.time() + 300
+    while time.time() < deadline and not state.exists() and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    if proc.returncode == 0:
+        pytest.fail("training finished before it could be interrupted; make the run longer")
+    assert proc.returncode == 130, err
+    assert not out.exists()
+    run_cli(*base, "-o", out, "--resume", check=0)
+    a = (tmp_path / "straight" / "model.safetensors").read_bytes()
+    b = (out / "model.safetensors").read_bytes()
+    assert a == b
+    assert not (tmp_path / ".interrupted.bebert-run").exists()
+
+
+def test_two_process_torchrun(tiny_bert, small_glue, tmp_path):
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    out = tmp_path / "dist"
+    proc = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "bebert_cli", "binarize", str(tiny_bert), "--task",
+                           "sst2", "-o", str(out), "--data-dir", str(small_glue), *FAST, "--json"],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    payload = one_json(proc.stdout)  # one process writes, one JSON object
+    run = json.loads((out / "bebert_run.json").read_text())
+    assert run["processes"] == 2 and payload["output"] == str(out)

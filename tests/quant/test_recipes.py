@@ -1,0 +1,33 @@
+import pytest
+
+from bebert_cli.errors import UsageError
+from bebert_cli.quant.recipes import PRESETS, Recipe, resolve_recipe
+
+
+def test_presets():
+    assert resolve_recipe("bibert").bits_label == "1-1-1" and resolve_recipe("bibert").attention == "bi"
+    assert resolve_recipe("bit").activation_mode == "elastic" and resolve_recipe("bit").attention == "softmax"
+    assert resolve_recipe("w1a4").bits_label == "1-1-4" and resolve_recipe("w1a8").activation_bits == 8
+
+
+def test_overrides_and_round_trip():
+    r = resolve_recipe("bibert", distill="logits", lr=1e-3, embedding_bits=32, seed=7)
+    assert r.distill == ("logits",) and r.lr == 1e-3 and r.embeddings == "table" and r.bits_label == "1-32-1"
+    assert Recipe.from_dict(r.to_dict()) == r
+    assert resolve_recipe("bibert", distill="none").distill == ()
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"distill": "dmd,magic"}, {"attention": "bi", "activation_bits": 4}, {"weight_bits": 2}, {"activation_bits": 16},
+    {"embedding_bits": 4}, {"attention": "linear"},
+])
+def test_invalid_overrides(kwargs):
+    with pytest.raises(UsageError):
+        resolve_recipe("bibert", **kwargs)
+
+
+def test_unknown_recipe_and_fields():
+    with pytest.raises(UsageError, match="choose one of bibert, bit, w1a4, w1a8"):
+        resolve_recipe("ternary")
+    with pytest.raises(ValueError, match="unknown recipe field"):
+        Recipe.from_dict({**PRESETS["bibert"].to_dict(), "evil": 1})
