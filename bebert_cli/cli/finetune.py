@@ -20,6 +20,10 @@ def finetune_command(
     seed: opt.Seed = 42,
     max_train_samples: opt.MaxTrainSamples = None,
     eval_batch_size: Annotated[int, typer.Option("--eval-batch-size", min=1)] = 64,
+    embeddings: Annotated[str, typer.Option("--embeddings", help="table (plain HF checkpoint) | binary | hash (EELBERT)")] = "table",
+    hash_ngrams: Annotated[str, typer.Option("--hash-ngrams", help="n-gram sizes for --embeddings hash")] = "3",
+    hash_seed: Annotated[int, typer.Option("--hash-seed")] = 0,
+    hash_projection: Annotated[bool, typer.Option("--hash-projection/--no-hash-projection")] = False,
     save_every: opt.SaveEvery = 200,
     data_dir: opt.DataDir = None,
     overwrite: opt.Overwrite = False,
@@ -47,9 +51,16 @@ def finetune_command(
     from bebert_cli.evaluation import evaluate
 
     check_output(output, overwrite)  # fail before any expensive loading
+    recipe = _embedding_recipe(embeddings, hash_ngrams, hash_seed, hash_projection, lr, epochs, batch_size,
+                               max_seq_length, max_train_samples, seed)
     accelerator = make_accelerator(cpu=cpu)
     tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)
     net = load_classifier(model, task_, new_head=True, trust_remote_code=trust_remote_code)
+    plan = None
+    if recipe is not None:  # an fp encoder with binary or hashed input embeddings (EELBERT)
+        from bebert_cli.quant.student import make_student
+
+        net, plan = make_student(net, recipe, tokenizer)
     cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, save_every=save_every)
     data = load_train_data(task_, tokenizer, data_dir=data_dir, max_seq_length=max_seq_length,
                            max_train_samples=max_train_samples, seed=seed)
@@ -71,6 +82,10 @@ def finetune_command(
                        description=f"finetune {task_.name}",
                        fingerprint={"command": "finetune", "model": model, "task": task_.name,
                                     "max_seq_length": max_seq_length, "max_train_samples": max_train_samples})
+        if recipe is not None:
+            from bebert_cli.quant.student import finalize_student
+
+            finalize_student(net, recipe)
         with out.progress(accelerator.is_main_process) as progress:
             results = evaluate_splits(net, task_, dev, data.collator, batch_size=eval_batch_size,
                                       progress=progress, device=accelerator.device)
@@ -85,8 +100,14 @@ def finetune_command(
         }
 
         def write(tmp):
-            net.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
+            if plan is None:
+                net.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
+            else:  # not expressible as a plain HF checkpoint: bebert's self-describing format
+                from bebert_cli.quant.packed import save_packed
+
+                save_packed(net, tmp, recipe, plan)
+                tokenizer.save_pretrained(tmp)
             write_json(tmp / EVAL_FILE, payload)
             write_json(tmp / RUN_FILE, run_info)
 
@@ -96,6 +117,24 @@ def finetune_command(
     out.table(f"{task_.name} dev · {output}", ["split", "metric", "value", "samples"], rows)
     out.log(f"Saved {output} ({result.steps} steps, {result.samples_per_second:.1f} samples/s)")
     out.result({**payload, "output": str(output), "train": run_info})
+
+
+def _embedding_recipe(embeddings, hash_ngrams, hash_seed, hash_projection, lr, epochs, batch_size, max_seq_length,
+                      max_train_samples, seed):
+    """None for a plain fine-tune; else a full-precision recipe that only swaps the word embeddings."""
+    from bebert_cli.errors import UsageError
+    from bebert_cli.quant.recipes import Recipe
+
+    if embeddings == "table":
+        return None
+    try:
+        ngrams = tuple(int(x) for x in hash_ngrams.split(","))
+    except ValueError:
+        raise UsageError(f"--hash-ngrams must be comma-separated integers, not {hash_ngrams!r}") from None
+    return Recipe(f"finetune-{embeddings}", weight_bits=32, activation_bits=32, embeddings=embeddings, distill=(),
+                  epochs=epochs, lr=lr, batch_size=batch_size, max_seq_length=max_seq_length,
+                  max_train_samples=max_train_samples, seed=seed, hash_ngrams=ngrams, hash_seed=hash_seed,
+                  hash_projection=hash_projection, fp_dtype="float32").validate()
 
 
 def register(app: typer.Typer) -> None:

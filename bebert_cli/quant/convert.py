@@ -88,7 +88,7 @@ def quantize_(model, recipe: Recipe, *, packed: bool = False, runtime: str = "si
 
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.Linear):
-            if _is_binarized(name, mt):
+            if recipe.weight_bits == 1 and _is_binarized(name, mt):
                 # FFN output input is GELU output: mostly non-negative, but GELU dips below 0, so
                 # a signed quantizer (with a learned shift for BiT) is kept there too.
                 act = make_activation_quantizer(act_bits, mode)
@@ -99,7 +99,7 @@ def quantize_(model, recipe: Recipe, *, packed: bool = False, runtime: str = "si
                 _set(model, name, new)
                 plan.binary_linears.append(name)
             else:
-                plan.full_precision[name] = _reason(name)
+                plan.full_precision[name] = "encoder kept full precision (weight bits 32)" if _is_binarized(name, mt) else _reason(name)
         elif isinstance(module, nn.Embedding):
             if name.endswith("word_embeddings") and recipe.embeddings == "binary":
                 new = PackedEmbedding(module.num_embeddings, module.embedding_dim, module.padding_idx) if packed else QuantEmbedding(module)

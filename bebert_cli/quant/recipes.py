@@ -36,13 +36,15 @@ class Recipe:
     notes: dict = field(default_factory=dict, compare=False)
 
     def validate(self) -> "Recipe":
-        if self.weight_bits != 1:
-            raise UsageError("--weight-bits: bebert binarizes weights; only 1 is supported")
+        if self.weight_bits not in (1, 32):
+            raise UsageError("--weight-bits must be 1 (binary) or 32 (keep the encoder full precision)")
+        if self.weight_bits == 32 and self.activation_bits != 32:
+            raise UsageError("quantized activations need binary weights; with --weight-bits 32 use --activation-bits 32")
         if self.activation_bits not in (1, 2, 3, 4, 5, 6, 7, 8, 32):
             raise UsageError("--activation-bits must be 1, 2..8 or 32")
         if self.attention not in ("bi", "softmax"):
             raise UsageError("--attention must be bi or softmax")
-        if self.attention == "bi" and self.activation_bits != 1:
+        if self.attention == "bi" and self.activation_bits != 1 and self.activation_bits != 32:
             raise UsageError("--attention bi needs 1-bit activations; use softmax with multi-bit activations")
         if self.activation_mode not in ("sign", "elastic"):
             raise UsageError("--activation-mode must be sign or elastic")
