@@ -55,10 +55,15 @@ class TrainResult:
     train_seconds: float
 
 
-def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int, min_size: int = 1) -> list[list[int]]:
+    """Global batches of one epoch. A last batch smaller than `min_size` (the process count) is
+    folded into the one before, so every process always gets a non-empty slice."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     perm = torch.randperm(n, generator=g).tolist()
-    return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
+    out = [perm[i : i + batch_size] for i in range(0, n, batch_size)]
+    if len(out) > 1 and len(out[-1]) < min_size:
+        out[-2].extend(out.pop())
+    return out
 
 
 def _optimizer(model, cfg: TrainConfig):
@@ -177,7 +182,7 @@ def train(
     if cfg.batch_size < world:
         raise TrainingError(f"--batch-size {cfg.batch_size} is smaller than the {world} processes")
     torch.manual_seed(cfg.seed)
-    steps_per_epoch = math.ceil(len(train_ds) / cfg.batch_size)
+    steps_per_epoch = len(_epoch_batches(len(train_ds), cfg.batch_size, cfg.seed, 0, world))
     total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
     optimizer = _optimizer(model, cfg)
     scheduler = _schedule(optimizer, total_steps, cfg.warmup_ratio)
@@ -215,7 +220,7 @@ def train(
         bar = progress.add_task(description, total=total_steps, completed=global_step, info="")
         while global_step < total_steps:
             epoch, offset = divmod(global_step, steps_per_epoch)
-            for batch_idx in _epoch_batches(len(train_ds), cfg.batch_size, cfg.seed, epoch)[offset:]:
+            for batch_idx in _epoch_batches(len(train_ds), cfg.batch_size, cfg.seed, epoch, world)[offset:]:
                 mine = batch_idx[rank::world]
                 batch = {k: v.to(device) for k, v in collator([train_ds[i] for i in mine]).items()}
                 loss, logs = loss_fn(model, batch)

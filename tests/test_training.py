@@ -33,3 +33,9 @@ def test_data_order_depends_only_on_seed_and_epoch():
     assert a == _epoch_batches(50, 8, seed=1, epoch=3)
     assert a != _epoch_batches(50, 8, seed=1, epoch=4)
     assert sorted(i for b in a for i in b) == list(range(50)) and len(a) == math.ceil(50 / 8)
+
+
+def test_last_batch_never_leaves_a_process_empty():
+    batches = _epoch_batches(33, 8, seed=0, epoch=0, min_size=2)  # 8,8,8,8,1 -> the 1 is folded in
+    assert [len(b) for b in batches] == [8, 8, 8, 9]
+    assert sorted(i for b in batches for i in b) == list(range(33))

@@ -33,6 +33,8 @@ def binarize_command(
     max_train_samples: opt.MaxTrainSamples = None,
     seed: Annotated[Int, typer.Option("--seed")] = None,
     fp_dtype: Annotated[Optional[str], typer.Option("--fp-dtype", help="storage of kept full-precision tensors")] = None,
+    student_layers: Annotated[Int, typer.Option("--student-layers", help="smaller student: this many layers (random init)")] = None,
+    student_width: Annotated[Int, typer.Option("--student-width", help="smaller student: this hidden width (random init)")] = None,
     mixed_precision: Annotated[str, typer.Option("--mixed-precision", help="no | bf16 (autocast for training only)")] = "no",
     eval_batch_size: Annotated[int, typer.Option("--eval-batch-size", min=1)] = 64,
     save_every: opt.SaveEvery = 200,
@@ -65,7 +67,7 @@ def binarize_command(
         embeddings=embeddings, hash_ngrams=ngrams, hash_seed=hash_seed, hash_projection=hash_projection,
         activation_mode=activation_mode, attention=attention, distill=distill, epochs=epochs, lr=lr,
         batch_size=batch_size, max_seq_length=max_seq_length, max_train_samples=max_train_samples, seed=seed,
-        fp_dtype=fp_dtype,
+        fp_dtype=fp_dtype, student_layers=student_layers, student_width=student_width,
     )
 
     from bebert_cli.atomic import check_output

@@ -33,6 +33,9 @@ class Recipe:
     hash_ngrams: tuple[int, ...] = (3,)
     hash_seed: int = 0
     hash_projection: bool = False
+    # A smaller student than the teacher (UNO-EELBERT style), initialised at random: None = same shape.
+    student_layers: int | None = None
+    student_width: int | None = None
     notes: dict = field(default_factory=dict, compare=False)
 
     def validate(self) -> "Recipe":
@@ -55,6 +58,12 @@ class Recipe:
             raise UsageError("--fp-dtype must be float16 or float32")
         if self.embeddings not in ("table", "binary", "hash"):
             raise UsageError("--embeddings must be table, binary or hash")
+        for name in ("student_layers", "student_width"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise UsageError(f"--{name.replace('_', '-')} must be a positive integer")
+        if self.student_width is not None and self.student_width % 64 and self.student_width % 32:
+            raise UsageError("--student-width must be a multiple of 32 (heads of 32 or 64 dimensions)")
         if self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1 or self.max_seq_length < 8:
             raise UsageError("epochs, lr, batch size must be positive and max sequence length at least 8")
         return self

@@ -22,10 +22,35 @@ def dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
+def _smaller_student(teacher, recipe: Recipe):
+    """A randomly initialised student of the teacher's family with fewer layers and/or a smaller width."""
+    from transformers import AutoModelForSequenceClassification
+
+    cfg = copy.deepcopy(teacher.config)
+    if cfg.model_type == "distilbert":
+        if recipe.student_layers:
+            cfg.n_layers = recipe.student_layers
+        if recipe.student_width:
+            cfg.dim, cfg.hidden_dim = recipe.student_width, 4 * recipe.student_width
+            cfg.n_heads = max(1, recipe.student_width // 64)
+    else:
+        if recipe.student_layers:
+            cfg.num_hidden_layers = recipe.student_layers
+        if recipe.student_width:
+            cfg.hidden_size, cfg.intermediate_size = recipe.student_width, 4 * recipe.student_width
+            cfg.num_attention_heads = max(1, recipe.student_width // 64)
+            if hasattr(cfg, "embedding_size"):
+                cfg.embedding_size = recipe.student_width
+    return AutoModelForSequenceClassification.from_config(cfg)
+
+
 def make_student(teacher, recipe: Recipe, tokenizer):
     from bebert_cli.quant.convert import quantize_
 
-    student = copy.deepcopy(teacher)
+    if recipe.student_layers or recipe.student_width:
+        student = _smaller_student(teacher, recipe)
+    else:
+        student = copy.deepcopy(teacher)
     vocab = None
     if recipe.embeddings == "hash":
         from bebert_cli.quant.hash_embedding import tokens_from_vocab

@@ -81,3 +81,9 @@ def test_other_architectures_evaluate(tmp_path, glue_dir, tokenizer):
     for mt in ("roberta", "electra", "distilbert"):
         path = make_tiny(tmp_path / mt, model_type=mt, tokenizer=tokenizer)
         run_cli("eval", path, "--task", "sst2", "--data-dir", glue_dir, "--max-samples", "8", check=0)
+
+
+def test_without_data_dir_the_hub_is_tried_and_fails_clearly_offline(tiny_bert, tmp_path):
+    env = {"BEBERT_DATA_DIR": "", "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    line = error_line(run_cli("eval", tiny_bert, "--task", "sst2", env=env, check=1).stderr)
+    assert "from the hub" in line and "--data-dir" in line
