@@ -46,6 +46,7 @@ def finetune_command(
         EVAL_FILE, RUN_FILE, evaluate_splits, eval_payload, load_eval_split, load_train_data, main_score,
         make_accelerator, write_json,
     )
+    from bebert_cli.report.card import write_model_card
     from bebert_cli.runner import environment_info, publish, training_run
     from bebert_cli.training import TrainConfig, train
     from bebert_cli.evaluation import evaluate
@@ -110,6 +111,7 @@ def finetune_command(
                 tokenizer.save_pretrained(tmp)
             write_json(tmp / EVAL_FILE, payload)
             write_json(tmp / RUN_FILE, run_info)
+            write_model_card(tmp, name=output.name)
 
         publish(output, write, overwrite=overwrite, accelerator=accelerator)
 

@@ -118,6 +118,7 @@ def run_binarize(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
         EVAL_FILE, RUN_FILE, evaluate_splits, eval_payload, load_eval_split, load_train_data, make_accelerator, write_json,
     )
     from bebert_cli.quant.packed import save_packed
+    from bebert_cli.report.card import write_model_card
     from bebert_cli.runner import environment_info, publish, training_run
 
     accelerator = make_accelerator(cpu=cpu, mixed_precision=mixed_precision)
@@ -160,6 +161,7 @@ def run_binarize(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
             save_tokenizer_compact(tokenizer, tmp, sample_texts)
             write_json(tmp / EVAL_FILE, payload)
             write_json(tmp / RUN_FILE, run_info)
+            write_model_card(tmp, name=Path(output).name)
 
         publish(output, write, overwrite=overwrite, accelerator=accelerator)
 

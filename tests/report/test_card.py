@@ -1,0 +1,109 @@
+"""The model card: valid Hugging Face metadata (model-index with the saved metric), sizes, how to load."""
+
+import json
+import shutil
+
+import pytest
+from huggingface_hub import ModelCard
+
+from bebert_cli.report import count_checkpoint, write_model_card
+from bebert_cli.report.card import render_model_card
+
+H = 32
+
+
+def _packed(fp_dir, out, accuracy=0.81):
+    from transformers import AutoModelForSequenceClassification
+
+    from bebert_cli.quant.convert import quantize_
+    from bebert_cli.quant.packed import round_full_precision_, save_packed
+    from bebert_cli.quant.recipes import resolve_recipe
+
+    model = AutoModelForSequenceClassification.from_pretrained(fp_dir)
+    rec = resolve_recipe("bibert")
+    plan = quantize_(model, rec)
+    model.eval()
+    round_full_precision_(model, rec.fp_dtype)
+    out.mkdir(parents=True)
+    save_packed(model, out, rec, plan)
+    _eval(out, accuracy)
+    (out / "bebert_run.json").write_text(json.dumps({"command": "binarize", "teacher": str(fp_dir), "task": "sst2",
+                                                     "max_seq_length": 16, "recipe": rec.to_dict()}))
+    return out
+
+
+def _eval(path, accuracy, task="sst2"):
+    (path / "eval_results.json").write_text(json.dumps({
+        "task": task, "main_metric": "accuracy", "main_value": accuracy,
+        "splits": {"validation": {"metrics": {"accuracy": accuracy}, "samples": 120}}}))
+
+
+@pytest.fixture(scope="module")
+def dirs(tiny_bert, tmp_path_factory):
+    root = tmp_path_factory.mktemp("cards")
+    teacher = root / "teacher"
+    shutil.copytree(tiny_bert, teacher)
+    _eval(teacher, 0.85)
+    (teacher / "bebert_run.json").write_text(json.dumps({"command": "finetune", "base_model": "nreimers/MiniLM-L6-H384-uncased",
+                                                         "task": "sst2", "max_seq_length": 16}))
+    packed = _packed(teacher, root / "binary")
+    ens = root / "ens"
+    ens.mkdir()
+    for i in range(2):
+        shutil.copytree(packed, ens / f"member-{i}")
+    (ens / "ensemble.json").write_text(json.dumps({
+        "format": "bebert-ensemble", "format_version": 1, "task": "sst2", "num_labels": 2, "strategy": "adaboost",
+        "combination": "weighted_logits", "teacher": str(teacher),
+        "members": [{"path": "member-0", "weight": 0.6, "recipe": "bibert"}, {"path": "member-1", "weight": 0.4, "recipe": "bibert"}]}))
+    _eval(ens, 0.83)
+    return {"teacher": teacher, "binary": packed, "ens": ens}
+
+
+def _model_index(card_path):
+    card = ModelCard.load(card_path)
+    data = card.data.to_dict()
+    return card, data, data["model-index"][0]["results"][0]
+
+
+def test_packed_card_parses_and_holds_the_metric(dirs):
+    before = count_checkpoint(dirs["binary"]).disk_bytes
+    path = write_model_card(dirs["binary"])
+    assert path == dirs["binary"] / "README.md"
+    card, data, result = _model_index(path)
+    assert data["library_name"] == "bebert" and "1-bit" in data["tags"] and "bibert" in data["tags"]
+    assert result["dataset"]["type"] == "nyu-mll/glue" and result["dataset"]["config"] == "sst2"
+    assert result["metrics"][0]["type"] == "accuracy" and result["metrics"][0]["value"] == pytest.approx(0.81)
+    assert "base_model" not in data  # a local teacher path is not a Hub id
+    text = card.text
+    assert "## How to load" in text and 'bebert_cli.load_model("binary")' in text and "bebert eval binary --task sst2" in text
+    c = count_checkpoint(dirs["binary"])
+    assert c.disk_bytes == before  # the card does not count itself
+    assert f"({c.weights_bytes:,} bytes)" in text and "1-bit" in text and '"name": "bibert"' in text
+    assert "classifier head" in text  # why the head stays full precision
+    assert "smaller weights" in text  # the teacher from bebert_run.json exists: ratios against it
+    assert not [p for p in dirs["binary"].iterdir() if p.name.startswith(".")]  # atomic: no temp file left
+    assert write_model_card(dirs["binary"]).read_text() == path.read_text()  # deterministic
+
+
+def test_fp_card_names_its_hub_base_model(dirs):
+    _, data, result = _model_index(write_model_card(dirs["teacher"]))
+    assert data["base_model"] == "nreimers/MiniLM-L6-H384-uncased"
+    assert result["metrics"][0]["value"] == pytest.approx(0.85)
+
+
+def test_ensemble_card_counts_every_member(dirs):
+    card, data, result = _model_index(write_model_card(dirs["ens"], name="bebert-sst2-ens"))
+    assert data["model-index"][0]["name"] == "bebert-sst2-ens" and "ensemble" in data["tags"]
+    assert result["metrics"][0]["value"] == pytest.approx(0.83)
+    c = count_checkpoint(dirs["ens"])
+    assert f"{c.params['1bit']:,}" in card.text and "ensemble of 2" in card.text
+
+
+def test_card_without_metrics_still_parses(dirs, tmp_path):
+    d = tmp_path / "noeval"
+    shutil.copytree(dirs["binary"], d)
+    (d / "eval_results.json").unlink()
+    text = render_model_card(d, baseline=None)
+    assert "model-index" not in text and "No saved evaluation" in text
+    write_model_card(d)
+    assert ModelCard.load(d / "README.md").data.to_dict()["library_name"] == "bebert"
