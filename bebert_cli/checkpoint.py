@@ -21,7 +21,7 @@ def read_config_json(path: Path) -> dict:
         raise ModelError(f"{path} is not a model directory (no config.json)")
     try:
         cfg = json.loads(f.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{f} is not valid JSON: {exc}") from None
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{f} must hold a JSON object")
@@ -62,7 +62,8 @@ def load_model(path, *, task=None, runtime: str = "simulated", trust_remote_code
         config = load_config(str(path), trust_remote_code=trust_remote_code)
         check_supported(config, str(path))
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                str(path), trust_remote_code=trust_remote_code, use_safetensors=True)
         except Exception as exc:
             raise ModelError(f"cannot load {path} as a sequence classifier: {str(exc).splitlines()[0][:200]}") from exc
     if task is not None:

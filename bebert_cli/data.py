@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import shutil
 from pathlib import Path
 
 from bebert_cli.errors import DataError
@@ -31,23 +33,37 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
     return path
 
 
+# Plain decimal numbers only: no "1_0", no non-ASCII digits ("²", "١"), which float()/int() accept or choke on.
+_INT_LABEL = re.compile(r"-?[0-9]{1,18}")  # int() refuses over 4300 digits
+_FLOAT_LABEL = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(nan|inf|infinity)", re.IGNORECASE)
+# The range of a regression task's scores: a score outside it is bad data, not a label to fit.
+REGRESSION_RANGES = {"stsb": (0.0, 5.0)}
+
+
+def _short(raw: str, limit: int = 40) -> str:
+    text = repr(raw)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _parse_label(task: GlueTask, raw: str, where: str) -> float | int:
     raw = raw.strip()
     if task.is_regression:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise DataError(f"{where}: label {raw!r} is not a number") from None
+        if not _FLOAT_LABEL.fullmatch(raw):
+            raise DataError(f"{where}: label {_short(raw)} is not a number")
+        value = float(raw)
         if not (value == value) or value in (float("inf"), float("-inf")):  # NaN / inf scores
-            raise DataError(f"{where}: label {raw!r} is not a finite number")
+            raise DataError(f"{where}: label {_short(raw)} is not a finite number")
+        low, high = REGRESSION_RANGES.get(task.name, (float("-inf"), float("inf")))
+        if not low <= value <= high:
+            raise DataError(f"{where}: label {_short(raw)} is outside the {task.name} score range [{low:g}, {high:g}]")
         return value
-    if raw.lstrip("-").isdigit():
+    if _INT_LABEL.fullmatch(raw):
         idx = int(raw)
         if 0 <= idx < task.num_labels:
             return idx
     elif raw in task.labels:
         return task.labels.index(raw)
-    raise DataError(f"{where}: label {raw!r} is not one of the {task.name} labels {list(task.labels)}")
+    raise DataError(f"{where}: label {_short(raw)} is not one of the {task.name} labels {list(task.labels)}")
 
 
 def read_glue_tsv(path: Path, task: GlueTask, layout: TsvLayout) -> dict[str, list]:
@@ -195,7 +211,9 @@ def tokenize(ds, task: GlueTask, tokenizer, max_seq_length: int, *, cache: bool 
             out.save_to_disk(str(tmp))
             os.replace(tmp, cache_dir)
         except OSError:
-            pass  # caching is an optimisation; a read-only home must not fail the run
+            pass  # caching is an optimisation; a read-only home or a full disk must not fail the run
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # a half-written entry (disk full) or a lost race
     return out
 
 

@@ -95,7 +95,7 @@ def load_classifier(name_or_path: str, task: GlueTask, *, new_head: bool, trust_
         check_task_matches(config, task, name_or_path)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            name_or_path, trust_remote_code=trust_remote_code, **kwargs
+            name_or_path, trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs
         )
     except Exception as exc:
         raise ModelError(f"cannot load {name_or_path} as a sequence classifier: {str(exc).splitlines()[0][:200]}") from exc

@@ -96,5 +96,5 @@ def read_run_info(path: Path) -> dict:
     try:
         info = json.loads(f.read_text())
         return info if isinstance(info, dict) else {}
-    except (ValueError, OSError):
+    except (ValueError, OSError, RecursionError):
         return {}

@@ -32,7 +32,12 @@ def training_run(output: Path, *, overwrite: bool, resume: bool, accelerator):
                     )
                 shutil.rmtree(work)
         accelerator.wait_for_everyone()
-        yield work
+        try:
+            yield work
+        finally:
+            if main:
+                with contextlib.suppress(OSError):
+                    work.rmdir()  # only if empty: saved state is never removed here
 
 
 def publish(output: Path, write, *, overwrite: bool, accelerator) -> None:

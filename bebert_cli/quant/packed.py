@@ -97,7 +97,7 @@ def save_packed(model, out_dir: Path, recipe: Recipe, plan) -> None:
 
     out_dir = Path(out_dir)
     state = packed_state_dict(model, recipe.fp_dtype)
-    save_file(state, str(out_dir / WEIGHTS_FILE), metadata={"format": "pt", "bebert_format_version": str(FORMAT_VERSION)})
+    save_file(state, str(out_dir / WEIGHTS_FILE), metadata={"format": "pt"})  # one key: byte-reproducible
     config = model.config.to_dict()
     config.pop("_attn_implementation", None)
     config.pop("_attn_implementation_autoset", None)
@@ -160,6 +160,22 @@ def build_packed_skeleton(path: Path, runtime: str = "simulated"):
     return model, recipe, plan
 
 
+def _check_against_header(path: Path, expected: dict, header: dict, fp_dtype) -> None:
+    """Names, shapes and dtypes of the model's tensors against the file's header."""
+    missing = sorted(set(expected) - set(header))
+    unexpected = sorted(set(header) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: tensors do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for name, t in expected.items():
+        keep = not t.is_floating_point() or _is_quantizer_param(name) or name.endswith(".weight_scale")
+        want_dtype = t.dtype if keep else fp_dtype
+        got = header[name]
+        if got["shape"] != list(t.shape) or got["dtype"] != _ST_NAMES.get(want_dtype):
+            raise CheckpointError(
+                f"{path}: tensor {name} is {got['dtype']}{got['shape']}, expected {_ST_NAMES.get(want_dtype)}{list(t.shape)}"
+            )
+
+
 def load_packed(path, runtime: str = "simulated"):
     """Rebuild a packed model; shapes, dtypes and metadata are checked against each other first."""
     from safetensors import safe_open
@@ -171,20 +187,14 @@ def load_packed(path, runtime: str = "simulated"):
     if not weights.is_file():
         raise CheckpointError(f"{path}: missing {WEIGHTS_FILE}")
     header = read_header(weights)  # before building anything large
+    # A config.json can claim any size: check it against the header on the meta device (no memory)
+    # before allocating the real model.
+    with torch.device("meta"):
+        meta_model, recipe, _ = build_packed_skeleton(path, runtime)
+    _check_against_header(path, meta_model.state_dict(), header, _TORCH_DTYPES[recipe.fp_dtype])
+    del meta_model
     model, recipe, plan = build_packed_skeleton(path, runtime)
     expected = model.state_dict()
-    fp_dtype = _TORCH_DTYPES[recipe.fp_dtype]
-    missing = sorted(set(expected) - set(header))
-    unexpected = sorted(set(header) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: tensors do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    for name, t in expected.items():
-        want_dtype = t.dtype if (not t.is_floating_point() or _is_quantizer_param(name) or name.endswith(".weight_scale")) else fp_dtype
-        got = header[name]
-        if got["shape"] != list(t.shape) or got["dtype"] != _ST_NAMES.get(want_dtype):
-            raise CheckpointError(
-                f"{path}: tensor {name} is {got['dtype']}{got['shape']}, expected {_ST_NAMES.get(want_dtype)}{list(t.shape)}"
-            )
     try:
         with safe_open(str(weights), framework="pt") as f:
             state = {k: f.get_tensor(k) for k in f.keys()}

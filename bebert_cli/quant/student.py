@@ -51,6 +51,9 @@ def make_student(teacher, recipe: Recipe, tokenizer):
         student = _smaller_student(teacher, recipe)
     else:
         student = copy.deepcopy(teacher)
+        # The teacher is frozen while it teaches; its copy must not inherit that.
+        for p in student.parameters():
+            p.requires_grad_(True)
     vocab = None
     if recipe.embeddings == "hash":
         from bebert_cli.quant.hash_embedding import tokens_from_vocab

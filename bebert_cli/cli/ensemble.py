@@ -1,0 +1,134 @@
+"""`bebert ensemble`: a BEBERT ensemble of binary members (AdaBoost or bagging), or of finished checkpoints.
+
+    bebert ensemble TEACHER -o ENS --task sst2 [--members 2] [--strategy adaboost|bagging]
+                    [--recipe bibert|bit|w1a4|w1a8] [--distill none|logits,hidden,...] [recipe overrides]
+    bebert ensemble --from OUT1 OUT2 ... -o ENS --task sst2
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, List, Optional
+
+import typer
+
+from bebert_cli.cli import options as opt
+
+Int = Optional[int]
+_TRAINING_ONLY = ("members", "strategy", "recipe", "weight_bits", "activation_bits", "embedding_bits", "embeddings",
+                  "hash_ngrams", "hash_seed", "hash_projection", "activation_mode", "attention", "distill", "epochs", "lr",
+                  "batch_size", "fp_dtype", "resume")
+
+
+def ensemble_command(
+    sources: Annotated[Optional[List[str]], typer.Argument(
+        metavar="TEACHER | CHECKPOINT...",
+        help="The fine-tuned teacher to train members from; with --from, the packed checkpoints to combine.",
+        show_default=False)] = None,
+    task: opt.Task = ...,
+    output: opt.OutputDir = ...,
+    from_: Annotated[bool, typer.Option("--from", help="Combine already binarized checkpoints (the arguments) instead of "
+                                                       "training; member weights are fitted on a held-out slice of train.")] = False,
+    members: Annotated[Int, typer.Option("--members", min=1, help="Number of members to train (default 2).")] = None,
+    strategy: Annotated[Optional[str], typer.Option("--strategy", help="adaboost (default) | bagging")] = None,
+    recipe: Annotated[Optional[str], typer.Option("--recipe", help="bibert (default) | bit | w1a4 | w1a8")] = None,
+    distill: Annotated[Optional[str], typer.Option(
+        "--distill", help="Distillation for the members: none (default for ensembles) or a comma list of logits,hidden,dmd")] = None,
+    weight_bits: Annotated[Int, typer.Option("--weight-bits")] = None,
+    activation_bits: Annotated[Int, typer.Option("--activation-bits", help="1, 2..8 (LSQ) or 32")] = None,
+    embedding_bits: Annotated[Int, typer.Option("--embedding-bits", help="1 (binary table) or 32")] = None,
+    embeddings: Annotated[Optional[str], typer.Option("--embeddings", help="table | binary | hash (EELBERT)")] = None,
+    hash_ngrams: Annotated[Optional[str], typer.Option("--hash-ngrams", help="n-gram sizes for --embeddings hash")] = None,
+    hash_seed: Annotated[Int, typer.Option("--hash-seed")] = None,
+    hash_projection: Annotated[Optional[bool], typer.Option("--hash-projection/--no-hash-projection")] = None,
+    activation_mode: Annotated[Optional[str], typer.Option("--activation-mode", help="sign | elastic")] = None,
+    attention: Annotated[Optional[str], typer.Option("--attention", help="bi | softmax")] = None,
+    epochs: Annotated[Optional[float], typer.Option("--epochs", min=0.01)] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", min=0.0)] = None,
+    batch_size: Annotated[Int, typer.Option("--batch-size", min=1)] = None,
+    max_seq_length: Annotated[Int, typer.Option("--max-seq-length", min=8)] = None,
+    max_train_samples: opt.MaxTrainSamples = None,
+    seed: Annotated[Int, typer.Option("--seed", help="Base seed; member k trains with seed + k (and its resample).")] = None,
+    fp_dtype: Annotated[Optional[str], typer.Option("--fp-dtype")] = None,
+    mixed_precision: Annotated[str, typer.Option("--mixed-precision", help="no | bf16 (autocast for training only)")] = "no",
+    eval_batch_size: Annotated[int, typer.Option("--eval-batch-size", min=1)] = 64,
+    save_every: opt.SaveEvery = 200,
+    data_dir: opt.DataDir = None,
+    overwrite: opt.Overwrite = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run: finished members are kept, "
+                                                          "the next one resumes from its saved state.")] = False,
+    json_out: opt.JsonOut = False,
+    quiet: opt.Quiet = False,
+    trust_remote_code: opt.TrustRemoteCode = False,
+    cpu: opt.Cpu = False,
+):
+    """Train a BEBERT ensemble of binary members (AdaBoost or bagging), or combine finished checkpoints (--from)."""
+    params = dict(locals())
+    from bebert_cli.cli.output import Output
+    from bebert_cli.errors import UsageError
+    from bebert_cli.tasks import get_task
+
+    out = Output(json_mode=json_out, quiet=quiet)
+    task_ = get_task(task)
+    sources = list(sources or [])
+    if mixed_precision not in ("no", "bf16"):
+        raise UsageError("--mixed-precision must be no or bf16")
+
+    if from_:
+        given = [name for name in _TRAINING_ONLY if params[name] not in (None, False)]
+        if given:
+            flags = ", ".join("--" + g.replace("_", "-") for g in given)
+            raise UsageError(f"{flags}: training option(s) do not apply to --from (it combines finished checkpoints)")
+        if len(sources) < 2:
+            raise UsageError("--from needs at least two packed checkpoints: bebert ensemble --from OUT1 OUT2 -o ENS --task T")
+        from bebert_cli.ensemble.train import run_from
+
+        result = run_from(sources, task_, output, out=out, data_dir=data_dir, overwrite=overwrite,
+                          max_seq_length=max_seq_length, max_train_samples=max_train_samples, seed=seed,
+                          eval_batch_size=eval_batch_size, cpu=cpu, trust_remote_code=trust_remote_code)
+    else:
+        if len(sources) != 1:
+            raise UsageError("give exactly one TEACHER to train members from, or --from OUT1 OUT2 ... to combine checkpoints")
+        strategy_ = (strategy or "adaboost").lower()
+        if strategy_ not in ("adaboost", "bagging"):
+            raise UsageError(f"--strategy must be adaboost or bagging, not {strategy!r}")
+        ngrams = None
+        if hash_ngrams is not None:
+            try:
+                ngrams = tuple(int(x) for x in hash_ngrams.split(","))
+            except ValueError:
+                raise UsageError(f"--hash-ngrams must be comma-separated integers, not {hash_ngrams!r}") from None
+        from bebert_cli.quant.recipes import resolve_recipe
+
+        rec = resolve_recipe(
+            recipe or "bibert", weight_bits=weight_bits, activation_bits=activation_bits, embedding_bits=embedding_bits,
+            embeddings=embeddings, hash_ngrams=ngrams, hash_seed=hash_seed, hash_projection=hash_projection,
+            activation_mode=activation_mode, attention=attention,
+            distill=distill if distill is not None else "none",  # BEBERT: members train without distillation
+            epochs=epochs, lr=lr, batch_size=batch_size, max_seq_length=max_seq_length,
+            max_train_samples=max_train_samples, seed=seed, fp_dtype=fp_dtype,
+        )
+        from bebert_cli.atomic import check_output
+        from bebert_cli.ensemble.train import run_ensemble
+
+        check_output(output, overwrite)
+        result = run_ensemble(
+            sources[0], task_, output, rec, members=members or 2, strategy=strategy_, out=out, data_dir=data_dir,
+            overwrite=overwrite, resume=resume, save_every=save_every, eval_batch_size=eval_batch_size,
+            mixed_precision=mixed_precision, cpu=cpu, trust_remote_code=trust_remote_code,
+        )
+
+    metric = task_.main_metric
+    rows = [[m["path"], m.get("recipe", ""), m["weight"], "" if m.get("error") is None else m["error"],
+             m["dev"][metric]] for m in result["members"]]
+    rows.append(["ensemble", "", "", "", result["main_value"]])
+    teacher = result.get("teacher") or {}
+    if teacher.get("main_value") is not None:
+        rows.append(["teacher", "", "", "", teacher["main_value"]])
+    out.table(f"{task_.name} dev · {output}", ["model", "recipe", "weight", "error", metric], rows)
+    if result.get("size_bytes") is not None:
+        out.log(f"Saved {output}: {len(result['members'])} members, {result['size_bytes'] / 1e6:.2f} MB on disk")
+    out.result(result)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ensemble")(ensemble_command)
