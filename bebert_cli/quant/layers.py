@@ -14,6 +14,21 @@ from bebert_cli.quant.packing import pack_signs, packed_width, unpack_signs
 from bebert_cli.quant.quantizers import binarize_weight, hard_sign
 
 
+def quantized_linear(act_quant: nn.Module, x: torch.Tensor, signs: torch.Tensor, w_scale: torch.Tensor) -> torch.Tensor:
+    """linear(act_quant(x), signs) * w_scale, every scale applied after an exact integer matmul.
+
+    Quantized activations are integers times one scale (alpha for BiT, the LSQ step): the matmul of
+    the integers is exact in float32, and `* (w_scale * a_scale)` is exactly what the bit kernels
+    compute, so the simulated and the packed runtime give the same bits. (Multiplying the scale in
+    first makes the matmul sum +-alpha terms, whose rounding depends on the BLAS summation order.)
+    """
+    split = getattr(act_quant, "split", None)
+    if split is None:  # nn.Identity: 32-bit activations
+        return F.linear(act_quant(x), signs) * w_scale
+    values, a_scale = split(x)
+    return F.linear(values, signs) * (w_scale if a_scale is None else w_scale * a_scale)
+
+
 class QuantLinear(nn.Module):
     """nn.Linear with 1-bit weights (per-row scale) and quantized input activations (training form)."""
 
@@ -29,7 +44,7 @@ class QuantLinear(nn.Module):
 
     def forward(self, x):
         signs, alpha = binarize_weight(self.weight)
-        y = F.linear(self.act_quant(x), signs) * alpha
+        y = quantized_linear(self.act_quant, x, signs, alpha)
         return y + self.bias if self.bias is not None else y
 
     def packed_state(self) -> dict[str, torch.Tensor]:
@@ -74,7 +89,7 @@ class PackedLinear(nn.Module):
             out = packed_linear(self, x)
             if out is not None:
                 return out
-        y = F.linear(self.act_quant(x), self.signs()) * self.weight_scale.float()
+        y = quantized_linear(self.act_quant, x, self.signs(), self.weight_scale.float())
         return y + self.bias if self.bias is not None else y
 
 

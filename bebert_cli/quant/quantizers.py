@@ -124,6 +124,24 @@ class BinaryActivation(nn.Module):
             return alpha * sign_ste(x - self.beta)
         return alpha * _round_ste(((x - self.beta) / alpha).clamp(0, 1))
 
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """forward(x) as (values in {-1,+1}, scale or None), with forward's gradients.
+
+        Binary layers multiply the scale in after an exact integer matmul of the values, as the bit
+        kernels do, so the simulated and the packed runtime agree bit for bit. Eval mode uses the
+        parameter itself (the grad-scaling trick can move its forward value by an ulp).
+        """
+        if self.mode == "sign":
+            return sign_ste(x), None
+        if self.mode != "elastic":
+            raise ValueError("elastic_unsigned activations have no split form")
+        if self.training and not bool(self.initialized):
+            with torch.no_grad():
+                self.alpha.copy_(x.detach().abs().mean().clamp_min(1e-4))
+                self.initialized.fill_(1)
+        alpha = _grad_scale(self.alpha, 1.0 / math.sqrt(max(1, x.numel()))) if self.training else self.alpha
+        return sign_ste(x - self.beta), alpha
+
     def unit(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(values in {-1,+1} or {0,1}, scale or None): what a bit kernel consumes."""
         if self.mode == "sign":
@@ -160,6 +178,15 @@ class LsqActivation(nn.Module):
         g = 1.0 / math.sqrt(max(1, x.numel()) * self.qmax)
         step = _grad_scale(self.step, g)
         return _round_ste((x / step).clamp(self.qmin, self.qmax)) * step
+
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """forward(x) as (integer-valued tensor, step), with forward's gradients (see BinaryActivation.split)."""
+        if self.training and not bool(self.initialized):
+            with torch.no_grad():
+                self.step.copy_(2 * x.detach().abs().mean().clamp_min(1e-5) / math.sqrt(self.qmax))
+                self.initialized.fill_(1)
+        step = _grad_scale(self.step, 1.0 / math.sqrt(max(1, x.numel()) * self.qmax)) if self.training else self.step
+        return _round_ste((x / step).clamp(self.qmin, self.qmax)), step
 
     def unit(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(integer-valued tensor, step): the low-bit integers and their scale."""

