@@ -64,6 +64,39 @@ def check_task_matches(config, task: GlueTask, name: str) -> None:
         )
 
 
+def _check_shapes_before_loading(name_or_path: str, config, task: GlueTask) -> None:
+    """Compare config.json with the weights' header on the meta device (no memory) before loading.
+
+    A fresh head is created with `ignore_mismatched_sizes=True`, which would also silently
+    re-initialise (and allocate) any body tensor that config.json misdescribes, e.g. a claimed
+    400M-row vocabulary. Only the classification head may differ.
+    """
+    import copy
+
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from bebert_cli.quant.safetensors_check import read_header
+
+    weights = Path(name_or_path).expanduser() / "model.safetensors"
+    if not weights.is_file():
+        return  # a hub id or sharded checkpoint: transformers checks those itself
+    header = read_header(weights)
+    cfg = copy.deepcopy(config)
+    cfg.num_labels = task.num_labels
+    with torch.device("meta"):
+        skeleton = AutoModelForSequenceClassification.from_config(cfg)
+    prefix = f"{skeleton.base_model_prefix}."
+    for name, tensor in skeleton.state_dict().items():
+        if "classifier" in name:
+            continue
+        stored = header.get(name) or header.get(name[len(prefix):] if name.startswith(prefix) else name)
+        if stored is not None and stored["shape"] != list(tensor.shape):
+            hint = " (config.json's vocab_size does not match the stored vocabulary)" if "word_embeddings" in name else ""
+            raise ModelError(f"{name_or_path}: tensor {name} is stored as {stored['shape']} but config.json "
+                             f"describes {list(tensor.shape)}{hint}")
+
+
 def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
@@ -93,6 +126,8 @@ def load_classifier(name_or_path: str, task: GlueTask, *, new_head: bool, trust_
         )
     else:
         check_task_matches(config, task, name_or_path)
+    if new_head:
+        _check_shapes_before_loading(name_or_path, config, task)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             name_or_path, trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs

@@ -429,9 +429,6 @@ def test_config_claiming_a_huge_model_is_refused_before_allocating(hostile):
     _check(hostile, "config_claims_huge_vocabulary")
 
 
-@pytest.mark.xfail(reason="models.load_classifier(new_head=True) loads with ignore_mismatched_sizes=True, so a config "
-                          "claiming a huge vocabulary makes transformers re-initialise a ~51 GB embedding instead of "
-                          "refusing the mismatch; see docs/reliability.md", strict=False)
 def test_finetune_of_a_config_claiming_a_huge_model_is_refused_before_allocating(hostile):
     _check(hostile, "fp_finetune_config_claims_huge_vocabulary")
 
