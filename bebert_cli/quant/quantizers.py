@@ -111,15 +111,19 @@ class BinaryActivation(nn.Module):
     def extra_repr(self) -> str:
         return f"mode={self.mode}"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "sign":
-            return sign_ste(x)
+    def _scale(self, x: torch.Tensor) -> torch.Tensor:
+        """alpha: initialised from the first training batch; LSQ grad-scaled while training, and the
+        parameter itself in eval (the grad-scaling trick can move its forward value by an ulp)."""
         if self.training and not bool(self.initialized):
             with torch.no_grad():
                 self.alpha.copy_(x.detach().abs().mean().clamp_min(1e-4) * (1.0 if self.mode == "elastic" else 2.0))
                 self.initialized.fill_(1)
-        g = 1.0 / math.sqrt(max(1, x.numel()))
-        alpha = _grad_scale(self.alpha, g)
+        return _grad_scale(self.alpha, 1.0 / math.sqrt(max(1, x.numel()))) if self.training else self.alpha
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "sign":
+            return sign_ste(x)
+        alpha = self._scale(x)
         if self.mode == "elastic":
             return alpha * sign_ste(x - self.beta)
         return alpha * _round_ste(((x - self.beta) / alpha).clamp(0, 1))
@@ -128,19 +132,13 @@ class BinaryActivation(nn.Module):
         """forward(x) as (values in {-1,+1}, scale or None), with forward's gradients.
 
         Binary layers multiply the scale in after an exact integer matmul of the values, as the bit
-        kernels do, so the simulated and the packed runtime agree bit for bit. Eval mode uses the
-        parameter itself (the grad-scaling trick can move its forward value by an ulp).
+        kernels do, so the simulated and the packed runtime agree bit for bit.
         """
         if self.mode == "sign":
             return sign_ste(x), None
         if self.mode != "elastic":
             raise ValueError("elastic_unsigned activations have no split form")
-        if self.training and not bool(self.initialized):
-            with torch.no_grad():
-                self.alpha.copy_(x.detach().abs().mean().clamp_min(1e-4))
-                self.initialized.fill_(1)
-        alpha = _grad_scale(self.alpha, 1.0 / math.sqrt(max(1, x.numel()))) if self.training else self.alpha
-        return sign_ste(x - self.beta), alpha
+        return sign_ste(x - self.beta), self._scale(x)
 
     def unit(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(values in {-1,+1} or {0,1}, scale or None): what a bit kernel consumes."""
@@ -170,22 +168,21 @@ class LsqActivation(nn.Module):
     def extra_repr(self) -> str:
         return f"bits={self.bits}, signed={self.signed}"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _scale(self, x: torch.Tensor) -> torch.Tensor:
+        """The step: initialised from the first training batch; grad-scaled while training (LSQ)."""
         if self.training and not bool(self.initialized):
             with torch.no_grad():
                 self.step.copy_(2 * x.detach().abs().mean().clamp_min(1e-5) / math.sqrt(self.qmax))
                 self.initialized.fill_(1)
-        g = 1.0 / math.sqrt(max(1, x.numel()) * self.qmax)
-        step = _grad_scale(self.step, g)
-        return _round_ste((x / step).clamp(self.qmin, self.qmax)) * step
+        return _grad_scale(self.step, 1.0 / math.sqrt(max(1, x.numel()) * self.qmax)) if self.training else self.step
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        integers, step = self.split(x)
+        return integers * step
 
     def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """forward(x) as (integer-valued tensor, step), with forward's gradients (see BinaryActivation.split)."""
-        if self.training and not bool(self.initialized):
-            with torch.no_grad():
-                self.step.copy_(2 * x.detach().abs().mean().clamp_min(1e-5) / math.sqrt(self.qmax))
-                self.initialized.fill_(1)
-        step = _grad_scale(self.step, 1.0 / math.sqrt(max(1, x.numel()) * self.qmax)) if self.training else self.step
+        step = self._scale(x)
         return _round_ste((x / step).clamp(self.qmin, self.qmax)), step
 
     def unit(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
