@@ -56,15 +56,9 @@ def binarize_command(
     task_ = get_task(task)
     if mixed_precision not in ("no", "bf16"):
         raise UsageError("--mixed-precision must be no or bf16")
-    ngrams = None
-    if hash_ngrams is not None:
-        try:
-            ngrams = tuple(int(x) for x in hash_ngrams.split(","))
-        except ValueError:
-            raise UsageError(f"--hash-ngrams must be comma-separated integers, not {hash_ngrams!r}") from None
     rec = resolve_recipe(
         recipe, weight_bits=weight_bits, activation_bits=activation_bits, embedding_bits=embedding_bits,
-        embeddings=embeddings, hash_ngrams=ngrams, hash_seed=hash_seed, hash_projection=hash_projection,
+        embeddings=embeddings, hash_ngrams=hash_ngrams, hash_seed=hash_seed, hash_projection=hash_projection,
         activation_mode=activation_mode, attention=attention, distill=distill, epochs=epochs, lr=lr,
         batch_size=batch_size, max_seq_length=max_seq_length, max_train_samples=max_train_samples, seed=seed,
         fp_dtype=fp_dtype, student_layers=student_layers, student_width=student_width,

@@ -91,17 +91,11 @@ def ensemble_command(
         strategy_ = (strategy or "adaboost").lower()
         if strategy_ not in ("adaboost", "bagging"):
             raise UsageError(f"--strategy must be adaboost or bagging, not {strategy!r}")
-        ngrams = None
-        if hash_ngrams is not None:
-            try:
-                ngrams = tuple(int(x) for x in hash_ngrams.split(","))
-            except ValueError:
-                raise UsageError(f"--hash-ngrams must be comma-separated integers, not {hash_ngrams!r}") from None
         from bebert_cli.quant.recipes import resolve_recipe
 
         rec = resolve_recipe(
             recipe or "bibert", weight_bits=weight_bits, activation_bits=activation_bits, embedding_bits=embedding_bits,
-            embeddings=embeddings, hash_ngrams=ngrams, hash_seed=hash_seed, hash_projection=hash_projection,
+            embeddings=embeddings, hash_ngrams=hash_ngrams, hash_seed=hash_seed, hash_projection=hash_projection,
             activation_mode=activation_mode, attention=attention,
             distill=distill if distill is not None else "none",  # BEBERT: members train without distillation
             epochs=epochs, lr=lr, batch_size=batch_size, max_seq_length=max_seq_length,

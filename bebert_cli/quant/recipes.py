@@ -132,6 +132,8 @@ def resolve_recipe(name: str, **overrides) -> Recipe:
     changes = {k: v for k, v in overrides.items() if v is not None}
     if "distill" in changes and isinstance(changes["distill"], str):
         changes["distill"] = parse_distill(changes["distill"])
+    if "hash_ngrams" in changes and isinstance(changes["hash_ngrams"], str):
+        changes["hash_ngrams"] = parse_ngrams(changes["hash_ngrams"])
     bits = changes.pop("embedding_bits", None)
     if bits is not None:
         if bits not in (1, 32):
@@ -140,6 +142,14 @@ def resolve_recipe(name: str, **overrides) -> Recipe:
             raise UsageError("--embedding-bits contradicts --embeddings")
         changes["embeddings"] = "binary" if bits == 1 else "table"
     return replace(PRESETS[name], **changes).validate()
+
+
+def parse_ngrams(text: str) -> tuple[int, ...]:
+    """--hash-ngrams "2,3,4" -> (2, 3, 4)."""
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise UsageError(f"--hash-ngrams must be comma-separated integers, not {text!r}") from None
 
 
 def parse_distill(text: str) -> tuple[str, ...]:
