@@ -113,3 +113,10 @@ def error_line(stderr: str) -> str:
     assert lines and lines[-1].startswith("Error: "), f"expected an Error: line, got {stderr!r}"
     assert "Traceback" not in stderr
     return lines[-1]
+
+
+def write_eval_results(path: Path, accuracy: float, task: str = "sst2") -> None:
+    """A saved SST-2-style evaluation, as bebert writes it, for tests that fake a checkpoint's scores."""
+    (path / "eval_results.json").write_text(json.dumps({
+        "task": task, "main_metric": "accuracy", "main_value": accuracy,
+        "splits": {"validation": {"metrics": {"accuracy": accuracy}, "samples": 120}}}))

@@ -6,14 +6,11 @@ import shutil
 import pytest
 
 from tests.conftest import error_line, one_json, run_cli
+from tests.conftest import write_eval_results as _eval
 
 L = 16
 
 
-def _eval(path, accuracy, task="sst2"):
-    (path / "eval_results.json").write_text(json.dumps({
-        "task": task, "main_metric": "accuracy", "main_value": accuracy,
-        "splits": {"validation": {"metrics": {"accuracy": accuracy}, "samples": 120}}}))
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from huggingface_hub import ModelCard
 
 from bebert_cli.report import count_checkpoint, write_model_card
 from bebert_cli.report.card import render_model_card
+from tests.conftest import write_eval_results as _eval
 
 H = 32
 
@@ -32,10 +33,6 @@ def _packed(fp_dir, out, accuracy=0.81):
     return out
 
 
-def _eval(path, accuracy, task="sst2"):
-    (path / "eval_results.json").write_text(json.dumps({
-        "task": task, "main_metric": "accuracy", "main_value": accuracy,
-        "splits": {"validation": {"metrics": {"accuracy": accuracy}, "samples": 120}}}))
 
 
 @pytest.fixture(scope="module")
