@@ -13,4 +13,22 @@ def load_model(path, **kwargs):
     return _load(path, **kwargs)
 
 
-__all__ = ["__version__", "load_model"]
+def register_with_transformers() -> None:
+    """Teach transformers to read bebert packed checkpoints (`quant_method: "bebert"`). Idempotent.
+
+    Afterwards `AutoModelForSequenceClassification.from_pretrained(packed_dir)` returns the same
+    model as `load_model(packed_dir)`. Importing bebert_cli already arranges this (without importing
+    transformers: see `bebert_cli.integrations`); call this to do it explicitly, or to get an error
+    instead of a warning if it cannot be done. Imports transformers and torch.
+    """
+    from bebert_cli.integrations.transformers_quantizer import register
+
+    register()
+
+
+# Registered as soon as transformers' quantizer registry is imported; never imports transformers itself.
+from bebert_cli.integrations import register_when_transformers_loads as _register_when_transformers_loads  # noqa: E402
+
+_register_when_transformers_loads()
+
+__all__ = ["__version__", "load_model", "register_with_transformers"]

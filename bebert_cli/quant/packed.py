@@ -66,7 +66,10 @@ def packed_state_dict(model, fp_dtype: str) -> dict[str, torch.Tensor]:
                 out[f"{owner}.{k}"] = v.cpu().contiguous()
             continue
         t = t.detach().cpu()
-        if t.is_floating_point() and not _is_quantizer_param(name):
+        # An already packed layer's fp16 scales keep their dtype whatever fp_dtype is (the format's rule,
+        # see check_against_header); only tensors that stay full precision take fp_dtype.
+        keep = _is_quantizer_param(name) or (owner in binary and leaf == "weight_scale")
+        if t.is_floating_point() and not keep:
             t = t.to(target)
         out[name] = t.contiguous()
     return out
@@ -106,28 +109,72 @@ def save_packed(model, out_dir: Path, recipe: Recipe, plan) -> None:
     (out_dir / RECIPE_FILE).write_text(json.dumps(recipe.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
+def validate_quant_config(qc, where) -> Recipe:
+    """The recipe a `quantization_config` block describes, after checking the block can be read."""
+    if not isinstance(qc, dict):
+        raise CheckpointError(f"{where}: quantization_config must be an object")
+    version = qc.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{where}: quantization_config.format_version must be an integer")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{where} uses packed format {version}; this bebert reads up to {FORMAT_VERSION} (upgrade bebert)")
+    if qc.get("bit_order") != BIT_ORDER or qc.get("pack_dtype") != "uint8":
+        raise CheckpointError(f"{where}: unsupported bit order or pack dtype ({qc.get('bit_order')!r}, {qc.get('pack_dtype')!r})")
+    try:
+        recipe = Recipe.from_dict(qc.get("recipe")).validate()
+    except Exception as exc:
+        raise CheckpointError(f"{where}: invalid recipe in quantization_config: {exc}") from None
+    for key in ("binary_modules", "binary_embeddings", "hashed_embeddings"):
+        if not isinstance(qc.get(key, []), list) or not all(isinstance(x, str) for x in qc.get(key, [])):
+            raise CheckpointError(f"{where}: quantization_config.{key} must be a list of module names")
+    return recipe
+
+
 def _read_quant_config(path: Path) -> tuple[dict, dict, Recipe]:
     from bebert_cli.checkpoint import read_config_json
 
     config = read_config_json(path)
     qc = config.pop("quantization_config")
-    if not isinstance(qc, dict):
-        raise CheckpointError(f"{path}: quantization_config must be an object")
-    version = qc.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise CheckpointError(f"{path}: quantization_config.format_version must be an integer")
-    if version > FORMAT_VERSION:
-        raise CheckpointError(f"{path} uses packed format {version}; this bebert reads up to {FORMAT_VERSION} (upgrade bebert)")
-    if qc.get("bit_order") != BIT_ORDER or qc.get("pack_dtype") != "uint8":
-        raise CheckpointError(f"{path}: unsupported bit order or pack dtype ({qc.get('bit_order')!r}, {qc.get('pack_dtype')!r})")
-    try:
-        recipe = Recipe.from_dict(qc.get("recipe")).validate()
-    except Exception as exc:
-        raise CheckpointError(f"{path}: invalid recipe in quantization_config: {exc}") from None
-    for key in ("binary_modules", "binary_embeddings", "hashed_embeddings"):
-        if not isinstance(qc.get(key, []), list) or not all(isinstance(x, str) for x in qc.get(key, [])):
-            raise CheckpointError(f"{path}: quantization_config.{key} must be a list of module names")
-    return config, qc, recipe
+    return config, qc, validate_quant_config(qc, path)
+
+
+def hash_vocab(source) -> list[str]:
+    """The token list hashed embeddings are computed from: the checkpoint's own tokenizer."""
+    from bebert_cli.models import load_tokenizer
+    from bebert_cli.quant.hash_embedding import tokens_from_vocab
+
+    return tokens_from_vocab(load_tokenizer(str(source)).get_vocab())
+
+
+def convert_to_packed_(model, qc: dict, recipe: Recipe, where, *, runtime: str = "simulated", vocab=None):
+    """Turn a freshly built (empty, usually meta) model into the packed inference form, in place.
+
+    Shared by `load_packed` and the transformers quantizer (`bebert_cli.integrations`), so both build
+    exactly the same modules, names, shapes and dtypes. Returns the plan, checked against `qc`.
+    """
+    from bebert_cli.models import SUPPORTED_MODEL_TYPES
+    from bebert_cli.quant.convert import quantize_
+
+    model_type = getattr(model.config, "model_type", None)
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise CheckpointError(f"{where}: model_type {model_type!r} is not one bebert supports")
+    if recipe.embeddings == "hash" and vocab is None:
+        vocab = hash_vocab(where)
+    plan = quantize_(model, recipe, packed=True, runtime=runtime, vocab=vocab)
+    if sorted(plan.binary_linears) != sorted(qc.get("binary_modules", [])) or \
+            sorted(plan.binary_embeddings) != sorted(qc.get("binary_embeddings", [])):
+        raise CheckpointError(f"{where}: the binarized modules listed in config.json do not match the architecture")
+    return plan
+
+
+def finish_packed_model(model, recipe: Recipe, plan, runtime: str = "simulated"):
+    """After the tensors are in: what `load_packed` and the transformers quantizer both attach."""
+    model.bebert_recipe, model.bebert_plan = recipe, plan
+    if runtime == "packed":
+        from bebert_cli.quant.runtime import prepare_packed_runtime
+
+        prepare_packed_runtime(model)
+    return model
 
 
 def build_packed_skeleton(path: Path, runtime: str = "simulated"):
@@ -135,7 +182,6 @@ def build_packed_skeleton(path: Path, runtime: str = "simulated"):
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     from bebert_cli.models import SUPPORTED_MODEL_TYPES, quiet_transformers
-    from bebert_cli.quant.convert import quantize_
 
     quiet_transformers()
     config_dict, qc, recipe = _read_quant_config(path)
@@ -147,32 +193,25 @@ def build_packed_skeleton(path: Path, runtime: str = "simulated"):
         model = AutoModelForSequenceClassification.from_config(config)
     except Exception as exc:
         raise CheckpointError(f"{path}: config.json does not describe a valid {model_type} model: {exc}") from None
-    vocab = None
-    if recipe.embeddings == "hash":
-        from bebert_cli.models import load_tokenizer
-        from bebert_cli.quant.hash_embedding import tokens_from_vocab
-
-        vocab = tokens_from_vocab(load_tokenizer(str(path)).get_vocab())
-    plan = quantize_(model, recipe, packed=True, runtime=runtime, vocab=vocab)
-    if sorted(plan.binary_linears) != sorted(qc.get("binary_modules", [])) or \
-            sorted(plan.binary_embeddings) != sorted(qc.get("binary_embeddings", [])):
-        raise CheckpointError(f"{path}: the binarized modules listed in config.json do not match the architecture")
+    plan = convert_to_packed_(model, qc, recipe, path, runtime=runtime)
     return model, recipe, plan
 
 
-def _check_against_header(path: Path, expected: dict, header: dict, fp_dtype) -> None:
-    """Names, shapes and dtypes of the model's tensors against the file's header."""
+def check_against_header(where, expected: dict, header: dict, fp_dtype: str | torch.dtype) -> None:
+    """Names, shapes and dtypes of the model's tensors (a state dict, meta is fine) against the file's header."""
+    if isinstance(fp_dtype, str):
+        fp_dtype = _TORCH_DTYPES[fp_dtype]
     missing = sorted(set(expected) - set(header))
     unexpected = sorted(set(header) - set(expected))
     if missing or unexpected:
-        raise CheckpointError(f"{path}: tensors do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise CheckpointError(f"{where}: tensors do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
     for name, t in expected.items():
         keep = not t.is_floating_point() or _is_quantizer_param(name) or name.endswith(".weight_scale")
         want_dtype = t.dtype if keep else fp_dtype
         got = header[name]
         if got["shape"] != list(t.shape) or got["dtype"] != _ST_NAMES.get(want_dtype):
             raise CheckpointError(
-                f"{path}: tensor {name} is {got['dtype']}{got['shape']}, expected {_ST_NAMES.get(want_dtype)}{list(t.shape)}"
+                f"{where}: tensor {name} is {got['dtype']}{got['shape']}, expected {_ST_NAMES.get(want_dtype)}{list(t.shape)}"
             )
 
 
@@ -191,7 +230,7 @@ def load_packed(path, runtime: str = "simulated"):
     # before allocating the real model.
     with torch.device("meta"):
         meta_model, recipe, _ = build_packed_skeleton(path, runtime)
-    _check_against_header(path, meta_model.state_dict(), header, _TORCH_DTYPES[recipe.fp_dtype])
+    check_against_header(path, meta_model.state_dict(), header, recipe.fp_dtype)
     del meta_model
     model, recipe, plan = build_packed_skeleton(path, runtime)
     expected = model.state_dict()
@@ -205,11 +244,7 @@ def load_packed(path, runtime: str = "simulated"):
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: {str(exc).splitlines()[0]}") from None
-    model.bebert_recipe, model.bebert_plan = recipe, plan
-    if runtime == "packed":
-        from bebert_cli.quant.runtime import prepare_packed_runtime
-
-        prepare_packed_runtime(model)
+    finish_packed_model(model, recipe, plan, runtime)
     return model.eval()
 
 
