@@ -115,6 +115,12 @@ def load_classifier(name_or_path: str, task: GlueTask, *, new_head: bool, trust_
     from transformers import AutoModelForSequenceClassification
 
     config = load_config(name_or_path, trust_remote_code=trust_remote_code)
+    qc = getattr(config, "quantization_config", None)
+    if (qc.get("quant_method") if isinstance(qc, dict) else getattr(qc, "quant_method", None)) == "bebert":
+        # It would load (bebert registers a transformers quantizer), but a binary model is no teacher
+        # and no starting point for fine-tuning: its latent full-precision weights are gone.
+        raise ModelError(f"{name_or_path} is a bebert packed (binary) checkpoint; "
+                         "fine-tuning and distillation need the full-precision checkpoint it came from")
     kwargs = {}
     if new_head:
         kwargs = dict(

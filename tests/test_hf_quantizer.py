@@ -252,3 +252,14 @@ def test_import_is_cheap_and_registers_when_transformers_loads(packed_dirs):
         print(json.dumps(dict(hooked=sum(type(f).__name__ == "_TransformersHook" for f in sys.meta_path))))
     """, BEBERT_NO_TRANSFORMERS_HOOK="1")
     assert opted_out["hooked"] == 0
+
+
+def test_a_packed_checkpoint_is_refused_as_teacher_or_starting_point(packed_dirs):
+    # from_pretrained can read it now, but a binary model is neither a teacher nor a fine-tuning start.
+    from bebert_cli.errors import ModelError
+    from bebert_cli.models import load_classifier
+    from bebert_cli.tasks import get_task
+
+    for new_head in (False, True):
+        with pytest.raises(ModelError, match="packed .binary. checkpoint"):
+            load_classifier(str(packed_dirs["bibert"]), get_task("sst2"), new_head=new_head)
