@@ -110,7 +110,7 @@ def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
     from bebert_cli.pipeline import (
         EVAL_FILE, RUN_FILE, evaluate_splits, eval_payload, load_eval_split, load_train_data, make_accelerator, write_json,
     )
-    from bebert_cli.quant.packed import load_packed, save_packed
+    from bebert_cli.quant.packed import fast_inference_twin, load_packed, save_packed
     from bebert_cli.quant.student import dir_size, finalize_student, load_eval_texts, make_student, train_student
     from bebert_cli.report.card import write_model_card
     from bebert_cli.runner import environment_info, publish, training_run
@@ -187,9 +187,11 @@ def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
             try:
                 finalize_student(student, mrecipe)
                 boost_start = time.perf_counter()
+                # Same predictions bit for bit, computed by the bit kernels where there are some.
+                fast = fast_inference_twin(student, mrecipe, plan, accelerator.device, tokenizer)
                 weight, error, chance, new_weights = 1.0, None, False, weights
                 if strategy == "adaboost":
-                    logits = predict_logits(student, data.train, data.collator, batch_size=eval_batch_size,
+                    logits = predict_logits(fast, data.train, data.collator, batch_size=eval_batch_size,
                                             device=accelerator.device)
                     if task.is_regression:
                         step = r2_step(weights, logits.reshape(-1) - labels.astype(np.float64))
@@ -201,7 +203,7 @@ def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
                         out.warn(f"{name} is no better than chance on the weighted training set (error {error:.4f}); "
                                  f"kept with weight {weight:g}, sample weights unchanged")
                 boost_seconds = time.perf_counter() - boost_start
-                member_results = evaluate_splits(student, task, dev, data.collator, batch_size=eval_batch_size,
+                member_results = evaluate_splits(fast, task, dev, data.collator, batch_size=eval_batch_size,
                                                  device=accelerator.device)
                 member_payload = eval_payload(task, member_results, model=name, split="dev",
                                               max_seq_length=recipe.max_seq_length, recipe=recipe.name,
@@ -242,11 +244,12 @@ def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
                                           "rerun the same command with --resume to continue") from None
             out.log(f"{name}: weight {weight:.4f}" + (f", weighted error {error:.4f}" if error is not None else "")
                     + f", dev {task.main_metric} {member_payload['main_value']:.4f}")
-            del student, plan
+            del student, plan, fast
             gc.collect()
 
         records = state["members"][:members]
-        models = [load_packed(work / r["path"] / PACKED_SUBDIR) for r in records]
+        runtime = "packed" if accelerator.device.type == "cpu" else "simulated"  # equal outputs; packed is faster
+        models = [load_packed(work / r["path"] / PACKED_SUBDIR, runtime=runtime) for r in records]
         ensemble = EnsembleModel(models, [r["weight"] for r in records], combination=combination_for(task.num_labels))
         ensemble.to(accelerator.device)
         with out.progress(main) as progress:

@@ -140,3 +140,20 @@ def test_unsupported_architecture_refused():
     model = AutoModelForSequenceClassification.from_config(cfg)
     with pytest.raises(ModelError, match="supported: bert, roberta, electra, distilbert"):
         quantize_(model, resolve_recipe("bibert"))
+
+
+@pytest.mark.parametrize("recipe_name", ["bibert", "bit", "w1a4"])
+def test_fast_inference_twin_predicts_exactly_like_the_student(recipe_name):
+    from bebert_cli import kernels
+    from bebert_cli.quant.layers import PackedLinear
+    from bebert_cli.quant.packed import fast_inference_twin
+
+    model, recipe, plan = trained_student(recipe_name)
+    twin = fast_inference_twin(model, recipe, plan, torch.device("cpu"))
+    with torch.no_grad():
+        want, got = model(**batch()).logits, twin(**batch()).logits
+    assert torch.equal(want, got)
+    if kernels.backend() != "torch":  # the point of the twin: the bit kernels compute it
+        assert any(isinstance(m, PackedLinear) and m.runtime == "packed" for m in twin.modules())
+    # Off the CPU (or without kernels) it is the model itself.
+    assert fast_inference_twin(model, recipe, plan, torch.device("meta")) is model
