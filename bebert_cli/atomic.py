@@ -164,6 +164,32 @@ def _fsync_tree(root: Path) -> None:
         fsync_dir(Path(dirpath))
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (/proc), else set-and-restore."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _give_files_ordinary_modes(root: Path) -> None:
+    """Every published file gets the mode a plain open() would have given it (0o666 & ~umask).
+
+    safetensors >= 0.8 writes through a temporary file that is always 0o600 and ignores the umask
+    (safetensors issue #782), so a model directory would be readable by its writer only: another
+    user, a container running as non-root, or a CI step under another uid could not load it.
+    """
+    mode = 0o666 & ~_umask()
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            f = os.path.join(dirpath, name)
+            if os.path.isfile(f) and not os.path.islink(f):
+                os.chmod(f, mode)
+
+
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 _renameat2 = None
@@ -217,6 +243,7 @@ def atomic_output_dir(output: str | os.PathLike, *, overwrite: bool = False):
     published = False
     try:
         yield tmp
+        _give_files_ordinary_modes(tmp)
         _fsync_tree(tmp)
         if output.exists():
             if _exchange(tmp, output):
