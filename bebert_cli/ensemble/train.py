@@ -415,9 +415,10 @@ def run_from(paths: list, task: GlueTask, output: Path, *, out, data_dir, overwr
             f"training rows (seed {seed}, max train samples {max_train_samples})")
 
     models, records = [], []
+    runtime = "packed" if accelerator.device.type == "cpu" else "simulated"  # equal outputs; packed is faster
     with out.progress(accelerator.is_main_process) as progress:
         for k, info in enumerate(infos):
-            model = load_packed(info.path).to(accelerator.device)
+            model = load_packed(info.path, runtime=runtime).to(accelerator.device)
             logits = predict_logits(model, data.select, data.collator, batch_size=eval_batch_size, device=accelerator.device)
             step = heldout_weight(logits, labels, regression=task.is_regression, num_classes=task.num_labels)
             if step.chance:
