@@ -211,7 +211,7 @@ def test_without_bebert_transformers_does_not_read_the_packed_format(packed_dirs
         import bebert_cli
         m, info = A.from_pretrained({str(packed_dirs['bibert'])!r}, output_loading_info=True)
         print(json.dumps(dict(plain=plain, registered=hasattr(m, "bebert_recipe"), missing=len(info["missing_keys"]))))
-    """)
+    """, TRANSFORMERS_VERBOSITY="warning")  # bebert's CLI, run in-process by other tests, sets "error"
     assert r["plain"]["bebert_loaded"] is False
     assert "bert.encoder.layer.0.attention.self.query.weight" in r["plain"]["missing"]
     assert r["plain"]["unexpected"] > 0
