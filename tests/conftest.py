@@ -120,3 +120,15 @@ def write_eval_results(path: Path, accuracy: float, task: str = "sst2") -> None:
     (path / "eval_results.json").write_text(json.dumps({
         "task": task, "main_metric": "accuracy", "main_value": accuracy,
         "splits": {"validation": {"metrics": {"accuracy": accuracy}, "samples": 120}}}))
+
+
+def tiny_batch(vocab: int = 60) -> dict:
+    """A fixed 4 x 12 batch of token ids below `vocab`, two rows padded: the tiny models' standard input."""
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, vocab, (4, 12), generator=g)
+    mask = torch.ones(4, 12, dtype=torch.long)
+    mask[1, 7:] = 0
+    mask[3, 3:] = 0
+    return {"input_ids": ids, "attention_mask": mask}

@@ -17,6 +17,7 @@ import torch
 
 import bebert_cli
 from bebert_cli.errors import CheckpointError
+from tests.conftest import tiny_batch
 
 # name -> (preset, overrides). fp32 exercises the "scales stay float16" rule on save.
 RECIPES = {
@@ -28,13 +29,7 @@ RECIPES = {
 }
 
 
-def _batch():
-    g = torch.Generator().manual_seed(1)
-    ids = torch.randint(5, 60, (4, 12), generator=g)
-    mask = torch.ones(4, 12, dtype=torch.long)
-    mask[1, 7:] = 0
-    mask[3, 3:] = 0
-    return {"input_ids": ids, "attention_mask": mask}
+_batch = tiny_batch
 
 
 def _write_packed(path, preset, overrides, tokenizer):

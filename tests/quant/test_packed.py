@@ -8,6 +8,7 @@ from bebert_cli.errors import CheckpointError, ModelError
 from bebert_cli.quant.convert import quantize_
 from bebert_cli.quant.packed import load_packed, round_full_precision_, save_packed
 from bebert_cli.quant.recipes import resolve_recipe
+from tests.conftest import tiny_batch
 
 
 def tiny(model_type="bert", vocab=60, labels=2):
@@ -20,13 +21,7 @@ def tiny(model_type="bert", vocab=60, labels=2):
     return AutoModelForSequenceClassification.from_config(cfg)
 
 
-def batch():
-    g = torch.Generator().manual_seed(1)
-    ids = torch.randint(5, 60, (4, 12), generator=g)
-    mask = torch.ones(4, 12, dtype=torch.long)
-    mask[1, 7:] = 0
-    mask[3, 3:] = 0
-    return {"input_ids": ids, "attention_mask": mask}
+batch = tiny_batch
 
 
 def trained_student(recipe_name, model_type="bert"):
