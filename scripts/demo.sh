@@ -3,7 +3,7 @@
 # binarize it (default: w1a4 = binary weights and embeddings, 4-bit activations, BEBERT's member
 # setting, which learns within the demo's budget; BEBERT_DEMO_RECIPE=bibert for fully binary 1-1-1,
 # which needs full-length training to leave chance level), evaluate both on the full SST-2 dev set
-# and compare them. About 15 minutes on 2 CPU cores; full-length results are in docs/results.md.
+# and compare them. Minutes on 2 CPU cores (8,000 sentences each); full-length results are in docs/results.md.
 # Steps whose output exists are reused (delete runs/demo to start over).
 set -euo pipefail
 cd "$(dirname "$0")/.."
