@@ -110,7 +110,7 @@ def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
     from bebert_cli.pipeline import (
         EVAL_FILE, RUN_FILE, evaluate_splits, eval_payload, load_eval_split, load_train_data, make_accelerator, write_json,
     )
-    from bebert_cli.quant.packed import fast_inference_twin, load_packed, save_packed
+    from bebert_cli.quant.packed import fast_inference_twin, fastest_runtime, load_packed, save_packed
     from bebert_cli.quant.student import dir_size, finalize_student, load_eval_texts, make_student, train_student
     from bebert_cli.report.card import write_model_card
     from bebert_cli.runner import environment_info, publish, training_run
@@ -248,7 +248,7 @@ def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
             gc.collect()
 
         records = state["members"][:members]
-        runtime = "packed" if accelerator.device.type == "cpu" else "simulated"  # equal outputs; packed is faster
+        runtime = fastest_runtime(accelerator.device)
         models = [load_packed(work / r["path"] / PACKED_SUBDIR, runtime=runtime) for r in records]
         ensemble = EnsembleModel(models, [r["weight"] for r in records], combination=combination_for(task.num_labels))
         ensemble.to(accelerator.device)
@@ -378,7 +378,7 @@ def run_from(paths: list, task: GlueTask, output: Path, *, out, data_dir, overwr
     from bebert_cli.pipeline import (
         EVAL_FILE, RUN_FILE, evaluate_splits, eval_payload, load_eval_split, load_train_data, make_accelerator, write_json,
     )
-    from bebert_cli.quant.packed import load_packed
+    from bebert_cli.quant.packed import fastest_runtime, load_packed
     from bebert_cli.quant.student import dir_size, load_eval_texts
     from bebert_cli.report.card import write_model_card
     from bebert_cli.runner import environment_info
@@ -415,7 +415,7 @@ def run_from(paths: list, task: GlueTask, output: Path, *, out, data_dir, overwr
             f"training rows (seed {seed}, max train samples {max_train_samples})")
 
     models, records = [], []
-    runtime = "packed" if accelerator.device.type == "cpu" else "simulated"  # equal outputs; packed is faster
+    runtime = fastest_runtime(accelerator.device)
     with out.progress(accelerator.is_main_process) as progress:
         for k, info in enumerate(infos):
             model = load_packed(info.path, runtime=runtime).to(accelerator.device)

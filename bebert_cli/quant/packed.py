@@ -257,6 +257,15 @@ def is_packed_dir(path) -> bool:
         return False
 
 
+def fastest_runtime(device) -> str:
+    """The runtime to predict with on `device`: "packed" (bit kernels) on a CPU that has the compiled
+    kernels, else "simulated". Both give the same outputs bit for bit; only the speed differs."""
+    from bebert_cli import kernels
+
+    on_cpu = getattr(device, "type", str(device)) == "cpu"
+    return "packed" if on_cpu and kernels.backend() != "torch" else "simulated"
+
+
 def fast_inference_twin(model, recipe: Recipe, plan, device, tokenizer=None):
     """`model` (a trained student, finalized) as the packed runtime runs it, for predictions made during
     training (AdaBoost passes over the training set, member evaluation).
@@ -269,9 +278,7 @@ def fast_inference_twin(model, recipe: Recipe, plan, device, tokenizer=None):
     """
     import tempfile
 
-    from bebert_cli import kernels
-
-    if getattr(device, "type", str(device)) != "cpu" or kernels.backend() == "torch":
+    if fastest_runtime(device) != "packed":
         return model
     with tempfile.TemporaryDirectory(prefix="bebert-twin-") as tmp:
         save_packed(model, Path(tmp), recipe, plan)
