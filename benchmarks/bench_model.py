@@ -12,7 +12,10 @@ OMP_NUM_THREADS before torch is imported, and torch.set_num_threads):
   - `fp32 sdpa`: the fp32 model with torch's scaled-dot-product attention (transformers' default);
   - `int8 dynamic`: `torch.ao.quantization.quantize_dynamic(fp32 sdpa, {nn.Linear}, torch.qint8)`,
     what a user would pick instead of binarizing;
-  - `packed 1-1-1`: `quantize_(recipe bibert)` -> `save_packed` -> `load_packed(runtime="packed")`;
+  - `packed 1-1-1`: `quantize_(recipe bibert)` -> `save_packed` -> `load_packed(runtime="packed")`,
+    what a user gets (its BiBERT layers fused: bits from the QKV GEMM to the FFN output);
+  - `packed 1-1-1 unfused`: the same model with `fused_layer.uninstall`: every binary linear and the
+    Bi-Attention as separate kernels on float tensors (the runtime before the fused layer);
 * latency: warm-up, then `--repeats` (>= 10) timed forwards per row, the rows interleaved
   round-robin so that background load hits every row alike; median and best, in ms;
 * idle check: /proc/loadavg before and after, recorded; a warning if the 1-minute load is above
@@ -22,7 +25,7 @@ OMP_NUM_THREADS before torch is imported, and torch.set_num_threads):
   (/proc/self/status; `resource.getrusage(RUSAGE_SELF).ru_maxrss` where there is no /proc: on
   Linux ru_maxrss is inherited through fork + exec from this big parent, so it is not usable here),
   also for a process that only imports the libraries;
-* `--profile`: where the packed model's time goes (binary-linear kernels, Bi-Attention kernel,
+* `--profile`: where the (fused) packed model's time goes (binary GEMM kernels, Bi-Attention kernel,
   everything else) by timers around the kernel calls, plus torch.profiler's top operators.
 
 Prints markdown tables; `--json FILE` writes everything measured.
@@ -46,7 +49,7 @@ SHAPES = {
     "minilm": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
 }
 INPUTS = [(8, 128), (1, 128)]
-ROWS = ["fp32 eager", "fp32 sdpa", "int8 dynamic", "packed 1-1-1"]
+ROWS = ["fp32 eager", "fp32 sdpa", "int8 dynamic", "packed 1-1-1", "packed 1-1-1 unfused"]
 LOAD_WARN = 0.5
 
 
@@ -88,10 +91,14 @@ def load(kind: str, paths: dict):
     from bebert_cli.models import quiet_transformers
 
     quiet_transformers()
-    if kind == "packed 1-1-1":
+    if kind.startswith("packed 1-1-1"):
+        from bebert_cli.quant import fused_layer
         from bebert_cli.quant.packed import load_packed
 
-        return load_packed(paths["packed"], runtime="packed")
+        model = load_packed(paths["packed"], runtime="packed")
+        if kind.endswith("unfused"):  # the packed runtime without the fused BiBERT layer (bench only)
+            fused_layer.uninstall(model)
+        return model
     attn = "eager" if kind == "fp32 eager" else "sdpa"
     model = AutoModelForSequenceClassification.from_pretrained(str(paths["fp32"]), attn_implementation=attn,
                                                                dtype=torch.float32).eval()
@@ -135,8 +142,11 @@ def profile_packed(model, batch: dict, repeats: int) -> dict:
 
     from bebert_cli import kernels
 
+    # the fused layer calls binary_gemm / bi_attention_bits, the unfused one binary_linear / bi_attention
+    groups = {"binary_gemm": "binary_linear", "binary_linear": "binary_linear", "bi_attention_bits": "bi_attention",
+              "bi_attention": "bi_attention"}
     spent = {"binary_linear": 0.0, "bi_attention": 0.0}
-    originals = {name: getattr(kernels, name) for name in spent}
+    originals = {name: getattr(kernels, name) for name in groups}
 
     def wrap(name):
         fn = originals[name]
@@ -146,13 +156,13 @@ def profile_packed(model, batch: dict, repeats: int) -> dict:
             try:
                 return fn(*a, **k)
             finally:
-                spent[name] += (time.perf_counter() - t0) * 1e3
+                spent[groups[name]] += (time.perf_counter() - t0) * 1e3
 
         return timed
 
     totals = []
     try:
-        for name in spent:
+        for name in groups:
             setattr(kernels, name, wrap(name))
         with torch.inference_mode():
             model(**batch)

@@ -123,33 +123,84 @@ T256 static void packf_256(const float *x, size_t K, float shift, u32 *out) {
 /* GEMM: tiles of 4 activation rows x 16 interleaved weight rows               */
 /* ------------------------------------------------------------------------- */
 
-enum { MODE_BIN, MODE_BITS };
+/* What a GEMM writes. OUT_FLOAT: dot * scale + bias (+ residual), each a separate rounding, as
+ * torch does `linear(...) * scale + bias` and then the residual add. OUT_INT: the raw dot.
+ * OUT_SIGN: only the sign bits of that float (the next binary layer reads nothing else).
+ * OUT_GELU_SIGN: the sign bits of torch's exact GELU of that float, decided from thresholds
+ * calibrated against torch in this process (bebert_cli/kernels/gelu_sign.py); a value the
+ * thresholds cannot decide is counted in `uncertain` and the caller recomputes the call. */
+enum { OUT_FLOAT, OUT_INT, OUT_SIGN, OUT_GELU_SIGN };
 typedef struct job {
     int mode;
     const u32 *A; size_t lda, arows;   /* packed activations, row stride in words */
     const u32 *B; size_t W;            /* interleaved weights, words per row */
     size_t M, N, RT; long K;           /* RT = number of row tiles */
-    const float *scale, *bias; float *out; int32_t *iout;
+    const float *scale, *bias, *res; float *out; int32_t *iout;
+    uint16_t *obits; size_t obs;       /* sign-bit output, 16 columns per u16, row stride in u16 */
+    float glo, ghi;                    /* GELU: y <= glo -> +1 (torch returns -0.0); (glo, ghi] undecided */
+    long uncertain, ucap;              /* undecided GELU inputs: count, and room in upos/uval */
+    int64_t *upos; float *uval;
 } job;
 
-/* Two separate roundings (multiply, then add) to equal torch bit for bit. */
-INL void store_scaled(float *y, const int32_t *dot, const float *sc, const float *bi, int nl) {
+/* Two separate roundings (multiply, then add) to equal torch bit for bit; then the residual. */
+INL void store_scaled(float *y, const int32_t *dot, const float *sc, const float *bi, const float *res, int nl) {
     if (bi) for (int l = 0; l < nl; l++) { float t = (float)dot[l] * sc[l]; y[l] = t + bi[l]; }
     else    for (int l = 0; l < nl; l++) y[l] = (float)dot[l] * sc[l];
+    if (res) for (int l = 0; l < nl; l++) y[l] = y[l] + res[l];
+}
+
+/* Bit of sign(gelu(y)), or 2 when the calibrated thresholds cannot decide. Exact GELU is
+ * y * 0.5 * (1 + erf(y / sqrt 2)): >= 0 for y >= 0; for y < 0 it is negative unless the product
+ * rounds to -0.0 (sign bit +1 in the sign convention), which happens once erf rounds to -1: for
+ * every y <= glo in both of torch's loops, for none above ghi, for some in between (calibrated in
+ * bebert_cli/kernels/gelu_sign.py). Tiny |y| and non-finite y are left to the caller as well
+ * (torch's vectorised GELU returns NaN for +inf). */
+INL int gelu_sign_bit(float y, float glo, float ghi) {
+    if (!(y >= -3.402823466e38f && y <= 3.402823466e38f)) return 2; /* inf (gelu(+inf) is NaN in torch), NaN */
+    if (y >= 0.0f) return 1;
+    if (y < -8.0f || y <= glo) return 1;
+    if (y <= ghi || y > -1e-30f) return 2;
+    return 0;
+}
+
+/* An undecided GELU input: its flat index and value, for the caller to decide with torch. */
+INL void record_undecided(job *J, size_t m, size_t n, float y) {
+    long slot;
+#pragma omp atomic capture
+    slot = J->uncertain++;
+    if (slot < J->ucap) { J->upos[slot] = (int64_t)(m * J->N + n); J->uval[slot] = y; }
+}
+
+INL void store_bits(const job *J, size_t m, size_t nb, u32 bits) {
+    uint16_t *o = J->obits + m * J->obs + nb;
+    o[0] = (uint16_t)bits;
+    /* the last block of a row that ends inside a word: zero the word's other half (padding) */
+    if (nb + 1 == cdiv(J->N, 16) && !(nb & 1) && nb + 1 < J->obs) o[1] = 0;
 }
 
 /* acc[r*16+l] = popcount of row r of the tile against output column 16*nb+l. */
-INL void epilogue(const job *J, size_t rt, size_t nb, const int32_t *acc) {
+INL void epilogue(job *J, size_t rt, size_t nb, const int32_t *acc) {
     size_t n0 = nb * 16;
     int nl = (int)(J->N - n0 < 16 ? J->N - n0 : 16);
-    const float *sc = J->scale + n0, *bi = J->bias ? J->bias + n0 : NULL;
+    const float *sc = J->scale ? J->scale + n0 : NULL, *bi = J->bias ? J->bias + n0 : NULL;
     int32_t dot[16];
+    float y[16];
     for (int r = 0; r < 4; r++) {
         size_t m = rt * 4 + r;
         if (m >= J->M) break;
         for (int l = 0; l < 16; l++) dot[l] = (int32_t)J->K - 2 * acc[r * 16 + l]; /* XNOR identity */
-        if (J->mode == MODE_BITS) { int32_t *y = J->iout + m * J->N + n0; for (int l = 0; l < nl; l++) y[l] = dot[l]; }
-        else store_scaled(J->out + m * J->N + n0, dot, sc, bi, nl);
+        if (J->mode == OUT_INT) { int32_t *o = J->iout + m * J->N + n0; for (int l = 0; l < nl; l++) o[l] = dot[l]; continue; }
+        if (J->mode == OUT_FLOAT) { store_scaled(J->out + m * J->N + n0, dot, sc, bi, J->res ? J->res + m * J->N + n0 : NULL, nl); continue; }
+        store_scaled(y, dot, sc, bi, NULL, nl);
+        u32 bits = 0;
+        if (J->mode == OUT_SIGN) for (int l = 0; l < nl; l++) bits |= (u32)(y[l] >= 0.0f) << l;
+        else
+            for (int l = 0; l < nl; l++) {
+                int b = gelu_sign_bit(y[l], J->glo, J->ghi);
+                if (b == 2) record_undecided(J, m, n0 + l, y[l]); /* provisional bit 0 */
+                else bits |= (u32)b << l;
+            }
+        store_bits(J, m, nb, bits);
     }
 }
 
@@ -171,11 +222,11 @@ INL void core4_scalar(const u32 *const *a, const u32 *b, size_t W, int32_t *acc)
         }
 }
 
-typedef void (*tile_fn)(const job *J, size_t rt, size_t nb);
+typedef void (*tile_fn)(job *J, size_t rt, size_t nb);
 
 /* One function per ISA; the always_inline generic epilogue gets vectorised with that ISA. */
 #define DEFINE_TILE(SFX, ATTR, CORE)                                                   \
-    ATTR static void tile_##SFX(const job *J, size_t rt, size_t nb) {                  \
+    ATTR static void tile_##SFX(job *J, size_t rt, size_t nb) {                     \
         int32_t acc[64] __attribute__((aligned(64)));                                  \
         const u32 *a[4];                                                               \
         tile_rows(J, rt * 4, a);                                                       \
@@ -201,7 +252,60 @@ T512 INL void core4_512(const u32 *const *a, const u32 *b, size_t W, int32_t *ac
     _mm512_store_si512((void *)acc, c0); _mm512_store_si512((void *)(acc + 16), c1);
     _mm512_store_si512((void *)(acc + 32), c2); _mm512_store_si512((void *)(acc + 48), c3);
 }
-DEFINE_TILE(512, T512, core4_512)
+/* The epilogue, vectorised: 16 columns of a row at once; sign bits straight from compare masks. */
+T512 INL void epilogue_512(job *J, size_t rt, size_t nb, const int32_t *acc) {
+    if (J->mode == OUT_INT) { epilogue(J, rt, nb, acc); return; }
+    size_t n0 = nb * 16;
+    int nl = (int)(J->N - n0 < 16 ? J->N - n0 : 16);
+    __mmask16 valid = (__mmask16)(nl == 16 ? 0xFFFFu : (1u << nl) - 1);
+    const __m512 zero = _mm512_setzero_ps();
+    __m512 sc = _mm512_maskz_loadu_ps(valid, J->scale + n0);
+    __m512 bi = J->bias ? _mm512_maskz_loadu_ps(valid, J->bias + n0) : zero;
+    const __m512i kk = _mm512_set1_epi32((int)J->K);
+    for (int r = 0; r < 4; r++) {
+        size_t m = rt * 4 + r;
+        if (m >= J->M) break;
+        __m512i dot = _mm512_sub_epi32(kk, _mm512_slli_epi32(_mm512_load_si512((const void *)(acc + 16 * r)), 1));
+        __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), sc);
+        if (J->bias) y = _mm512_add_ps(y, bi); /* two roundings, as in store_scaled */
+        if (J->mode == OUT_FLOAT) {
+            if (J->res) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(valid, J->res + m * J->N + n0));
+            _mm512_mask_storeu_ps(J->out + m * J->N + n0, valid, y);
+            continue;
+        }
+        __mmask16 bits;
+        if (J->mode == OUT_SIGN) {
+            bits = _mm512_mask_cmp_ps_mask(valid, y, zero, _CMP_GE_OQ);
+        } else { /* gelu_sign_bit, 16 lanes at once */
+            __mmask16 finite = _mm512_cmp_ps_mask(y, _mm512_set1_ps(-3.402823466e38f), _CMP_GE_OQ) &
+                               _mm512_cmp_ps_mask(y, _mm512_set1_ps(3.402823466e38f), _CMP_LE_OQ);
+            __mmask16 nonneg = _mm512_cmp_ps_mask(y, zero, _CMP_GE_OQ);
+            __mmask16 zr = _mm512_cmp_ps_mask(y, _mm512_set1_ps(-8.0f), _CMP_LT_OQ) |
+                           _mm512_cmp_ps_mask(y, _mm512_set1_ps(J->glo), _CMP_LE_OQ);
+            __mmask16 maybe = _mm512_cmp_ps_mask(y, _mm512_set1_ps(J->ghi), _CMP_LE_OQ) |
+                              _mm512_cmp_ps_mask(y, _mm512_set1_ps(-1e-30f), _CMP_GT_OQ);
+            __mmask16 und = (__mmask16)((~finite | (finite & ~nonneg & ~zr & maybe)) & valid);
+            bits = (__mmask16)(finite & (nonneg | zr) & ~und & valid);
+            if (und) {
+                float yv[16];
+                _mm512_storeu_ps(yv, y);
+                for (int l = 0; l < nl; l++)
+                    if (und >> l & 1) record_undecided(J, m, n0 + l, yv[l]);
+            }
+        }
+        store_bits(J, m, nb, bits);
+    }
+}
+#undef DEFINE_TILE_EPI
+#define DEFINE_TILE_EPI(SFX, ATTR, CORE, EPI)                                          \
+    ATTR static void tile_##SFX(job *J, size_t rt, size_t nb) {                        \
+        int32_t acc[64] __attribute__((aligned(64)));                                  \
+        const u32 *a[4];                                                               \
+        tile_rows(J, rt * 4, a);                                                       \
+        CORE(a, J->B + nb * J->W * 16, J->W, acc);                                     \
+        EPI(J, rt, nb, acc);                                                           \
+    }
+DEFINE_TILE_EPI(512, T512, core4_512, epilogue_512)
 
 /* AVX2 has no vector popcount: nibble lookup with PSHUFB into byte counters, widened
  * to the 32-bit lanes every <= 31 words (31*8 = 248 fits a byte) with PMADDUBSW/PMADDWD. */
@@ -281,7 +385,7 @@ INL void low_epilogue(const lowjob *J, size_t m0, int rows, size_t nb, const int
     int32_t dot[16];
     for (int r = 0; r < rows; r++) {
         for (int l = 0; l < 16; l++) dot[l] = 2 * acc[r * 16 + l] - J->sx[m0 + r];
-        store_scaled(J->out + (m0 + r) * J->N + n0, dot, sc, bi, nl);
+        store_scaled(J->out + (m0 + r) * J->N + n0, dot, sc, bi, NULL, nl);
     }
 }
 
@@ -422,6 +526,82 @@ T512 static void attn_512(const float *q, const float *k, const float *v, const 
                           size_t D, float *o, u32 *s) { attn_head(q, k, v, keep, Lq, Lk, D, o, s, packf_512, 1); }
 #endif
 
+/* Bi-Attention from sign bits, for the fused packed layer: Q, K, V arrive as the sign bits the
+ * QKV GEMM wrote (row i of the batch: [q | k | v] words, head h at word h*Wd of each part, so
+ * D % 32 == 0), and the output leaves as the sign bits of out = 2*cd - pa, which is all the
+ * attention-output dense reads. Same arithmetic as attn_head, minus the float packing. */
+typedef struct attnbits {
+    const u32 *qkv; size_t rw, koff, voff;  /* words per row, offsets of the k and v parts */
+    const uint8_t *keep;                     /* [B, L] or NULL */
+    size_t H, L, D;
+    u32 *out; size_t ow;                     /* output words per row */
+} attnbits;
+
+static size_t attnb_scratch_words(size_t L, size_t D) {
+    size_t Wd = D / 32, Wl = cdiv(L, 32);
+    return Wd * L + Wl * D + 2 * Wl + Wl * 32 + D;
+}
+
+INL void attnb_head(const attnbits *P, size_t b, size_t h, u32 *s, int hw) {
+    size_t L = P->L, D = P->D, Wd = D / 32, Wl = cdiv(L, 32);
+    u32 *kT = s, *vt = kT + Wd * L, *vm = vt + Wl * D, *ar = vm + Wl;
+    int32_t *cj = (int32_t *)(ar + Wl), *cd = cj + Wl * 32;
+    const u32 *rows = P->qkv + b * L * P->rw;
+    memset(cj, 0, Wl * 32 * sizeof(int32_t));
+    for (size_t j = 0; j < L; j++) {
+        const u32 *kr = rows + j * P->rw + P->koff + h * Wd;
+        for (size_t w = 0; w < Wd; w++) kT[w * L + j] = kr[w];
+    }
+    memset(vt, 0, Wl * D * sizeof(u32)); /* bit j of vt[j/32][d] = sign bit of v[j][d] */
+    for (size_t j = 0; j < L; j++) {
+        const u32 *vr = rows + j * P->rw + P->voff + h * Wd;
+        u32 *row = vt + (j >> 5) * D, sh = (u32)(j & 31);
+        for (size_t d = 0; d < D; d++) row[d] |= ((vr[d >> 5] >> (d & 31)) & 1u) << sh;
+    }
+    const uint8_t *keep = P->keep ? P->keep + b * L : NULL;
+    for (size_t w = 0; w < Wl; w++) {
+        u32 m = 0;
+        for (size_t t = 0; t < 32 && w * 32 + t < L; t++) m |= (u32)(!keep || keep[w * 32 + t]) << t;
+        vm[w] = m;
+    }
+    for (size_t i = 0; i < L; i++) {
+        const u32 *qr = rows + i * P->rw + h * Wd;
+        for (size_t j = 0; j < L; j++) cj[j] = 0;
+        for (size_t w = 0; w < Wd; w++) {
+            u32 qw = qr[w];
+            const u32 *kr = kT + w * L;
+            for (size_t j = 0; j < L; j++) cj[j] += PC32(hw, qw ^ kr[j]);
+        }
+        int32_t pa = 0;
+        for (size_t w = 0; w < Wl; w++) { /* written as an OR reduction over lanes so that it vectorises */
+            u32 m = 0;
+            for (int t = 0; t < 32; t++) m |= 2 * cj[w * 32 + t] <= (int32_t)D ? 1u << t : 0u;
+            ar[w] = m & vm[w];
+            pa += PC32(hw, ar[w]);
+        }
+        for (size_t d = 0; d < D; d++) cd[d] = 0;
+        for (size_t w = 0; w < Wl; w++) {
+            u32 aw = ar[w];
+            if (!aw) continue;
+            const u32 *vr = vt + w * D;
+            for (size_t d = 0; d < D; d++) cd[d] += PC32(hw, aw & vr[d]);
+        }
+        u32 *o = P->out + (b * L + i) * P->ow + h * Wd;
+        for (size_t w = 0; w < Wd; w++) {
+            u32 m = 0;
+            for (int t = 0; t < 32; t++) m |= 2 * cd[w * 32 + t] >= pa ? 1u << t : 0u;
+            o[w] = m;
+        }
+    }
+}
+
+typedef void (*attnb_fn)(const attnbits *, size_t, size_t, u32 *);
+static void attnb_scalar(const attnbits *P, size_t b, size_t h, u32 *s) { attnb_head(P, b, h, s, 0); }
+#ifdef BB_X86
+T256 static void attnb_256(const attnbits *P, size_t b, size_t h, u32 *s) { attnb_head(P, b, h, s, 1); }
+T512 static void attnb_512(const attnbits *P, size_t b, size_t h, u32 *s) { attnb_head(P, b, h, s, 1); }
+#endif
+
 /* ------------------------------------------------------------------------- */
 /* Dispatch tables and Python bindings                                        */
 /* ------------------------------------------------------------------------- */
@@ -431,11 +611,13 @@ static const tile_fn TILES[3] = {tile_scalar, tile_256, tile_512};
 static const packf_fn PACKF[3] = {packf_scalar, packf_256, packf_512};
 static lowblock_fn LOWB[3] = {lowblock_scalar, lowblock_256, lowblock_256}; /* [2]: VNNI if present */
 static const attn_fn ATTN[3] = {attn_scalar, attn_256, attn_512};
+static const attnb_fn ATTNB[3] = {attnb_scalar, attnb_256, attnb_512};
 #else
 static const tile_fn TILES[1] = {tile_scalar};
 static const packf_fn PACKF[1] = {packf_scalar};
 static lowblock_fn LOWB[1] = {lowblock_scalar};
 static const attn_fn ATTN[1] = {attn_scalar};
+static const attnb_fn ATTNB[1] = {attnb_scalar};
 #endif
 
 static int check_level(int level) {
@@ -460,7 +642,7 @@ static int pick_threads(int nt, size_t work) {
 
 /* Runs the tiles of J (threads split the flattened (weight block, row tile) space;
  * weight-block-major so a 16-row weight block stays in L1 while the rows stream). */
-static void run_tiles(const job *J, tile_fn tile) {
+static void run_tiles(job *J, tile_fn tile) {
     size_t total = J->RT * cdiv(J->N, 16), chunk = 1;
 #ifdef _OPENMP
     /* contiguous dynamic chunks: keep locality, and a thread preempted by another
@@ -482,7 +664,7 @@ static PyObject *py_binary_linear(PyObject *self, PyObject *args) {
     size_t W = cdiv((size_t)K, 32);
     u32 *xb = balloc((size_t)M * W * sizeof(u32));
     if (!xb) return PyErr_NoMemory();
-    job J = {.mode = MODE_BIN, .A = xb, .lda = W, .arows = (size_t)M, .B = (const u32 *)(uintptr_t)pw, .W = W,
+    job J = {.mode = OUT_FLOAT, .A = xb, .lda = W, .arows = (size_t)M, .B = (const u32 *)(uintptr_t)pw, .W = W,
              .M = (size_t)M, .N = (size_t)N, .RT = cdiv((size_t)M, 4), .K = (long)K,
              .scale = (const float *)(uintptr_t)ps, .bias = (const float *)(uintptr_t)pb, .out = (float *)(uintptr_t)po};
     const float *x = (const float *)(uintptr_t)px;
@@ -508,7 +690,7 @@ static PyObject *py_matmul_bits(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "KnnnKnKii", &pa, &M, &K, &lda, &pb, &N, &po, &level, &nt)) return NULL;
     if (!check_level(level)) return NULL;
     size_t W = cdiv((size_t)K, 32);
-    job J = {.mode = MODE_BITS, .A = (const u32 *)(uintptr_t)pa, .lda = (size_t)lda, .arows = (size_t)M,
+    job J = {.mode = OUT_INT, .A = (const u32 *)(uintptr_t)pa, .lda = (size_t)lda, .arows = (size_t)M,
              .B = (const u32 *)(uintptr_t)pb, .W = W, .M = (size_t)M, .N = (size_t)N, .RT = cdiv((size_t)M, 4),
              .K = (long)K, .iout = (int32_t *)(uintptr_t)po};
     tile_fn tile = TILES[level];
@@ -605,6 +787,91 @@ static PyObject *py_bi_attention(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* The general binary GEMM: float input (packed here, sign(x - shift)) or sign bits already packed
+ * (int32 words, `lda` per row); output per `mode` (OUT_FLOAT with optional residual, OUT_SIGN,
+ * OUT_GELU_SIGN into u32 words, ceil(N/32) per row). Returns the number of undecided GELU inputs,
+ * the first `ucap` of them recorded in upos (flat index m*N+n) / uval (the float y). */
+static PyObject *py_binary_gemm(PyObject *self, PyObject *args) {
+    unsigned long long pa, pw, ps, pb, pr, po, pu, pv;
+    Py_ssize_t M, K, lda, N, ucap;
+    int a_bits, mode, level, nt;
+    float shift, glo, ghi;
+    if (!PyArg_ParseTuple(args, "KinnnfKnKKKKiffKKnii", &pa, &a_bits, &M, &K, &lda, &shift, &pw, &N, &ps, &pb, &pr, &po,
+                          &mode, &glo, &ghi, &pu, &pv, &ucap, &level, &nt))
+        return NULL;
+    if (!check_level(level)) return NULL;
+    if (mode != OUT_FLOAT && mode != OUT_SIGN && mode != OUT_GELU_SIGN) {
+        PyErr_Format(PyExc_ValueError, "binary_gemm: unknown output mode %d", mode);
+        return NULL;
+    }
+    size_t W = cdiv((size_t)K, 32);
+    u32 *xb = NULL;
+    if (!a_bits) {
+        xb = balloc((size_t)M * W * sizeof(u32));
+        if (!xb) return PyErr_NoMemory();
+        lda = (Py_ssize_t)W;
+    }
+    job J = {.mode = mode, .A = a_bits ? (const u32 *)(uintptr_t)pa : xb, .lda = (size_t)lda, .arows = (size_t)M,
+             .B = (const u32 *)(uintptr_t)pw, .W = W, .M = (size_t)M, .N = (size_t)N, .RT = cdiv((size_t)M, 4),
+             .K = (long)K, .scale = (const float *)(uintptr_t)ps, .bias = (const float *)(uintptr_t)pb,
+             .res = (const float *)(uintptr_t)pr, .glo = glo, .ghi = ghi, .uncertain = 0, .ucap = (long)ucap,
+             .upos = (int64_t *)(uintptr_t)pu, .uval = (float *)(uintptr_t)pv};
+    if (mode == OUT_FLOAT) J.out = (float *)(uintptr_t)po;
+    else { J.obits = (uint16_t *)(uintptr_t)po; J.obs = 2 * cdiv((size_t)N, 32); }
+    const float *x = (const float *)(uintptr_t)pa;
+    packf_fn packf = PACKF[level];
+    tile_fn tile = TILES[level];
+    nt = pick_threads(nt, (size_t)M * (size_t)N * (W + 1));
+    Py_BEGIN_ALLOW_THREADS
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        if (xb) {
+#pragma omp for schedule(static)
+            for (Py_ssize_t m = 0; m < M; m++) packf(x + (size_t)m * K, (size_t)K, shift, xb + (size_t)m * W);
+        }
+        run_tiles(&J, tile);
+    }
+    Py_END_ALLOW_THREADS
+    free(xb);
+    return PyLong_FromLong(J.uncertain);
+}
+
+static PyObject *py_bi_attention_bits(PyObject *self, PyObject *args) {
+    unsigned long long pq, pm, po;
+    Py_ssize_t B, H, L, D, rw, koff, voff, ow;
+    int level, nt, failed = 0;
+    if (!PyArg_ParseTuple(args, "KnnnKnnnnKnii", &pq, &rw, &koff, &voff, &pm, &B, &H, &L, &D, &po, &ow, &level, &nt))
+        return NULL;
+    if (!check_level(level)) return NULL;
+    if (D <= 0 || D % 32) {
+        PyErr_Format(PyExc_ValueError, "bi_attention_bits: head size %zd is not a multiple of 32", D);
+        return NULL;
+    }
+    attnbits P = {.qkv = (const u32 *)(uintptr_t)pq, .rw = (size_t)rw, .koff = (size_t)koff, .voff = (size_t)voff,
+                  .keep = (const uint8_t *)(uintptr_t)pm, .H = (size_t)H, .L = (size_t)L, .D = (size_t)D,
+                  .out = (u32 *)(uintptr_t)po, .ow = (size_t)ow};
+    size_t BH = (size_t)B * H, sw = attnb_scratch_words((size_t)L, (size_t)D);
+    attnb_fn fn = ATTNB[level];
+    nt = pick_threads(nt, BH * (size_t)L * (size_t)(L + D));
+    if ((size_t)nt > BH) nt = BH ? (int)BH : 1;
+    Py_BEGIN_ALLOW_THREADS
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        u32 *s = balloc(sw * sizeof(u32));
+        if (!s) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (size_t bh = 0; bh < BH; bh++)
+            if (s) fn(&P, bh / (size_t)H, bh % (size_t)H, s);
+        free(s);
+    }
+    Py_END_ALLOW_THREADS
+    if (failed) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_best_level(PyObject *self, PyObject *noargs) { return PyLong_FromLong(g_best_level); }
 
 static PyObject *py_info(PyObject *self, PyObject *noargs) {
@@ -625,6 +892,12 @@ static PyMethodDef methods[] = {
      "lowbit_linear(x_i8, M, K, w_interleaved, N, scale, bias_or_0, out, level, num_threads)"},
     {"bi_attention", py_bi_attention, METH_VARARGS,
      "bi_attention(q, k, v, keep_u8_or_0, B, H, Lq, Lk, D, out, level, num_threads)"},
+    {"binary_gemm", py_binary_gemm, METH_VARARGS,
+     "binary_gemm(a, a_is_bits, M, K, lda_words, shift, w_interleaved, N, scale, bias_or_0, residual_or_0, out, "
+     "mode, gelu_lo, gelu_hi, undecided_pos_i64, undecided_val_f32, capacity, level, num_threads) -> undecided count"},
+    {"bi_attention_bits", py_bi_attention_bits, METH_VARARGS,
+     "bi_attention_bits(qkv_words, row_words, k_off, v_off, keep_u8_or_0, B, H, L, D, out_words, out_row_words, level, "
+     "num_threads)"},
     {"best_level", py_best_level, METH_NOARGS, "best ISA level usable on this CPU (0 scalar, 1 avx2, 2 avx512_vpopcntdq)"},
     {"info", py_info, METH_NOARGS, "build/runtime information"},
     {NULL, NULL, 0, NULL}};

@@ -21,18 +21,22 @@ import sys
 import warnings
 
 import torch
+import torch.nn.functional as F
 
 from . import _reference as _ref
-from ._reference import pack_signs_u8, sign_pm1
+from ._reference import pack_sign_words, pack_signs_u8, sign_pm1
 
 __all__ = [
     "PackedWeight",
     "available_backends",
     "backend",
     "bi_attention",
+    "bi_attention_bits",
+    "binary_gemm",
     "binary_linear",
     "binary_matmul_bits",
     "lowbit_linear",
+    "pack_sign_words",
     "pack_signs_u8",
     "prepare_binary_weight",
     "set_backend",
@@ -296,5 +300,123 @@ def bi_attention(
     _ext.bi_attention(
         q.data_ptr(), k.data_ptr(), v.data_ptr(), 0 if keep is None else keep.data_ptr(),
         B, H, Lq, Lk, D, out.data_ptr(), _level, _threads(num_threads),
+    )  # fmt: skip
+    return out
+
+
+_GEMM_OUT = {"float": 0, "sign": 2, "gelu_sign": 3}  # the C kernel's OUT_* codes
+
+
+def binary_gemm(
+    a: torch.Tensor,
+    w: PackedWeight,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    residual: torch.Tensor | None = None,
+    out: str = "float",
+    shift: float = 0.0,
+    gelu_thresholds: tuple[float, float] | None = None,
+    num_threads: int | None = None,
+) -> torch.Tensor | None:
+    """The binary GEMM of the fused packed layer. ``a``: float32 [M, K] (its signs, of ``a - shift``,
+    are packed here) or int32 sign words [M, ceil(K/32)] (``pack_sign_words`` layout).
+
+    ``out="float"``: float32 [M, N] = dot * scale + bias (+ residual), each a separate rounding, so it
+    equals ``binary_linear(...) + residual`` bit for bit. ``out="sign"``: int32 sign words [M, ceil(N/32)]
+    of that float (before any residual). ``out="gelu_sign"``: sign words of ``F.gelu`` of it, decided by
+    ``gelu_thresholds`` (from ``gelu_sign.gelu_sign_thresholds()``); returns None when some value lies
+    where the thresholds cannot decide, and the caller computes that call exactly instead.
+    """
+    if out not in _GEMM_OUT:
+        raise ValueError(f"out must be one of {sorted(_GEMM_OUT)}, got {out!r}")
+    if a.dim() != 2:
+        raise ValueError(f"a must be 2-D, got shape {tuple(a.shape)}")
+    bits_in = a.dtype == torch.int32
+    if not bits_in:
+        _check(a, "a", torch.float32)
+    words_k, words_n = (w.K + 31) // 32, (w.N + 31) // 32
+    if (a.shape[1] != words_k) if bits_in else (a.shape[1] != w.K):
+        raise ValueError(f"a must be [M, {words_k if bits_in else w.K}], got shape {tuple(a.shape)}")
+    scale, bias = _check_vec(scale, "scale", w.N), _check_vec(bias, "bias", w.N)
+    if residual is not None:
+        if out != "float":
+            raise ValueError("residual only applies to out='float'")
+        _check(residual, "residual", torch.float32)
+        if tuple(residual.shape) != (a.shape[0], w.N):
+            raise ValueError(f"residual must be [{a.shape[0]}, {w.N}], got shape {tuple(residual.shape)}")
+        residual = residual.contiguous()
+    lo, hi = 0.0, 0.0
+    if out == "gelu_sign":
+        if gelu_thresholds is None:
+            raise ValueError("out='gelu_sign' needs gelu_thresholds")
+        lo, hi = gelu_thresholds
+    a = a.detach().contiguous()
+    M = a.shape[0]
+    if not _use_ext(a, scale):
+        signs = w.signs().to(a.device)
+        y = _ref.binary_gemm(a, signs, scale, bias, residual, out if out != "gelu_sign" else "float", shift)
+        if out != "gelu_sign":
+            return y
+        return _ref.pack_sign_words(F.gelu(y))
+    result = torch.empty(M, w.N, dtype=torch.float32) if out == "float" else torch.empty(M, words_n, dtype=torch.int32)
+    cap = _UNDECIDED_CAPACITY if out == "gelu_sign" else 0
+    pos, val = torch.empty(cap, dtype=torch.int64), torch.empty(cap, dtype=torch.float32)
+    undecided = _ext.binary_gemm(
+        a.data_ptr(), int(bits_in), M, w.K, words_k, float(shift), w.words.data_ptr(), w.N, scale.data_ptr(),
+        0 if bias is None else bias.data_ptr(), 0 if residual is None else residual.data_ptr(), result.data_ptr(),
+        _GEMM_OUT[out], float(lo), float(hi), pos.data_ptr(), val.data_ptr(), cap, _level, _threads(num_threads),
+    )  # fmt: skip
+    if undecided == 0:
+        return result
+    if undecided > cap:
+        return None
+    from .gelu_sign import decide
+
+    plus = decide(val[:undecided])
+    if plus is None:
+        return None
+    pos = pos[:undecided][plus]
+    m, n = pos // w.N, pos % w.N
+    # the kernel left these bits 0; distinct powers of two add up to their OR
+    byte = m * (words_n * 4) + n // 8
+    result.view(torch.uint8).view(-1).index_add_(0, byte, (1 << (n % 8)).to(torch.uint8))
+    return result
+
+
+_UNDECIDED_CAPACITY = 4096  # undecided GELU inputs one call may hand back before it is recomputed exactly
+
+
+def bi_attention_bits(
+    qkv_words: torch.Tensor,
+    key_mask: torch.Tensor | None,
+    batch: int,
+    heads: int,
+    seq_len: int,
+    head_size: int,
+    *,
+    num_threads: int | None = None,
+) -> torch.Tensor:
+    """BiBERT attention on sign words: ``qkv_words`` int32 [B*L, 3*H*D/32], each row the sign words of
+    [q | k | v] (head h at word h*D/32 of each part, so D % 32 == 0); key_mask [B, L] as in
+    ``bi_attention``. Returns int32 [B*L, H*D/32]: the sign words of ``bi_attention``'s output in the
+    (B, L, H, D) order the attention-output dense reads."""
+    _check(qkv_words, "qkv_words", torch.int32, 2)
+    B, H, L, D = int(batch), int(heads), int(seq_len), int(head_size)
+    if D <= 0 or D % 32:
+        raise ValueError(f"head_size must be a positive multiple of 32, got {D}")
+    wd = H * D // 32
+    if tuple(qkv_words.shape) != (B * L, 3 * wd):
+        raise ValueError(f"qkv_words must be [{B * L}, {3 * wd}], got shape {tuple(qkv_words.shape)}")
+    if key_mask is not None and tuple(key_mask.shape) != (B, L):
+        raise ValueError(f"key_mask must be [B, L] = {(B, L)}, got {tuple(key_mask.shape)}")
+    if not _use_ext(qkv_words):
+        return _ref.bi_attention_bits(qkv_words, key_mask, B, H, L, D)
+    qkv = qkv_words.contiguous()
+    keep = None if key_mask is None else (key_mask != 0).to(torch.uint8).contiguous()
+    out = torch.empty(B * L, wd, dtype=torch.int32)
+    _ext.bi_attention_bits(
+        qkv.data_ptr(), 3 * wd, wd, 2 * wd, 0 if keep is None else keep.data_ptr(), B, H, L, D,
+        out.data_ptr(), wd, _level, _threads(num_threads),
     )  # fmt: skip
     return out

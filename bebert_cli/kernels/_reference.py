@@ -62,3 +62,36 @@ def bi_attention(q, k, v, key_mask=None):
     if key_mask is not None:
         attn = attn & key_mask.to(torch.bool)[:, None, None, :]
     return attn.to(torch.float32) @ sign_pm1(v)
+
+
+def pack_sign_words(x: torch.Tensor) -> torch.Tensor:
+    """Sign bits of float x [M, K] -> int32 [M, ceil(K/32)] words (bit i of word w = column 32w+i, padding 0)."""
+    K = x.shape[-1]
+    u8 = pack_signs_u8(x)
+    pad = (K + 31) // 32 * 4 - u8.shape[-1]
+    if pad:
+        u8 = torch.cat([u8, u8.new_zeros(*u8.shape[:-1], pad)], dim=-1)
+    return u8.contiguous().view(torch.int32)
+
+
+def unpack_sign_words(words: torch.Tensor, K: int) -> torch.Tensor:
+    """int32 [M, >= ceil(K/32)] sign words -> float32 [M, K] of +-1."""
+    return unpack_bits(words.contiguous().view(torch.uint8), K)
+
+
+def binary_gemm(a, signs_w, scale, bias=None, residual=None, out="float", shift=0.0):
+    """The oracle of kernels.binary_gemm: a is float [M, K] or int32 sign words."""
+    K = signs_w.shape[1]
+    xs = unpack_sign_words(a, K) if a.dtype == torch.int32 else sign_pm1(a - shift if shift else a)
+    y = _affine(F.linear(xs, signs_w), scale, bias)
+    if out == "float":
+        return y + residual if residual is not None else y
+    return pack_sign_words(F.gelu(y) if out == "gelu_sign" else y)
+
+
+def bi_attention_bits(qkv_words, key_mask, B, H, L, D):
+    """The oracle of kernels.bi_attention_bits: rows [q | k | v] of sign words -> sign words of the output."""
+    Hd = H * D
+    pm1 = unpack_sign_words(qkv_words, 3 * Hd).view(B, L, 3, H, D).permute(2, 0, 3, 1, 4)  # 3, B, H, L, D
+    out = bi_attention(pm1[0], pm1[1], pm1[2], key_mask)  # B, H, L, D
+    return pack_sign_words(out.transpose(1, 2).reshape(B * L, Hd))

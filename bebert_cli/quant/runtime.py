@@ -91,11 +91,14 @@ def prepare_packed_runtime(model) -> None:
     from bebert_cli.quant.convert import set_runtime
     from bebert_cli.quant.layers import PackedLinear
 
+    from bebert_cli.quant.fused_layer import install
+
     set_runtime(model, "packed")
     for m in model.modules():
         if isinstance(m, PackedLinear):
             m._kernel_weight = None
             _prepare(m)
+    install(model)  # BiBERT layers then run bits end to end (identical outputs, see fused_layer)
 
 
 def packed_linear(layer, x: torch.Tensor):

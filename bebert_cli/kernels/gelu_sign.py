@@ -1,0 +1,78 @@
+"""Where torch's exact GELU returns zero, so a GEMM epilogue can emit sign(gelu(y)) without gelu.
+
+The next binary layer reads only sign(gelu(y)), with sign(-0.0) = +1. For y >= 0 that is +1. For
+y < 0, gelu(y) = y * 0.5 * (1 + erf(y / sqrt 2)) is negative, except where erf rounds to exactly -1
+and the product becomes -0.0. Where that starts depends on torch's erf, and torch has two: the
+vectorised loop (SLEEF) and the scalar loop (libm) that handles strided inputs and loop tails.
+Measured on torch 2.13 / AVX-512: libm is zero for every y <= -5.5425944 and for none above;
+SLEEF flickers between zero and non-zero over y in [-5.5426, -5.4858] (119,031 floats).
+
+So the thresholds are measured here, once per process, on every float32 in [-8, -4] through both
+loops: lo = the largest y at and below which both loops give zero, hi = the smallest y above which
+neither does. The kernel decides everything else (see `gelu_sign_bit` in csrc/bebert_kernels.c)
+and hands back the few values in (lo, hi], plus tiny, infinite (torch's vectorised GELU of +inf is
+NaN) and NaN ones; `decide` settles them
+with torch itself when both loops agree. Where they disagree, which loop torch would have used
+depends on the element's position, so the caller recomputes that call exactly (gelu, then sign).
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+
+import torch
+import torch.nn.functional as F
+
+_SERIAL = 32768  # TensorIterator's grain size: smaller tensors run on one thread, no loop tails
+_VEC_ALIGN = 64  # a multiple of every vectorised loop's step (2 x 16 floats for AVX-512)
+
+
+def _bits(value: float) -> int:
+    return struct.unpack("<i", struct.pack("<f", value))[0] & 0xFFFFFFFF
+
+
+def _vectorised(x: torch.Tensor) -> torch.Tensor:
+    """F.gelu through the vectorised loop only: serial slices padded to whole vector steps."""
+    n = x.numel()
+    padded = torch.zeros((n + _SERIAL - 1) // _SERIAL * _SERIAL if n > _SERIAL else -(-n // _VEC_ALIGN) * _VEC_ALIGN)
+    padded[:n] = x
+    step = min(_SERIAL, padded.numel())
+    return torch.cat([F.gelu(padded[i : i + step]) for i in range(0, padded.numel(), step)])[:n]
+
+
+def _scalar(x: torch.Tensor) -> torch.Tensor:
+    """F.gelu through the scalar loop: a strided input is never vectorised."""
+    return F.gelu(torch.stack([x, x], dim=1)[:, 0])
+
+
+@functools.cache
+def gelu_sign_thresholds() -> tuple[float, float] | None:
+    """(lo, hi) for the kernels' `out="gelu_sign"`, or None when torch's GELU is not shaped as above."""
+    with torch.inference_mode():
+        x = torch.arange(_bits(-4.0), _bits(-8.0) + 1, dtype=torch.int64).to(torch.int32).view(torch.float32)
+        lo, hi = -4.0, -8.0  # x runs from -4 down to -8
+        for zero in (_vectorised(x) == 0, _scalar(x) == 0):
+            if bool(zero[0]) or not bool(zero[-1]):
+                return None
+            first_zero = float(x[int(torch.argmax(zero.to(torch.uint8)))])
+            last_nonzero = float(x[int((~zero).nonzero().max())])
+            hi = max(hi, first_zero)
+            lo = min(lo, float(torch.nextafter(torch.tensor(last_nonzero), torch.tensor(-10.0))))
+        # spot checks of the two rules the sweep does not cover
+        below = torch.tensor([-8.000001, -9.0, -100.0, -1e10, -3.4e38])
+        above = torch.tensor([-3.9999998, -1.0, -1e-10, -1e-30])
+        for f in (_vectorised, _scalar):
+            if not bool((f(below) == 0).all()) or bool((f(above) == 0).any()):
+                return None
+    return lo, hi
+
+
+def decide(values: torch.Tensor) -> torch.Tensor | None:
+    """sign(gelu(v)) >= 0 for each undecided value, or None if torch's two loops disagree on one."""
+    with torch.inference_mode():
+        vectorised, scalar = _vectorised(values), _scalar(values)
+        plus_vec, plus_scalar = vectorised >= 0, scalar >= 0  # -0.0 >= 0; NaN is not
+        if not bool((plus_vec == plus_scalar).all()):
+            return None
+        return plus_vec

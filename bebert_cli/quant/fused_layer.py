@@ -1,0 +1,215 @@
+"""The packed runtime's fused BiBERT encoder layer: sign bits from the QKV GEMM to the FFN output.
+
+In a 1-1-1 BiBERT layer every binary GEMM and the Bi-Attention read only the *signs* of their
+inputs: of Q, K and V, of the attention output, and of GELU's output. The unfused runtime still
+writes each of them as float32, copies Q, K, V and the attention output into the layouts the
+kernels want, runs GELU over the 4x-wide FFN activations, and repacks signs in the next kernel.
+Here the GEMM epilogues write sign bits directly (Q, K, V as one GEMM), Bi-Attention reads and
+writes bits, GELU's sign comes from calibrated thresholds (`kernels.gelu_sign`), and the two
+residual adds happen in the epilogues of the GEMMs before the LayerNorms.
+
+Every float that survives is computed exactly as before, so the outputs are identical bit for bit
+(tests compare against the unfused runtime and the simulated model). The fused path only runs
+where it is exact: eval mode, no autograd, CPU float32, compiled kernels, BiBERT attention, sign
+activations on all six linears, exact GELU, no hooks inside the layer (so transformers'
+attention recorders keep working), no cache or cross-attention. Anything else takes the layer's own forward.
+Set BEBERT_FUSED_LAYERS=0 to turn it off.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+
+_SUBMODULES = ("attention", "attention.self", "attention.output", "intermediate", "output")
+
+
+def _enabled() -> bool:
+    return os.environ.get("BEBERT_FUSED_LAYERS", "1").strip() not in ("0", "false", "no")
+
+
+def _is_exact_gelu(fn) -> bool:
+    from transformers.activations import GELUActivation
+
+    return isinstance(fn, GELUActivation) and fn.act is F.gelu and type(fn).forward is GELUActivation.forward
+
+
+def _linears(layer):
+    s = layer.attention.self
+    return (s.query, s.key, s.value, layer.attention.output.dense, layer.intermediate.dense, layer.output.dense)
+
+
+class _Parts:
+    """The submodules a fused forward touches, looked up once (module attribute access is slow)."""
+
+    def __init__(self, layer):
+        s = layer.attention.self
+        self.linears = _linears(layer)
+        self.hooked = tuple(layer.get_submodule(name) for name in _SUBMODULES) + self.linears
+        self.attn_quant = s.bebert_attn
+        self.heads, self.head_size = s.num_attention_heads, s.attention_head_size
+        self.attn_norm, self.out_norm = layer.attention.output.LayerNorm, layer.output.LayerNorm
+        self.act = layer.intermediate.intermediate_act_fn
+
+
+def fusable(layer) -> bool:
+    """Whether `layer` has the shape of a packed BiBERT BertLayer that the fused forward computes."""
+    from bebert_cli.quant.layers import PackedLinear
+
+    try:
+        s, linears = layer.attention.self, _linears(layer)
+        aq = s.bebert_attn
+    except AttributeError:
+        return False
+    hidden = s.query.in_features
+    return (
+        aq.mode == "bi"
+        and all(isinstance(m, PackedLinear) for m in linears)
+        and all((m.bias is None) == (s.query.bias is None) for m in linears[:3])
+        and not getattr(layer, "is_decoder", False)
+        and not hasattr(layer, "crossattention")
+        and getattr(layer, "chunk_size_feed_forward", 0) == 0
+        and s.attention_head_size % 32 == 0
+        and s.num_attention_heads * s.attention_head_size == hidden
+        and _is_exact_gelu(layer.intermediate.intermediate_act_fn)
+    )
+
+
+class FusedForward:
+    """Stands in for `layer.forward` (an instance attribute, so state dicts and the class are untouched)."""
+
+    def __init__(self, layer):
+        self.layer = layer
+        self.parts = _Parts(layer)
+        self.qkv = None
+
+    def __call__(self, hidden_states, attention_mask=None, encoder_hidden_states=None, *args, **kwargs):
+        layer = self.layer
+        out = None
+        if encoder_hidden_states is None and not args and self._can_fuse(hidden_states, kwargs):
+            out = _fused_forward(self, hidden_states, attention_mask)
+        if out is None:
+            return type(layer).forward(layer, hidden_states, attention_mask, encoder_hidden_states, *args, **kwargs)
+        return out
+
+    def _can_fuse(self, hidden_states, kwargs) -> bool:
+        from bebert_cli import kernels
+
+        if not _enabled() or torch.is_grad_enabled() or self.layer.training or kernels.backend() == "torch":
+            return False
+        if not isinstance(hidden_states, torch.Tensor) or hidden_states.dim() != 3:
+            return False
+        if hidden_states.device.type != "cpu" or hidden_states.dtype != torch.float32:
+            return False
+        if kwargs.get("past_key_values") is not None or kwargs.get("encoder_attention_mask") is not None:
+            return False
+        if kwargs.get("output_attentions"):
+            return False
+        if torch.nn.modules.module._global_forward_hooks or torch.nn.modules.module._global_forward_pre_hooks:
+            return False
+        # hooks on the layer itself see the same output; hooks inside it (attention recorders) need
+        # the submodules to run
+        if any(map(_has_hooks, self.parts.hooked)):
+            return False
+        return self.parts.attn_quant.runtime == "packed" and all(m.runtime == "packed" for m in self.parts.linears)
+
+    def qkv_weights(self, states) -> "_QKV":
+        if self.qkv is None or any(a is not b for a, b in zip(self.qkv.parts, states)):
+            self.qkv = _QKV(states)  # (re)built when a layer's prepared kernel state changed
+        return self.qkv
+
+
+def install(model) -> int:
+    """Give every fusable layer of `model` the fused forward; returns how many."""
+    count = 0
+    for m in model.modules():
+        if isinstance(m.__dict__.get("forward"), FusedForward):
+            count += 1
+        elif fusable(m):
+            m.forward = FusedForward(m)
+            count += 1
+    return count
+
+
+def uninstall(model) -> int:
+    """Give every fused layer its own forward back (the unfused packed runtime); returns how many."""
+    count = 0
+    for m in model.modules():
+        if isinstance(m.__dict__.get("forward"), FusedForward):
+            del m.forward
+            count += 1
+    return count
+
+
+def _collecting_inner_outputs() -> bool:
+    """Whether transformers is recording outputs of modules inside the layers (e.g. attentions)."""
+    try:
+        from transformers.utils.output_capturing import _active_collector
+    except ImportError:
+        return True
+    collected = _active_collector.get()
+    return collected is not None and any(k not in ("hidden_states", "_hidden_states_layers") for k in collected)
+
+
+def _has_hooks(module) -> bool:
+    """Hooks that need the module to run. transformers' output-capturing hooks stay installed after
+    one `output_attentions=True` call but do nothing unless a recording asks for their output."""
+    if module._forward_pre_hooks:
+        return True
+    for hook in module._forward_hooks.values():
+        inert = getattr(hook, "__qualname__", "").startswith("install_output_capuring_hook")
+        if not inert or _collecting_inner_outputs():
+            return True
+    return False
+
+
+class _QKV:
+    """Q, K and V as one GEMM: their kernel weights stacked (N is a multiple of 32, so blocks line up)."""
+
+    __slots__ = ("parts", "weight", "scale", "bias")
+
+    def __init__(self, parts):
+        from bebert_cli.kernels import PackedWeight
+
+        self.parts = parts
+        first = parts[0].weight
+        words = torch.cat([p.weight.words for p in parts], dim=0)
+        self.weight = PackedWeight(words, first.K, sum(p.weight.N for p in parts))
+        self.scale = torch.cat([p.scale for p in parts]).contiguous()
+        self.bias = None if parts[0].bias is None else torch.cat([p.bias for p in parts]).contiguous()
+
+
+def _fused_forward(fused: FusedForward, hidden_states, attention_mask):
+    from bebert_cli import kernels
+    from bebert_cli.kernels.gelu_sign import gelu_sign_thresholds
+    from bebert_cli.quant.runtime import _key_mask, _prepared
+
+    parts = fused.parts
+    states = [_prepared(m) for m in parts.linears]
+    if any(p is None or p.kind != "sign" for p in states):  # only sign(x) . signs, no shift
+        return None
+    thresholds = gelu_sign_thresholds()
+    if thresholds is None:
+        return None
+    key_mask = None
+    if attention_mask is not None:
+        key_mask = _key_mask(attention_mask)
+        if key_mask is False:
+            return None
+    B, L, hidden = hidden_states.shape
+    x = hidden_states.reshape(B * L, hidden).contiguous()
+    qkv = fused.qkv_weights(tuple(states[:3]))
+    attn_out, inter, out = states[3], states[4], states[5]
+
+    qkv_bits = kernels.binary_gemm(x, qkv.weight, qkv.scale, qkv.bias, out="sign")
+    ctx_bits = kernels.bi_attention_bits(qkv_bits, key_mask, B, parts.heads, L, parts.head_size)
+    h = kernels.binary_gemm(ctx_bits, attn_out.weight, attn_out.scale, attn_out.bias, residual=x)
+    h = parts.attn_norm(h)
+    ffn = kernels.binary_gemm(h, inter.weight, inter.scale, inter.bias, out="gelu_sign", gelu_thresholds=thresholds)
+    if ffn is None:  # a GELU input torch's two loops disagree on: gelu it as the unfused layer does
+        pre = kernels.binary_gemm(h, inter.weight, inter.scale, inter.bias).view(B, L, -1)
+        ffn = parts.act(pre).reshape(B * L, -1)
+    y = kernels.binary_gemm(ffn, out.weight, out.scale, out.bias, residual=h)
+    return parts.out_norm(y).view(B, L, hidden)

@@ -1,0 +1,121 @@
+"""The fused BiBERT layer of the packed runtime: identical logits to the unfused runtime and the
+simulated model, and the layer's own forward wherever the fused one would not be exact."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification
+
+from bebert_cli import kernels
+from bebert_cli.kernels import gelu_sign
+from bebert_cli.quant import fused_layer
+from bebert_cli.quant.convert import quantize_, set_runtime
+from bebert_cli.quant.packed import load_packed, round_full_precision_, save_packed
+from bebert_cli.quant.recipes import resolve_recipe
+from tests.quant.test_runtime import batch, logits
+
+
+def _checkpoint(path, recipe_name="bibert", hidden=64, heads=2, steps=3):
+    """A tiny packed student whose heads are 32 wide (the fused layer needs whole sign words per head)."""
+    torch.manual_seed(0)
+    cfg = AutoConfig.for_model("bert", vocab_size=60, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=heads,
+                               intermediate_size=2 * hidden, num_labels=2, max_position_embeddings=64)
+    model, recipe = AutoModelForSequenceClassification.from_config(cfg), resolve_recipe(recipe_name)
+    plan = quantize_(model, recipe)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    for i in range(steps):
+        model(**batch(seed=10 + i)).logits.pow(2).mean().backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    round_full_precision_(model, recipe.fp_dtype)
+    Path(path).mkdir(parents=True, exist_ok=True)
+    save_packed(model, Path(path), recipe, plan)
+    return Path(path)
+
+
+@pytest.fixture
+def fused_calls(monkeypatch):
+    calls = []
+    real = fused_layer._fused_forward
+
+    def spy(*args):
+        out = real(*args)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(fused_layer, "_fused_forward", spy)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return _checkpoint(tmp_path_factory.mktemp("fused") / "ckpt")
+
+
+def test_fused_equals_unfused_and_simulated(ckpt, fused_calls, monkeypatch):
+    packed, simulated = load_packed(ckpt, runtime="packed"), load_packed(ckpt)
+    assert all(isinstance(layer.forward, fused_layer.FusedForward) for layer in packed.bert.encoder.layer)
+    for seed in (1, 2, 3):
+        b = batch(seed=seed)  # rows with padding included
+        fused = logits(packed, b)
+        assert fused_calls and all(fused_calls)
+        fused_calls.clear()
+        monkeypatch.setenv("BEBERT_FUSED_LAYERS", "0")
+        unfused = logits(packed, b)
+        monkeypatch.delenv("BEBERT_FUSED_LAYERS")
+        assert not fused_calls
+        assert torch.equal(fused, unfused)
+        assert torch.equal(fused, logits(simulated, b))
+    with torch.inference_mode():
+        assert torch.equal(packed(**batch()).logits, logits(simulated, batch()))
+    b = batch()
+    b.pop("attention_mask")
+    assert torch.equal(logits(packed, b), logits(simulated, b))
+
+
+@pytest.mark.parametrize("capacity", [0, 10**6])
+def test_undecided_gelu_inputs(ckpt, fused_calls, monkeypatch, capacity):
+    """Thresholds that leave most negative inputs undecided: settled by torch (room enough), or the
+    whole intermediate GEMM recomputed through GELU (no room): the same logits either way."""
+    monkeypatch.setattr(gelu_sign, "gelu_sign_thresholds", lambda: (-7.9, -1e-29))
+    monkeypatch.setattr(kernels, "_UNDECIDED_CAPACITY", capacity)
+    packed, simulated = load_packed(ckpt, runtime="packed"), load_packed(ckpt)
+    assert torch.equal(logits(packed, batch()), logits(simulated, batch()))
+    assert fused_calls and all(fused_calls)
+
+
+def test_layer_forward_wherever_fusing_is_not_exact(ckpt, fused_calls):
+    packed, simulated = load_packed(ckpt, runtime="packed"), load_packed(ckpt)
+    want = logits(simulated, batch())
+    layer = packed.bert.encoder.layer[0]
+    seen = []
+    handle = layer.attention.self.register_forward_hook(lambda m, i, o: seen.append(o[0].shape))
+    assert torch.equal(logits(packed, batch()), want)
+    handle.remove()
+    assert seen and fused_calls.count(True) == 1  # layer 0 ran unfused (its hook fired), layer 1 fused
+    fused_calls.clear()
+    with torch.no_grad():
+        out = packed(**batch(), output_hidden_states=True)  # recorded from the layers' outputs: still fused
+        want_hidden = simulated(**batch(), output_hidden_states=True).hidden_states
+    assert torch.equal(out.logits, want) and all(map(torch.equal, out.hidden_states, want_hidden))
+    assert fused_calls == [True, True]
+    with torch.no_grad():
+        out = packed(**batch(), output_attentions=True)  # attentions come from inside the layer: unfused
+    assert torch.equal(out.logits, want)
+    assert fused_calls == [True, True]
+    set_runtime(packed, "simulated")  # runtime switched back: the fused forward steps aside
+    assert torch.equal(logits(packed, batch()), want)
+    set_runtime(packed, "packed")
+    packed.train()
+    packed(**batch()).logits.sum()  # training mode (dropout) never fuses
+    assert fused_calls == [True, True]
+
+
+def test_only_bibert_layers_with_32_wide_heads_fuse(tmp_path):
+    bit = load_packed(_checkpoint(tmp_path / "bit", "bit"), runtime="packed")  # softmax attention
+    assert not any(isinstance(layer.forward, fused_layer.FusedForward) for layer in bit.bert.encoder.layer)
+    narrow = load_packed(_checkpoint(tmp_path / "narrow", hidden=32, heads=2), runtime="packed")  # 16-wide heads
+    assert not any(fused_layer.fusable(layer) for layer in narrow.bert.encoder.layer)
