@@ -138,6 +138,7 @@ typedef struct job {
     const float *scale, *bias, *res; float *out; int32_t *iout;
     uint16_t *obits; size_t obs;       /* sign-bit output, 16 columns per u16, row stride in u16 */
     float glo, ghi;                    /* GELU: y <= glo -> +1 (torch returns -0.0); (glo, ghi] undecided */
+    u32 tiny_bits, neg_span;           /* bits(-1e-30f), bits(ghi) - bits(-1e-30f): the epilogue's fast path */
     long uncertain, ucap;              /* undecided GELU inputs: count, and room in upos/uval */
     int64_t *upos; float *uval;
 } job;
@@ -276,7 +277,19 @@ T512 INL void epilogue_512(job *J, size_t rt, size_t nb, const int32_t *acc) {
         __mmask16 bits;
         if (J->mode == OUT_SIGN) {
             bits = _mm512_mask_cmp_ps_mask(valid, y, zero, _CMP_GE_OQ);
-        } else { /* gelu_sign_bit, 16 lanes at once */
+        } else {
+            /* Fast path: most lanes are finite y >= +0 (bit 1) or in (ghi, -1e-30] (bit 0). On the
+             * bit patterns: u <= 0x7F7FFFFF, or u in [bits(-1e-30), bits(ghi)) (negative floats
+             * order by magnitude), one subtraction and two unsigned compares. */
+            __m512i u = _mm512_castps_si512(y);
+            __mmask16 pos = _mm512_cmple_epu32_mask(u, _mm512_set1_epi32(0x7F7FFFFF));
+            __mmask16 neg = _mm512_cmplt_epu32_mask(_mm512_sub_epi32(u, _mm512_set1_epi32((int)J->tiny_bits)),
+                                                    _mm512_set1_epi32((int)J->neg_span));
+            if ((__mmask16)((pos | neg) & valid) == valid) {
+                store_bits(J, m, nb, (u32)(pos & valid));
+                continue;
+            }
+            /* gelu_sign_bit, 16 lanes at once */
             __mmask16 finite = _mm512_cmp_ps_mask(y, _mm512_set1_ps(-3.402823466e38f), _CMP_GE_OQ) &
                                _mm512_cmp_ps_mask(y, _mm512_set1_ps(3.402823466e38f), _CMP_LE_OQ);
             __mmask16 nonneg = _mm512_cmp_ps_mask(y, zero, _CMP_GE_OQ);
@@ -599,7 +612,74 @@ typedef void (*attnb_fn)(const attnbits *, size_t, size_t, u32 *);
 static void attnb_scalar(const attnbits *P, size_t b, size_t h, u32 *s) { attnb_head(P, b, h, s, 0); }
 #ifdef BB_X86
 T256 static void attnb_256(const attnbits *P, size_t b, size_t h, u32 *s) { attnb_head(P, b, h, s, 1); }
-T512 static void attnb_512(const attnbits *P, size_t b, size_t h, u32 *s) { attnb_head(P, b, h, s, 1); }
+/* AVX-512 version of attnb_head (same scratch layout, same arithmetic): 16 keys or 16 features per
+ * vector, masks straight from compares, and sign(V) transposed 32 x 32 bits at a time with VPTESTMD. */
+T512 static void attnb_512(const attnbits *P, size_t b, size_t h, u32 *s) {
+    size_t L = P->L, D = P->D, Wd = D / 32, Wl = cdiv(L, 32), Lp = Wl * 32;
+    u32 *kT = s, *vt = kT + Wd * L, *vm = vt + Wl * D, *ar = vm + Wl;
+    int32_t *cj = (int32_t *)(ar + Wl), *cd = cj + Wl * 32;
+    const u32 *rows = P->qkv + b * L * P->rw;
+    for (size_t j = 0; j < L; j++) {
+        const u32 *kr = rows + j * P->rw + P->koff + h * Wd;
+        for (size_t w = 0; w < Wd; w++) kT[w * L + j] = kr[w];
+    }
+    for (size_t jb = 0; jb < Wl; jb++) /* vt[jb*D + d] bit t = sign bit of v[32*jb + t][d] */
+        for (size_t wd = 0; wd < Wd; wd++) {
+            u32 col[32];
+            for (size_t t = 0; t < 32; t++) {
+                size_t j = jb * 32 + t;
+                col[t] = j < L ? rows[j * P->rw + P->voff + h * Wd + wd] : 0u;
+            }
+            __m512i lo = _mm512_loadu_si512((const void *)col), hi = _mm512_loadu_si512((const void *)(col + 16));
+            u32 *out = vt + jb * D + wd * 32;
+            for (int f = 0; f < 32; f++) {
+                __m512i bit = _mm512_set1_epi32((int)(1u << f));
+                out[f] = (u32)_mm512_test_epi32_mask(lo, bit) | ((u32)_mm512_test_epi32_mask(hi, bit) << 16);
+            }
+        }
+    const uint8_t *keep = P->keep ? P->keep + b * L : NULL;
+    for (size_t w = 0; w < Wl; w++) {
+        u32 m = 0;
+        for (size_t t = 0; t < 32 && w * 32 + t < L; t++) m |= (u32)(!keep || keep[w * 32 + t]) << t;
+        vm[w] = m;
+    }
+    const __m512i dd = _mm512_set1_epi32((int)D);
+    for (size_t i = 0; i < L; i++) {
+        const u32 *qr = rows + i * P->rw + h * Wd;
+        for (size_t j = 0; j < Lp; j += 16) { /* keys past L read kT's tail or the next row: masked by vm */
+            __m512i c = _mm512_setzero_si512();
+            for (size_t w = 0; w < Wd; w++) {
+                __m512i k = j + 16 <= L ? _mm512_loadu_si512((const void *)(kT + w * L + j))
+                                        : _mm512_maskz_loadu_epi32((__mmask16)(j < L ? (1u << (L - j)) - 1 : 0), kT + w * L + j);
+                c = _mm512_add_epi32(c, _mm512_popcnt_epi32(_mm512_xor_si512(k, _mm512_set1_epi32((int)qr[w]))));
+            }
+            _mm512_storeu_si512((void *)(cj + j), c);
+        }
+        int32_t pa = 0;
+        for (size_t w = 0; w < Wl; w++) { /* q.k = D - 2*popc >= 0 */
+            __m512i c0 = _mm512_slli_epi32(_mm512_loadu_si512((const void *)(cj + 32 * w)), 1);
+            __m512i c1 = _mm512_slli_epi32(_mm512_loadu_si512((const void *)(cj + 32 * w + 16)), 1);
+            u32 m = (u32)_mm512_cmp_epi32_mask(c0, dd, _MM_CMPINT_LE) | ((u32)_mm512_cmp_epi32_mask(c1, dd, _MM_CMPINT_LE) << 16);
+            ar[w] = m & vm[w];
+            pa += __builtin_popcount(ar[w]);
+        }
+        for (size_t d = 0; d < D; d += 16) {
+            __m512i c = _mm512_setzero_si512();
+            for (size_t w = 0; w < Wl; w++)
+                if (ar[w])
+                    c = _mm512_add_epi32(c, _mm512_popcnt_epi32(_mm512_and_si512(
+                        _mm512_set1_epi32((int)ar[w]), _mm512_loadu_si512((const void *)(vt + w * D + d)))));
+            _mm512_storeu_si512((void *)(cd + d), c);
+        }
+        u32 *o = P->out + (b * L + i) * P->ow + h * Wd;
+        const __m512i pv = _mm512_set1_epi32(pa);
+        for (size_t w = 0; w < Wd; w++) { /* out = 2*cd - pa >= 0 */
+            __m512i c0 = _mm512_slli_epi32(_mm512_loadu_si512((const void *)(cd + 32 * w)), 1);
+            __m512i c1 = _mm512_slli_epi32(_mm512_loadu_si512((const void *)(cd + 32 * w + 16)), 1);
+            o[w] = (u32)_mm512_cmp_epi32_mask(c0, pv, _MM_CMPINT_NLT) | ((u32)_mm512_cmp_epi32_mask(c1, pv, _MM_CMPINT_NLT) << 16);
+        }
+    }
+}
 #endif
 
 /* ------------------------------------------------------------------------- */
@@ -816,6 +896,14 @@ static PyObject *py_binary_gemm(PyObject *self, PyObject *args) {
              .K = (long)K, .scale = (const float *)(uintptr_t)ps, .bias = (const float *)(uintptr_t)pb,
              .res = (const float *)(uintptr_t)pr, .glo = glo, .ghi = ghi, .uncertain = 0, .ucap = (long)ucap,
              .upos = (int64_t *)(uintptr_t)pu, .uval = (float *)(uintptr_t)pv};
+    {
+        float tiny = -1e-30f;
+        u32 tb, hb;
+        memcpy(&tb, &tiny, 4);
+        memcpy(&hb, &ghi, 4);
+        J.tiny_bits = tb;
+        J.neg_span = hb > tb ? hb - tb : 0; /* ghi <= -1e-30 always; 0 disables the fast path's bit-0 side */
+    }
     if (mode == OUT_FLOAT) J.out = (float *)(uintptr_t)po;
     else { J.obits = (uint16_t *)(uintptr_t)po; J.obs = 2 * cdiv((size_t)N, 32); }
     const float *x = (const float *)(uintptr_t)pa;
