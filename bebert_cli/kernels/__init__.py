@@ -325,8 +325,10 @@ def binary_gemm(
     ``out="float"``: float32 [M, N] = dot * scale + bias (+ residual), each a separate rounding, so it
     equals ``binary_linear(...) + residual`` bit for bit. ``out="sign"``: int32 sign words [M, ceil(N/32)]
     of that float (before any residual). ``out="gelu_sign"``: sign words of ``F.gelu`` of it, decided by
-    ``gelu_thresholds`` (from ``gelu_sign.gelu_sign_thresholds()``); returns None when some value lies
-    where the thresholds cannot decide, and the caller computes that call exactly instead.
+    ``gelu_thresholds`` (from ``gelu_sign.gelu_sign_thresholds()``), the values they leave open by
+    ``gelu_sign.decide`` (as ``F.gelu`` on the whole [M, N] float tensor would give them); returns None
+    when more than a capacity are open or one cannot be decided, and the caller computes that call
+    exactly instead.
     """
     if out not in _GEMM_OUT:
         raise ValueError(f"out must be one of {sorted(_GEMM_OUT)}, got {out!r}")
@@ -373,7 +375,7 @@ def binary_gemm(
         return None
     from .gelu_sign import decide
 
-    plus = decide(val[:undecided])
+    plus = decide(val[:undecided], pos[:undecided], M * w.N)
     if plus is None:
         return None
     pos = pos[:undecided][plus]
@@ -384,7 +386,7 @@ def binary_gemm(
     return result
 
 
-_UNDECIDED_CAPACITY = 4096  # undecided GELU inputs one call may hand back before it is recomputed exactly
+_UNDECIDED_CAPACITY = 16384  # undecided GELU inputs one call may hand back before it is recomputed exactly
 
 
 def bi_attention_bits(
