@@ -47,17 +47,42 @@ def _scalar(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(torch.stack([x, x], dim=1)[:, 0])
 
 
+_SWEEP_CHUNK = 1 << 20  # floats per step of the sweep: keeps its memory at a few MB
+
+
+def _sweep(loop) -> tuple[float, float] | None:
+    """(first zero, last non-zero) of `loop`'s GELU over every float from -4.0 down to -8.0."""
+    first_zero = last_nonzero = None
+    start, stop = _bits(-4.0), _bits(-8.0) + 1
+    for begin in range(start, stop, _SWEEP_CHUNK):
+        codes = torch.arange(begin, min(begin + _SWEEP_CHUNK, stop), dtype=torch.int64).to(torch.int32)
+        x = codes.view(torch.float32)
+        zero = loop(x) == 0
+        if first_zero is None and bool(zero.any()):
+            first_zero = float(x[int(torch.argmax(zero.to(torch.uint8)))])
+        nonzero = (~zero).nonzero()
+        if nonzero.numel():
+            last_nonzero = float(x[int(nonzero.max())])
+        if begin == start and bool(zero[0]):
+            return None  # zero already at -4: not the shape assumed here
+        if begin + _SWEEP_CHUNK >= stop and not bool(zero[-1]):
+            return None  # not zero at -8
+    if first_zero is None or last_nonzero is None:
+        return None
+    return first_zero, last_nonzero
+
+
 @functools.cache
 def gelu_sign_thresholds() -> tuple[float, float] | None:
-    """(lo, hi) for the kernels' `out="gelu_sign"`, or None when torch's GELU is not shaped as above."""
+    """(lo, hi) for the kernels' `out="gelu_sign"`, or None when torch's GELU is not shaped as above.
+    Measured once per process (about half a second: the scalar loop is the slow part)."""
+    lo, hi = -4.0, -8.0
     with torch.inference_mode():
-        x = torch.arange(_bits(-4.0), _bits(-8.0) + 1, dtype=torch.int64).to(torch.int32).view(torch.float32)
-        lo, hi = -4.0, -8.0  # x runs from -4 down to -8
-        for zero in (_vectorised(x) == 0, _scalar(x) == 0):
-            if bool(zero[0]) or not bool(zero[-1]):
+        for loop in (_vectorised, _scalar):
+            edges = _sweep(loop)
+            if edges is None:
                 return None
-            first_zero = float(x[int(torch.argmax(zero.to(torch.uint8)))])
-            last_nonzero = float(x[int((~zero).nonzero().max())])
+            first_zero, last_nonzero = edges
             hi = max(hi, first_zero)
             lo = min(lo, float(torch.nextafter(torch.tensor(last_nonzero), torch.tensor(-10.0))))
         # spot checks of the two rules the sweep does not cover
@@ -77,7 +102,7 @@ def _disagreeing_value() -> float | None:
         return None
     lo, hi = thresholds
     with torch.inference_mode():
-        x = torch.arange(_bits(hi), _bits(lo) + 1, dtype=torch.int64).to(torch.int32).view(torch.float32)
+        x = torch.arange(_bits(hi), _bits(lo) + 1, dtype=torch.int64).to(torch.int32).view(torch.float32)  # the band
         hit = ((_vectorised(x) == 0) & (_scalar(x) != 0)).nonzero()
     return float(x[int(hit[0])]) if hit.numel() else None
 

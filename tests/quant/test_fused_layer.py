@@ -119,3 +119,17 @@ def test_only_bibert_layers_with_32_wide_heads_fuse(tmp_path):
     assert not any(isinstance(layer.forward, fused_layer.FusedForward) for layer in bit.bert.encoder.layer)
     narrow = load_packed(_checkpoint(tmp_path / "narrow", hidden=32, heads=2), runtime="packed")  # 16-wide heads
     assert not any(fused_layer.fusable(layer) for layer in narrow.bert.encoder.layer)
+
+
+def test_every_compiled_backend_fuses_to_the_same_logits(ckpt, fused_calls):
+    packed, simulated = load_packed(ckpt, runtime="packed"), load_packed(ckpt)
+    want = logits(simulated, batch())
+    before = kernels.backend()
+    try:
+        for name in kernels.available_backends():
+            kernels.set_backend(name)
+            fused_calls.clear()
+            assert torch.equal(logits(packed, batch()), want), name
+            assert fused_calls == ([] if name == "torch" else [True, True]), name  # pure torch: unfused
+    finally:
+        kernels.set_backend(before)
