@@ -225,17 +225,17 @@ INL void core4_scalar(const u32 *const *a, const u32 *b, size_t W, int32_t *acc)
 
 typedef void (*tile_fn)(job *J, size_t rt, size_t nb);
 
-/* One function per ISA; the always_inline generic epilogue gets vectorised with that ISA. */
-#define DEFINE_TILE(SFX, ATTR, CORE)                                                   \
-    ATTR static void tile_##SFX(job *J, size_t rt, size_t nb) {                     \
+/* One function per ISA; the always_inline epilogue is compiled for that ISA (AVX-512 has its own). */
+#define DEFINE_TILE(SFX, ATTR, CORE, EPI)                                              \
+    ATTR static void tile_##SFX(job *J, size_t rt, size_t nb) {                        \
         int32_t acc[64] __attribute__((aligned(64)));                                  \
         const u32 *a[4];                                                               \
         tile_rows(J, rt * 4, a);                                                       \
         CORE(a, J->B + nb * J->W * 16, J->W, acc);                                     \
-        epilogue(J, rt, nb, acc);                                                      \
+        EPI(J, rt, nb, acc);                                                           \
     }
 
-DEFINE_TILE(scalar, , core4_scalar)
+DEFINE_TILE(scalar, , core4_scalar, epilogue)
 
 #ifdef BB_X86
 /* AVX-512: broadcast one activation word, XOR with 16 weight words, VPOPCNTD. */
@@ -309,16 +309,7 @@ T512 INL void epilogue_512(job *J, size_t rt, size_t nb, const int32_t *acc) {
         store_bits(J, m, nb, bits);
     }
 }
-#undef DEFINE_TILE_EPI
-#define DEFINE_TILE_EPI(SFX, ATTR, CORE, EPI)                                          \
-    ATTR static void tile_##SFX(job *J, size_t rt, size_t nb) {                        \
-        int32_t acc[64] __attribute__((aligned(64)));                                  \
-        const u32 *a[4];                                                               \
-        tile_rows(J, rt * 4, a);                                                       \
-        CORE(a, J->B + nb * J->W * 16, J->W, acc);                                     \
-        EPI(J, rt, nb, acc);                                                           \
-    }
-DEFINE_TILE_EPI(512, T512, core4_512, epilogue_512)
+DEFINE_TILE(512, T512, core4_512, epilogue_512)
 
 /* AVX2 has no vector popcount: nibble lookup with PSHUFB into byte counters, widened
  * to the 32-bit lanes every <= 31 words (31*8 = 248 fits a byte) with PMADDUBSW/PMADDWD. */
@@ -354,7 +345,7 @@ T256 INL void core4_256(const u32 *const *a, const u32 *b, size_t W, int32_t *ac
     }
     for (int i = 0; i < 8; i++) _mm256_store_si256((__m256i *)(acc + 8 * i), t[i]);
 }
-DEFINE_TILE(256, T256, core4_256)
+DEFINE_TILE(256, T256, core4_256, epilogue)
 #endif
 
 /* ------------------------------------------------------------------------- */
@@ -832,38 +823,53 @@ static PyObject *py_lowbit_linear(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static PyObject *py_bi_attention(PyObject *self, PyObject *args) {
-    unsigned long long pq, pk, pv, pm, po;
-    Py_ssize_t B, H, Lq, Lk, D;
-    int level, nt, failed = 0;
-    if (!PyArg_ParseTuple(args, "KKKKnnnnnKii", &pq, &pk, &pv, &pm, &B, &H, &Lq, &Lk, &D, &po, &level, &nt)) return NULL;
-    if (!check_level(level)) return NULL;
-    const float *q = (const float *)(uintptr_t)pq, *k = (const float *)(uintptr_t)pk, *v = (const float *)(uintptr_t)pv;
-    const uint8_t *mask = (const uint8_t *)(uintptr_t)pm;
-    float *out = (float *)(uintptr_t)po;
-    size_t BH = (size_t)B * H, sw = attn_scratch_words(Lq, Lk, D);
-    attn_fn fn = ATTN[level];
-    nt = pick_threads(nt, BH * (size_t)Lq * (size_t)(Lk + D));
+/* Runs head(ctx, bh, scratch) for every (batch, head) pair over OpenMP threads, each thread with its
+ * own scratch of `words` u32; returns 0 when a scratch allocation failed. */
+typedef void (*head_job)(const void *ctx, size_t bh, u32 *scratch);
+static int for_each_head(size_t BH, size_t words, int nt, head_job head, const void *ctx) {
+    int failed = 0;
     if ((size_t)nt > BH) nt = BH ? (int)BH : 1;
     Py_BEGIN_ALLOW_THREADS
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        u32 *s = balloc(sw * sizeof(u32));
+        u32 *s = balloc(words * sizeof(u32));
         if (!s) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(static)
-        for (size_t bh = 0; bh < BH; bh++) {
-            if (!s) continue;
-            size_t b = bh / (size_t)H;
-            fn(q + bh * Lq * D, k + bh * Lk * D, v + bh * Lk * D, mask ? mask + b * Lk : NULL, Lq, Lk, D,
-               out + bh * Lq * D, s);
-        }
+        for (size_t bh = 0; bh < BH; bh++)
+            if (s) head(ctx, bh, s);
         free(s);
     }
     Py_END_ALLOW_THREADS
-    if (failed) return PyErr_NoMemory();
+    return !failed;
+}
+
+typedef struct attnfloat {
+    const float *q, *k, *v; const uint8_t *mask; float *out;
+    size_t H, Lq, Lk, D; attn_fn fn;
+} attnfloat;
+
+static void attn_float_head(const void *ctx, size_t bh, u32 *s) {
+    const attnfloat *P = ctx;
+    size_t b = bh / P->H;
+    P->fn(P->q + bh * P->Lq * P->D, P->k + bh * P->Lk * P->D, P->v + bh * P->Lk * P->D,
+          P->mask ? P->mask + b * P->Lk : NULL, P->Lq, P->Lk, P->D, P->out + bh * P->Lq * P->D, s);
+}
+
+static PyObject *py_bi_attention(PyObject *self, PyObject *args) {
+    unsigned long long pq, pk, pv, pm, po;
+    Py_ssize_t B, H, Lq, Lk, D;
+    int level, nt;
+    if (!PyArg_ParseTuple(args, "KKKKnnnnnKii", &pq, &pk, &pv, &pm, &B, &H, &Lq, &Lk, &D, &po, &level, &nt)) return NULL;
+    if (!check_level(level)) return NULL;
+    attnfloat P = {.q = (const float *)(uintptr_t)pq, .k = (const float *)(uintptr_t)pk, .v = (const float *)(uintptr_t)pv,
+                   .mask = (const uint8_t *)(uintptr_t)pm, .out = (float *)(uintptr_t)po, .H = (size_t)H,
+                   .Lq = (size_t)Lq, .Lk = (size_t)Lk, .D = (size_t)D, .fn = ATTN[level]};
+    size_t BH = (size_t)B * H;
+    nt = pick_threads(nt, BH * (size_t)Lq * (size_t)(Lk + D));
+    if (!for_each_head(BH, attn_scratch_words(Lq, Lk, D), nt, attn_float_head, &P)) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
@@ -924,10 +930,17 @@ static PyObject *py_binary_gemm(PyObject *self, PyObject *args) {
     return PyLong_FromLong(J.uncertain);
 }
 
+typedef struct attnbjob { const attnbits *P; attnb_fn fn; } attnbjob;
+
+static void attn_bits_head(const void *ctx, size_t bh, u32 *s) {
+    const attnbjob *J = ctx;
+    J->fn(J->P, bh / J->P->H, bh % J->P->H, s);
+}
+
 static PyObject *py_bi_attention_bits(PyObject *self, PyObject *args) {
     unsigned long long pq, pm, po;
     Py_ssize_t B, H, L, D, rw, koff, voff, ow;
-    int level, nt, failed = 0;
+    int level, nt;
     if (!PyArg_ParseTuple(args, "KnnnKnnnnKnii", &pq, &rw, &koff, &voff, &pm, &B, &H, &L, &D, &po, &ow, &level, &nt))
         return NULL;
     if (!check_level(level)) return NULL;
@@ -938,25 +951,10 @@ static PyObject *py_bi_attention_bits(PyObject *self, PyObject *args) {
     attnbits P = {.qkv = (const u32 *)(uintptr_t)pq, .rw = (size_t)rw, .koff = (size_t)koff, .voff = (size_t)voff,
                   .keep = (const uint8_t *)(uintptr_t)pm, .H = (size_t)H, .L = (size_t)L, .D = (size_t)D,
                   .out = (u32 *)(uintptr_t)po, .ow = (size_t)ow};
-    size_t BH = (size_t)B * H, sw = attnb_scratch_words((size_t)L, (size_t)D);
-    attnb_fn fn = ATTNB[level];
+    attnbjob J = {.P = &P, .fn = ATTNB[level]};
+    size_t BH = (size_t)B * H;
     nt = pick_threads(nt, BH * (size_t)L * (size_t)(L + D));
-    if ((size_t)nt > BH) nt = BH ? (int)BH : 1;
-    Py_BEGIN_ALLOW_THREADS
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        u32 *s = balloc(sw * sizeof(u32));
-        if (!s) {
-#pragma omp atomic write
-            failed = 1;
-        }
-#pragma omp for schedule(static)
-        for (size_t bh = 0; bh < BH; bh++)
-            if (s) fn(&P, bh / (size_t)H, bh % (size_t)H, s);
-        free(s);
-    }
-    Py_END_ALLOW_THREADS
-    if (failed) return PyErr_NoMemory();
+    if (!for_each_head(BH, attnb_scratch_words((size_t)L, (size_t)D), nt, attn_bits_head, &J)) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 

@@ -193,11 +193,9 @@ def _fused_forward(fused: FusedForward, hidden_states, attention_mask):
     thresholds = gelu_sign_thresholds()
     if thresholds is None:
         return None
-    key_mask = None
-    if attention_mask is not None:
-        key_mask = _key_mask(attention_mask)
-        if key_mask is False:
-            return None
+    key_mask = _key_mask(attention_mask)
+    if key_mask is False:
+        return None
     B, L, hidden = hidden_states.shape
     x = hidden_states.reshape(B * L, hidden).contiguous()
     qkv = fused.qkv_weights(tuple(states[:3]))

@@ -121,8 +121,11 @@ def packed_linear(layer, x: torch.Tensor):
 _MASK_CACHE: dict = {}
 
 
-def _key_mask(attention_mask: torch.Tensor):
-    """[B, Lk] bool key mask from a padding-only attention mask; False if the mask is per-query."""
+def _key_mask(attention_mask: torch.Tensor | None):
+    """[B, Lk] bool key mask from a padding-only attention mask; None without a mask; False if the
+    mask is per-query (no bit-kernel form)."""
+    if attention_mask is None:
+        return None
     key = (id(attention_mask), _version(attention_mask), attention_mask.data_ptr(), tuple(attention_mask.shape))
     hit = _MASK_CACHE.get("last")
     if hit is not None and hit[0] == key and hit[1] is attention_mask:
@@ -146,9 +149,7 @@ def packed_bi_attention(query, key, value, attention_mask):
 
     if query.device.type != "cpu" or query.dtype != torch.float32:
         return None
-    key_mask = None
-    if attention_mask is not None:
-        key_mask = _key_mask(attention_mask)
-        if key_mask is False:
-            return None
+    key_mask = _key_mask(attention_mask)
+    if key_mask is False:
+        return None
     return kernels.bi_attention(query.contiguous(), key.contiguous(), value.contiguous(), key_mask)

@@ -14,17 +14,7 @@ import torch
 from bebert_cli import kernels as bk
 from bebert_cli.kernels import _reference as ref
 
-COMPILED = ["avx512_vpopcntdq", "avx2", "scalar"]
 KS = [1, 7, 63, 65, 130, 384, 1000]
-
-
-@pytest.fixture(params=COMPILED)
-def backend(request):
-    if request.param not in bk.available_backends():
-        pytest.skip(f"{request.param} not available here ({bk.available_backends()})")
-    prev = bk.set_backend(request.param)
-    yield request.param
-    bk.set_backend(prev)
 
 
 def _weight(N, K, gen):

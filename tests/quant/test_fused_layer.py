@@ -1,39 +1,21 @@
 """The fused BiBERT layer of the packed runtime: identical logits to the unfused runtime and the
 simulated model, and the layer's own forward wherever the fused one would not be exact."""
 
-from pathlib import Path
-
 import pytest
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from bebert_cli import kernels
 from bebert_cli.kernels import gelu_sign
 from bebert_cli.quant import fused_layer
-from bebert_cli.quant.convert import quantize_, set_runtime
-from bebert_cli.quant.packed import load_packed, round_full_precision_, save_packed
-from bebert_cli.quant.recipes import resolve_recipe
-from tests.quant.test_runtime import batch, logits
+from bebert_cli.quant.convert import set_runtime
+from bebert_cli.quant.packed import load_packed
+from tests.quant.test_runtime import batch, logits, packed_checkpoint
 
 
-def _checkpoint(path, recipe_name="bibert", hidden=64, heads=2, steps=3):
-    """A tiny packed student whose heads are 32 wide (the fused layer needs whole sign words per head)."""
-    torch.manual_seed(0)
-    cfg = AutoConfig.for_model("bert", vocab_size=60, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=heads,
-                               intermediate_size=2 * hidden, num_labels=2, max_position_embeddings=64)
-    model, recipe = AutoModelForSequenceClassification.from_config(cfg), resolve_recipe(recipe_name)
-    plan = quantize_(model, recipe)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    model.train()
-    for i in range(steps):
-        model(**batch(seed=10 + i)).logits.pow(2).mean().backward()
-        opt.step()
-        opt.zero_grad()
-    model.eval()
-    round_full_precision_(model, recipe.fp_dtype)
-    Path(path).mkdir(parents=True, exist_ok=True)
-    save_packed(model, Path(path), recipe, plan)
-    return Path(path)
+def _checkpoint(path, recipe_name="bibert", hidden=64):
+    """A tiny packed student; 2 heads of hidden/2: 32 wide by default (the fused layer needs whole
+    sign words per head)."""
+    return packed_checkpoint(path, recipe_name, hidden=hidden)
 
 
 @pytest.fixture
@@ -117,7 +99,7 @@ def test_layer_forward_wherever_fusing_is_not_exact(ckpt, fused_calls):
 def test_only_bibert_layers_with_32_wide_heads_fuse(tmp_path):
     bit = load_packed(_checkpoint(tmp_path / "bit", "bit"), runtime="packed")  # softmax attention
     assert not any(isinstance(layer.forward, fused_layer.FusedForward) for layer in bit.bert.encoder.layer)
-    narrow = load_packed(_checkpoint(tmp_path / "narrow", hidden=32, heads=2), runtime="packed")  # 16-wide heads
+    narrow = load_packed(_checkpoint(tmp_path / "narrow", hidden=32), runtime="packed")  # 16-wide heads
     assert not any(fused_layer.fusable(layer) for layer in narrow.bert.encoder.layer)
 
 

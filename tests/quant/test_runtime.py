@@ -46,10 +46,10 @@ def batch(vocab=60, rows=6, length=20, seed=1):
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def packed_checkpoint(path, recipe_name="bibert", model_type="bert", *, tokenizer=None, steps=3):
+def packed_checkpoint(path, recipe_name="bibert", model_type="bert", *, tokenizer=None, steps=3, hidden=32):
     """A tiny student whose weights and quantizer parameters moved off their initial values, saved packed."""
     vocab = tokenizer.vocab_size if tokenizer is not None else 60
-    model, recipe = tiny_model(model_type, vocab), resolve_recipe(recipe_name)
+    model, recipe = tiny_model(model_type, vocab, hidden), resolve_recipe(recipe_name)
     plan = quantize_(model, recipe)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
