@@ -128,7 +128,7 @@ T256 static void packf_256(const float *x, size_t K, float shift, u32 *out) {
  * OUT_SIGN: only the sign bits of that float (the next binary layer reads nothing else).
  * OUT_GELU_SIGN: the sign bits of torch's exact GELU of that float, decided from thresholds
  * calibrated against torch in this process (bebert_cli/kernels/gelu_sign.py); a value the
- * thresholds cannot decide is counted in `uncertain` and the caller recomputes the call. */
+ * thresholds cannot decide gets bit 0 and is recorded (position, value) for the caller to decide. */
 enum { OUT_FLOAT, OUT_INT, OUT_SIGN, OUT_GELU_SIGN };
 typedef struct job {
     int mode;
@@ -637,7 +637,7 @@ T512 static void attnb_512(const attnbits *P, size_t b, size_t h, u32 *s) {
     const __m512i dd = _mm512_set1_epi32((int)D);
     for (size_t i = 0; i < L; i++) {
         const u32 *qr = rows + i * P->rw + h * Wd;
-        for (size_t j = 0; j < Lp; j += 16) { /* keys past L read kT's tail or the next row: masked by vm */
+        for (size_t j = 0; j < Lp; j += 16) { /* keys past L: masked loads (zeros), their bits cleared by vm */
             __m512i c = _mm512_setzero_si512();
             for (size_t w = 0; w < Wd; w++) {
                 __m512i k = j + 16 <= L ? _mm512_loadu_si512((const void *)(kT + w * L + j))

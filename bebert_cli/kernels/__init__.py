@@ -21,7 +21,6 @@ import sys
 import warnings
 
 import torch
-import torch.nn.functional as F
 
 from . import _reference as _ref
 from ._reference import pack_sign_words, pack_signs_u8, sign_pm1
@@ -356,11 +355,7 @@ def binary_gemm(
     a = a.detach().contiguous()
     M = a.shape[0]
     if not _use_ext(a, scale):
-        signs = w.signs().to(a.device)
-        y = _ref.binary_gemm(a, signs, scale, bias, residual, out if out != "gelu_sign" else "float", shift)
-        if out != "gelu_sign":
-            return y
-        return _ref.pack_sign_words(F.gelu(y))
+        return _ref.binary_gemm(a, w.signs().to(a.device), scale, bias, residual, out, shift)
     result = torch.empty(M, w.N, dtype=torch.float32) if out == "float" else torch.empty(M, words_n, dtype=torch.int32)
     cap = _UNDECIDED_CAPACITY if out == "gelu_sign" else 0
     pos, val = torch.empty(cap, dtype=torch.int64), torch.empty(cap, dtype=torch.float32)

@@ -3,7 +3,8 @@
 The next binary layer reads only sign(gelu(y)), with sign(-0.0) = +1. For y >= 0 that is +1. For
 y < 0, gelu(y) = y * 0.5 * (1 + erf(y / sqrt 2)) is negative, except where erf rounds to exactly -1
 and the product becomes -0.0. Where that starts depends on torch's erf, and torch has two: the
-vectorised loop (SLEEF) and the scalar loop (libm) that handles strided inputs and loop tails.
+vectorised loop (SLEEF) and the scalar loop (libm) that handles strided inputs (and, in torch 2.13,
+1-element tensors).
 Measured on torch 2.13 / AVX-512: libm is zero for every y <= -5.5425944 and for none above;
 SLEEF flickers between zero and non-zero over y in [-5.5426, -5.4858] (119,031 floats).
 
@@ -111,8 +112,8 @@ def _disagreeing_value() -> float | None:
 def _scalar_positions(numel: int, threads: int) -> torch.Tensor | None:
     """Flat indices that F.gelu on a contiguous tensor of `numel` floats computes in its scalar loop.
 
-    TensorIterator splits the tensor among threads and runs each share through the vectorised loop
-    with a scalar tail; rather than restating that policy, run it on a tensor filled with a value
+    TensorIterator splits the tensor among threads and runs each share through the vectorised loop,
+    possibly with a scalar tail; rather than restating that policy, run it on a tensor filled with a value
     the two loops answer differently, and read back where the scalar loop ran. `threads` keys the
     cache (the split depends on it)."""
     probe = _disagreeing_value()
