@@ -229,23 +229,56 @@ def load_packed(path, runtime: str = "simulated"):
     # A config.json can claim any size: check it against the header on the meta device (no memory)
     # before allocating the real model.
     with torch.device("meta"):
-        meta_model, recipe, _ = build_packed_skeleton(path, runtime)
-    check_against_header(path, meta_model.state_dict(), header, recipe.fp_dtype)
-    del meta_model
-    model, recipe, plan = build_packed_skeleton(path, runtime)
+        model, recipe, plan = build_packed_skeleton(path, runtime)
     expected = model.state_dict()
+    check_against_header(path, expected, header, recipe.fp_dtype)
     try:
         with safe_open(str(weights), framework="pt") as f:
             state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot read {WEIGHTS_FILE}: {exc}") from None
     state = {k: (v.to(expected[k].dtype) if v.dtype != expected[k].dtype else v) for k, v in state.items()}
+    if not _materialize(model, state):
+        # the skeleton has state the file does not carry and transformers cannot rebuild (hash tables):
+        # build it for real (the fp32 architecture first, so the peak is that of the fp32 model)
+        model, recipe, plan = build_packed_skeleton(path, runtime)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: {str(exc).splitlines()[0]}") from None
     finish_packed_model(model, recipe, plan, runtime)
     return model.eval()
+
+
+_UNSAVED_BUFFERS = {  # non-persistent buffers transformers' `_init_weights` rebuilds, and what they hold
+    "position_ids": lambda b: torch.equal(b, torch.arange(b.shape[-1]).expand_as(b)),
+    "token_type_ids": lambda b: not bool(b.any()),
+}
+
+
+def _materialize(model, state: dict) -> bool:
+    """Move a meta-device skeleton to the CPU without ever allocating its fp32 form: the file's tensors
+    are assigned in place, and the unsaved buffers (position ids, token type ids) are rebuilt by the
+    model's own `_init_weights` and checked. False (the model is then unusable) for anything else
+    left unbuilt, e.g. hashed-embedding tables."""
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError:
+        return False  # the caller's real build reports it
+    init = getattr(model, "_init_weights", None)
+    for module in model.modules():
+        missing = [name for name, b in module._buffers.items() if b is not None and b.is_meta]
+        if not missing:
+            continue
+        if init is None or any(name not in _UNSAVED_BUFFERS for name in missing):
+            return False
+        for name in missing:
+            module._buffers[name] = torch.empty_like(module._buffers[name], device="cpu")
+        with torch.no_grad():
+            init(module)
+        if not all(_UNSAVED_BUFFERS[name](module._buffers[name]) for name in missing):
+            return False
+    return not any(t.is_meta for t in (*model.parameters(), *model.buffers()))
 
 
 def is_packed_dir(path) -> bool:
