@@ -10,7 +10,7 @@
  *   Bits are packed little-endian into 32-bit words: bit b of word w = column 32*w+b.
  *   Padding bits are 0 in every operand, so XOR on padding contributes nothing.
  *
- * Kernels: binary_linear / matmul_bits (XNOR-popcount GEMM), lowbit_linear (int8
+ * Kernels: binary_gemm / matmul_bits (XNOR-popcount GEMM), lowbit_linear (int8
  * activations x 1-bit weights via int8 dot products), bi_attention (BiBERT, all in bits).
  *
  * Weight layout of the GEMMs ("interleaved"): uint32 [ceil(N/16)][W][16] with
@@ -725,35 +725,6 @@ static void run_tiles(job *J, tile_fn tile) {
     for (size_t t = 0; t < total; t++) tile(J, t % J->RT, t / J->RT);
 }
 
-static PyObject *py_binary_linear(PyObject *self, PyObject *args) {
-    unsigned long long px, pw, ps, pb, po;
-    Py_ssize_t M, K, N;
-    float shift;
-    int level, nt;
-    if (!PyArg_ParseTuple(args, "KnnfKnKKKii", &px, &M, &K, &shift, &pw, &N, &ps, &pb, &po, &level, &nt)) return NULL;
-    if (!check_level(level)) return NULL;
-    size_t W = cdiv((size_t)K, 32);
-    u32 *xb = balloc((size_t)M * W * sizeof(u32));
-    if (!xb) return PyErr_NoMemory();
-    job J = {.mode = OUT_FLOAT, .A = xb, .lda = W, .arows = (size_t)M, .B = (const u32 *)(uintptr_t)pw, .W = W,
-             .M = (size_t)M, .N = (size_t)N, .RT = cdiv((size_t)M, 4), .K = (long)K,
-             .scale = (const float *)(uintptr_t)ps, .bias = (const float *)(uintptr_t)pb, .out = (float *)(uintptr_t)po};
-    const float *x = (const float *)(uintptr_t)px;
-    packf_fn packf = PACKF[level];
-    tile_fn tile = TILES[level];
-    nt = pick_threads(nt, (size_t)M * (size_t)N * (W + 1));
-    Py_BEGIN_ALLOW_THREADS
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-#pragma omp for schedule(static)
-        for (Py_ssize_t m = 0; m < M; m++) packf(x + (size_t)m * K, (size_t)K, shift, xb + (size_t)m * W);
-        run_tiles(&J, tile);
-    }
-    Py_END_ALLOW_THREADS
-    free(xb);
-    Py_RETURN_NONE;
-}
-
 static PyObject *py_matmul_bits(PyObject *self, PyObject *args) {
     unsigned long long pa, pb, po;
     Py_ssize_t M, K, lda, N;
@@ -971,8 +942,6 @@ static PyObject *py_info(PyObject *self, PyObject *noargs) {
 }
 
 static PyMethodDef methods[] = {
-    {"binary_linear", py_binary_linear, METH_VARARGS,
-     "binary_linear(x, M, K, shift, w_interleaved, N, scale, bias_or_0, out, level, num_threads)"},
     {"matmul_bits", py_matmul_bits, METH_VARARGS, "matmul_bits(a_u32, M, K, lda_words, b_interleaved, N, out_i32, level, num_threads)"},
     {"lowbit_linear", py_lowbit_linear, METH_VARARGS,
      "lowbit_linear(x_i8, M, K, w_interleaved, N, scale, bias_or_0, out, level, num_threads)"},

@@ -203,16 +203,7 @@ def binary_linear(
     _check(x, "x", torch.float32)
     if x.dim() == 0 or x.shape[-1] != w.K:
         raise ValueError(f"x last dim must be K={w.K}, got shape {tuple(x.shape)}")
-    scale, bias = _check_vec(scale, "scale", w.N), _check_vec(bias, "bias", w.N)
-    x2 = x.detach().reshape(-1, w.K).contiguous()
-    if _use_ext(x2, scale, *(() if bias is None else (bias,))):
-        out = torch.empty(x2.shape[0], w.N, dtype=torch.float32)
-        _ext.binary_linear(
-            x2.data_ptr(), x2.shape[0], w.K, float(shift), w.words.data_ptr(), w.N, scale.data_ptr(),
-            0 if bias is None else bias.data_ptr(), out.data_ptr(), _level, _threads(num_threads),
-        )  # fmt: skip
-    else:
-        out = _ref.binary_linear(x2, w.signs().to(x.device), scale, bias, shift)
+    out = binary_gemm(x.detach().reshape(-1, w.K), w, scale, bias, shift=shift, num_threads=num_threads)
     return out.reshape(*x.shape[:-1], w.N)
 
 
@@ -354,7 +345,7 @@ def binary_gemm(
         lo, hi = gelu_thresholds
     a = a.detach().contiguous()
     M = a.shape[0]
-    if not _use_ext(a, scale):
+    if not _use_ext(a, scale, *(t for t in (bias, residual) if t is not None)):
         return _ref.binary_gemm(a, w.signs().to(a.device), scale, bias, residual, out, shift)
     result = torch.empty(M, w.N, dtype=torch.float32) if out == "float" else torch.empty(M, words_n, dtype=torch.int32)
     cap = _UNDECIDED_CAPACITY if out == "gelu_sign" else 0
