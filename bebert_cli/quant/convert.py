@@ -15,6 +15,7 @@ from torch import nn
 from bebert_cli.errors import ModelError
 from bebert_cli.models import SUPPORTED_MODEL_TYPES
 from bebert_cli.quant.attention import ATTN_IMPLEMENTATION, AttentionQuant, register_attention
+from bebert_cli.quant.ffn_sign import FFN_ACTIVATION, SIGN_OF_INPUT_SINCE, SignOfInput, define_ffn_sign_by_input_, is_sign_preserving
 from bebert_cli.quant.layers import PackedEmbedding, PackedLinear, QuantEmbedding, QuantLinear
 from bebert_cli.quant.quantizers import make_activation_quantizer
 from bebert_cli.quant.recipes import Recipe
@@ -78,8 +79,12 @@ def _set(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
 
-def quantize_(model, recipe: Recipe, *, packed: bool = False, runtime: str = "simulated", vocab: list[str] | None = None) -> QuantPlan:
-    """Convert in place. packed=True builds the inference form (buffers to load packed tensors into)."""
+def quantize_(model, recipe: Recipe, *, packed: bool = False, runtime: str = "simulated", vocab: list[str] | None = None,
+              ffn_sign_of_input: bool = True) -> QuantPlan:
+    """Convert in place. packed=True builds the inference form (buffers to load packed tensors into).
+
+    ffn_sign_of_input: with sign activations, the FFN's binary input is sign(y), not sign(GELU(y)) as
+    rounded by torch (see `ffn_sign`); False only for checkpoints of packed format 1."""
     check_architecture(model)
     register_attention()
     mt = model.config.model_type
@@ -128,8 +133,22 @@ def quantize_(model, recipe: Recipe, *, packed: bool = False, runtime: str = "si
             aq.runtime = runtime
             self_attn.bebert_attn = aq
             plan.quantized_attention.append(f"layer {i}")
+            if recipe.weight_bits == 1 and act_bits == 1 and mode == "sign" and ffn_sign_of_input:
+                define_ffn_sign_by_input_(layer, mt)
         model.config._attn_implementation = ATTN_IMPLEMENTATION
     return plan
+
+
+def ffn_sign_definition(model, recipe: Recipe) -> int:
+    """The packed format version whose FFN-sign definition `model` computes: 1 if a layer binarizes
+    torch's rounded GELU output (a format-1 checkpoint loaded as such), else the current one."""
+    if recipe.weight_bits == 1 and recipe.activation_bits == 1 and recipe.activation_mode == "sign":
+        holder_name, attr = FFN_ACTIVATION[model.config.model_type]
+        for layer in encoder_layers(model):
+            act = getattr(layer.get_submodule(holder_name), attr)
+            if not isinstance(act, SignOfInput) and is_sign_preserving(act):
+                return 1
+    return SIGN_OF_INPUT_SINCE
 
 
 def set_runtime(model, runtime: str) -> None:

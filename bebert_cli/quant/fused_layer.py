@@ -5,13 +5,14 @@ inputs: of Q, K and V, of the attention output, and of GELU's output. The unfuse
 writes each of them as float32, copies Q, K, V and the attention output into the layouts the
 kernels want, runs GELU over the 4x-wide FFN activations, and repacks signs in the next kernel.
 Here the GEMM epilogues write sign bits directly (Q, K, V as one GEMM), Bi-Attention reads and
-writes bits, GELU's sign comes from calibrated thresholds (`kernels.gelu_sign`), and the two
-residual adds happen in the epilogues of the GEMMs before the LayerNorms.
+writes bits, the FFN-in GEMM writes sign(y), which is the model's definition of the FFN's binary
+input since packed format 2 (`quant/ffn_sign.py`: no GELU is computed at all), and the two residual
+adds happen in the epilogues of the GEMMs before the LayerNorms.
 
 Every float that survives is computed exactly as before, so the outputs are identical bit for bit
 (tests compare against the unfused runtime and the simulated model). The fused path only runs
 where it is exact: eval mode, no autograd, CPU float32, compiled kernels, BiBERT attention, sign
-activations on all six linears, exact GELU, no hooks inside the layer (so transformers'
+activations on all six linears, an FFN defined by sign(y) (format 2), no hooks inside the layer (so transformers'
 attention recorders keep working), no cache or cross-attention. Anything else takes the layer's own forward.
 Set BEBERT_FUSED_LAYERS=0 to turn it off.
 """
@@ -21,19 +22,12 @@ from __future__ import annotations
 import os
 
 import torch
-import torch.nn.functional as F
 
 _SUBMODULES = ("attention", "attention.self", "attention.output", "intermediate", "output")
 
 
 def _enabled() -> bool:
     return os.environ.get("BEBERT_FUSED_LAYERS", "1").strip() not in ("0", "false", "no")
-
-
-def _is_exact_gelu(fn) -> bool:
-    from transformers.activations import GELUActivation
-
-    return isinstance(fn, GELUActivation) and fn.act is F.gelu and type(fn).forward is GELUActivation.forward
 
 
 def _linears(layer):
@@ -51,11 +45,11 @@ class _Parts:
         self.attn_quant = s.bebert_attn
         self.heads, self.head_size = s.num_attention_heads, s.attention_head_size
         self.attn_norm, self.out_norm = layer.attention.output.LayerNorm, layer.output.LayerNorm
-        self.act = layer.intermediate.intermediate_act_fn
 
 
 def fusable(layer) -> bool:
     """Whether `layer` has the shape of a packed BiBERT BertLayer that the fused forward computes."""
+    from bebert_cli.quant.ffn_sign import SignOfInput
     from bebert_cli.quant.layers import PackedLinear
 
     try:
@@ -73,7 +67,7 @@ def fusable(layer) -> bool:
         and getattr(layer, "chunk_size_feed_forward", 0) == 0
         and s.attention_head_size % 32 == 0
         and s.num_attention_heads * s.attention_head_size == hidden
-        and _is_exact_gelu(layer.intermediate.intermediate_act_fn)
+        and isinstance(layer.intermediate.intermediate_act_fn, SignOfInput)
     )
 
 
@@ -183,15 +177,11 @@ class _QKV:
 
 def _fused_forward(fused: FusedForward, hidden_states, attention_mask):
     from bebert_cli import kernels
-    from bebert_cli.kernels.gelu_sign import gelu_sign_thresholds
     from bebert_cli.quant.runtime import _key_mask, _prepared
 
     parts = fused.parts
     states = [_prepared(m) for m in parts.linears]
     if any(p is None or p.kind != "sign" for p in states):  # only sign(x) . signs, no shift
-        return None
-    thresholds = gelu_sign_thresholds()
-    if thresholds is None:
         return None
     key_mask = _key_mask(attention_mask)
     if key_mask is False:
@@ -205,9 +195,6 @@ def _fused_forward(fused: FusedForward, hidden_states, attention_mask):
     ctx_bits = kernels.bi_attention_bits(qkv_bits, key_mask, B, parts.heads, L, parts.head_size)
     h = kernels.binary_gemm(ctx_bits, attn_out.weight, attn_out.scale, attn_out.bias, residual=x)
     h = parts.attn_norm(h)
-    ffn = kernels.binary_gemm(h, inter.weight, inter.scale, inter.bias, out="gelu_sign", gelu_thresholds=thresholds)
-    if ffn is None:  # a GELU input torch's two loops disagree on: gelu it as the unfused layer does
-        pre = kernels.binary_gemm(h, inter.weight, inter.scale, inter.bias).view(B, L, -1)
-        ffn = parts.act(pre).reshape(B * L, -1)
+    ffn = kernels.binary_gemm(h, inter.weight, inter.scale, inter.bias, out="sign")  # sign(y) = the FFN's input
     y = kernels.binary_gemm(ffn, out.weight, out.scale, out.bias, residual=h)
     return parts.out_norm(y).view(B, L, hidden)

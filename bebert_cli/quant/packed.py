@@ -21,7 +21,9 @@ from bebert_cli.quant.layers import PackedEmbedding, PackedLinear, QuantEmbeddin
 from bebert_cli.quant.packing import BIT_ORDER
 from bebert_cli.quant.recipes import Recipe
 
-FORMAT_VERSION = 1
+# 1: first release. 2: a 1-1-1 FFN's binary input is sign(y), not sign of torch's rounded GELU(y)
+# (`quant/ffn_sign.py`); format-1 checkpoints load with their own definition.
+FORMAT_VERSION = 2
 WEIGHTS_FILE = "model.safetensors"
 RECIPE_FILE = "recipe.json"
 _QUANTIZER_MARKERS = ("act_quant.", "bebert_attn.")
@@ -75,10 +77,10 @@ def packed_state_dict(model, fp_dtype: str) -> dict[str, torch.Tensor]:
     return out
 
 
-def quantization_config(recipe: Recipe, plan) -> dict:
+def quantization_config(recipe: Recipe, plan, format_version: int = FORMAT_VERSION) -> dict:
     return {
         "quant_method": "bebert",
-        "format_version": FORMAT_VERSION,
+        "format_version": format_version,
         "recipe": recipe.to_dict(),
         "bits": {"weights": recipe.weight_bits, "embeddings": "hash" if recipe.embeddings == "hash" else recipe.embedding_bits,
                  "activations": recipe.activation_bits},
@@ -98,13 +100,15 @@ def quantization_config(recipe: Recipe, plan) -> dict:
 def save_packed(model, out_dir: Path, recipe: Recipe, plan) -> None:
     from safetensors.torch import save_file
 
+    from bebert_cli.quant.convert import ffn_sign_definition
+
     out_dir = Path(out_dir)
     state = packed_state_dict(model, recipe.fp_dtype)
     save_file(state, str(out_dir / WEIGHTS_FILE), metadata={"format": "pt"})  # one key: byte-reproducible
     config = model.config.to_dict()
     config.pop("_attn_implementation", None)
     config.pop("_attn_implementation_autoset", None)
-    config["quantization_config"] = quantization_config(recipe, plan)
+    config["quantization_config"] = quantization_config(recipe, plan, ffn_sign_definition(model, recipe))
     (out_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     (out_dir / RECIPE_FILE).write_text(json.dumps(recipe.to_dict(), indent=2, sort_keys=True) + "\n")
 
@@ -160,7 +164,10 @@ def convert_to_packed_(model, qc: dict, recipe: Recipe, where, *, runtime: str =
         raise CheckpointError(f"{where}: model_type {model_type!r} is not one bebert supports")
     if recipe.embeddings == "hash" and vocab is None:
         vocab = hash_vocab(where)
-    plan = quantize_(model, recipe, packed=True, runtime=runtime, vocab=vocab)
+    from bebert_cli.quant.ffn_sign import SIGN_OF_INPUT_SINCE
+
+    plan = quantize_(model, recipe, packed=True, runtime=runtime, vocab=vocab,
+                     ffn_sign_of_input=qc["format_version"] >= SIGN_OF_INPUT_SINCE)
     if sorted(plan.binary_linears) != sorted(qc.get("binary_modules", [])) or \
             sorted(plan.binary_embeddings) != sorted(qc.get("binary_embeddings", [])):
         raise CheckpointError(f"{where}: the binarized modules listed in config.json do not match the architecture")

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from bebert_cli import kernels
-from bebert_cli.kernels import gelu_sign
 from bebert_cli.quant import fused_layer
 from bebert_cli.quant.convert import set_runtime
 from bebert_cli.quant.packed import load_packed
@@ -58,14 +57,31 @@ def test_fused_equals_unfused_and_simulated(ckpt, fused_calls, monkeypatch):
     assert torch.equal(logits(packed, b), logits(simulated, b))
 
 
-@pytest.mark.parametrize("capacity", [0, 10**6])
-def test_undecided_gelu_inputs(ckpt, fused_calls, monkeypatch, capacity):
-    """Thresholds that leave most negative inputs undecided: settled by torch (room enough), or the
-    whole intermediate GEMM recomputed through GELU (no room): the same logits either way."""
-    monkeypatch.setattr(gelu_sign, "gelu_sign_thresholds", lambda: (-7.9, -1e-29))
-    monkeypatch.setattr(kernels, "_UNDECIDED_CAPACITY", capacity)
+def _push_ffn_into_gelu_underflow(model):
+    """Shift the FFN-in biases so that many pre-activations land where torch's GELU rounds to -0.0
+    (about y <= -5.5 on every CPU and loop; where exactly varies), and some below and above it."""
+    with torch.no_grad():
+        for layer in model.bert.encoder.layer:
+            bias = layer.intermediate.dense.bias
+            bias.copy_(torch.linspace(-7.0, -4.5, bias.numel()))
+
+
+def test_ffn_input_is_sign_of_y_where_gelu_underflows(ckpt, fused_calls):
+    """Format 2 defines the FFN's binary input as sign(y): pre-activations in GELU's underflow band
+    (sign(-0.0) would be +1) give -1 in the simulated model, the unfused and the fused runtime alike."""
     packed, simulated = load_packed(ckpt, runtime="packed"), load_packed(ckpt)
-    assert torch.equal(logits(packed, batch()), logits(simulated, batch()))
+    for m in (packed, simulated):
+        _push_ffn_into_gelu_underflow(m)
+    seen = []
+    act = simulated.bert.encoder.layer[0].intermediate.intermediate_act_fn
+    hook = act.register_forward_hook(lambda m, i, o: seen.append((i[0], o)))
+    want = logits(simulated, batch())
+    hook.remove()
+    y, out = seen[0]
+    band = (y < 0) & (torch.nn.functional.gelu(y) == 0)
+    assert int(band.sum()) > 50  # the band is really exercised
+    assert bool((out[band] < 0).all()) and torch.equal(out >= 0, y >= 0)
+    assert torch.equal(logits(packed, batch()), want)
     assert fused_calls and all(fused_calls)
 
 

@@ -42,7 +42,7 @@ from .configuration_bebert import BebertConfig
 ATTN_IMPLEMENTATION = "bebert_remote"
 WEIGHTS_NAME = "model.safetensors"
 DENSE_EXTRA_NAME = "bebert_binary.safetensors"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a 1-1-1 FFN's binary input is sign(y) (see SignOfInput)
 _SHIFTS = torch.arange(8, dtype=torch.uint8)
 _QKV_PARENT = {"bert": "attention.self", "roberta": "attention.self", "electra": "attention.self", "distilbert": "attention"}
 
@@ -144,6 +144,27 @@ def _lsq_split(self, x):
 
 
 LsqActivation.split = _lsq_split
+
+
+class SignOfInput(nn.Module):
+    """act(y) with its sign forced to y's (format 2): values whose sign differs (GELU's underflow to
+    -0.0, NaN from +inf) become +-(smallest normal float). Only the sign is read downstream."""
+
+    def __init__(self, act: nn.Module):
+        super().__init__()
+        self.act = act
+
+    def forward(self, y):
+        out = self.act(y)
+        positive = y >= 0
+        tiny = torch.finfo(out.dtype).tiny
+        return torch.where((out >= 0) != positive, torch.where(positive, tiny, -tiny).to(out.dtype), out)
+
+
+_FFN_ACTIVATION = {"bert": ("intermediate", "intermediate_act_fn"), "roberta": ("intermediate", "intermediate_act_fn"),
+                   "electra": ("intermediate", "intermediate_act_fn"), "distilbert": ("ffn", "activation")}
+_SIGN_PRESERVING = {"GELUActivation", "AccurateGELUActivation", "FastGELUActivation", "NewGELUActivation", "GELUTanh",
+                    "QuickGELUActivation", "ClippedGELUActivation", "SiLUActivation", "GELU", "SiLU"}
 
 
 def make_activation_quantizer(bits: int, mode: str, *, unsigned: bool = False) -> nn.Module:
@@ -348,8 +369,14 @@ def binarize_architecture(model, qc: dict) -> None:
     if bits < 32:
         register_attention()
         parent = _QKV_PARENT[model.config.model_type]
+        holder_name, attr = _FFN_ACTIVATION[model.config.model_type]
         for layer in _encoder_layers(model):
             layer.get_submodule(parent).bebert_attn = AttentionQuant(recipe["attention"], bits, mode)
+            holder = layer.get_submodule(holder_name)
+            act = getattr(holder, attr)
+            if (version >= 2 and bits == 1 and mode == "sign" and int(recipe.get("weight_bits", 1)) == 1
+                    and type(act).__name__ in _SIGN_PRESERVING):
+                setattr(holder, attr, SignOfInput(act))
         model.config._attn_implementation = ATTN_IMPLEMENTATION
 
 
