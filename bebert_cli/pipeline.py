@@ -21,20 +21,32 @@ class TaskData:
     collator: object
 
 
-def make_accelerator(cpu: bool = False, mixed_precision: str = "no"):
+def make_accelerator(cpu: bool = False, mixed_precision: str = "no", out=None):
     """The one place an Accelerator is made.
 
     Under torchrun / accelerate launch on a machine without an accelerator, Accelerate only
     sets up multi-CPU data parallelism (gloo) when asked for the CPU, so ask for it then.
+    `mixed_precision` "auto" becomes bf16 only where the device computes it natively
+    (`hardware.resolve_mixed_precision`); the choice and its reason are logged to `out` and kept as
+    `accelerator.bebert_precision_reason`.
     """
     import os
 
     import torch
     from accelerate import Accelerator
 
+    from bebert_cli.hardware import resolve_mixed_precision
+
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 or os.environ.get("LOCAL_RANK") is not None
     no_accelerator = not torch.cuda.is_available() and not (hasattr(torch, "xpu") and torch.xpu.is_available())
-    return Accelerator(cpu=cpu or (launched and no_accelerator), mixed_precision=mixed_precision)
+    use_cpu = cpu or no_accelerator
+    device_type = "cpu" if use_cpu else "cuda" if torch.cuda.is_available() else "xpu"
+    resolved, reason = resolve_mixed_precision(mixed_precision, device_type, warn=None if out is None else out.warn)
+    accelerator = Accelerator(cpu=cpu or (launched and no_accelerator), mixed_precision=resolved)
+    accelerator.bebert_precision_reason = reason
+    if out is not None and mixed_precision != "no":
+        out.log(f"Training precision: {reason}")
+    return accelerator
 
 
 def load_eval_split(task: GlueTask, split: str, tokenizer, *, data_dir, max_seq_length: int, max_samples=None):

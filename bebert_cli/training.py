@@ -240,9 +240,7 @@ def train(
                 if global_step % cfg.log_every == 0 or global_step == total_steps:
                     rate = samples_seen / max(1e-9, time.perf_counter() - start)
                     info = f"loss {loss.item():.4f} {rate:.1f} samples/s"
-                    progress.update(bar, completed=global_step, info=info)
-                    if show and not output.show_progress and global_step % (cfg.log_every * 10) == 0:
-                        output.log(f"{description}: step {global_step}/{total_steps} {info}")
+                    progress.update(bar, completed=global_step, info=info)  # a line a minute without a terminal
                 else:
                     progress.update(bar, completed=global_step)
                 end_of_epoch = global_step % steps_per_epoch == 0 or global_step == total_steps

@@ -35,7 +35,7 @@ def binarize_command(
     fp_dtype: opt.FpDtype = None,
     student_layers: Annotated[Int, typer.Option("--student-layers", help="smaller student: this many layers (random init)")] = None,
     student_width: Annotated[Int, typer.Option("--student-width", help="smaller student: this hidden width (random init)")] = None,
-    mixed_precision: opt.MixedPrecision = "no",
+    mixed_precision: opt.MixedPrecision = "auto",
     eval_batch_size: opt.EvalBatchSizeOpt = 64,
     save_every: opt.SaveEvery = 200,
     data_dir: opt.DataDir = None,
@@ -49,13 +49,14 @@ def binarize_command(
     """Binarize a fine-tuned checkpoint by distillation and write a packed checkpoint."""
     from bebert_cli.cli.output import Output
     from bebert_cli.errors import UsageError
+    from bebert_cli.hardware import MIXED_PRECISION_CHOICES
     from bebert_cli.quant.recipes import resolve_recipe
     from bebert_cli.tasks import get_task
 
     out = Output(json_mode=json_out, quiet=quiet)
     task_ = get_task(task)
-    if mixed_precision not in ("no", "bf16"):
-        raise UsageError("--mixed-precision must be no or bf16")
+    if mixed_precision not in MIXED_PRECISION_CHOICES:
+        raise UsageError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION_CHOICES)}")
     rec = resolve_recipe(
         recipe, weight_bits=weight_bits, activation_bits=activation_bits, embedding_bits=embedding_bits,
         embeddings=embeddings, hash_ngrams=hash_ngrams, hash_seed=hash_seed, hash_projection=hash_projection,

@@ -49,7 +49,7 @@ def ensemble_command(
     max_train_samples: opt.MaxTrainSamples = None,
     seed: Annotated[Int, typer.Option("--seed", help="Base seed; member k trains with seed + k (and its resample).")] = None,
     fp_dtype: opt.FpDtype = None,
-    mixed_precision: opt.MixedPrecision = "no",
+    mixed_precision: opt.MixedPrecision = "auto",
     eval_batch_size: opt.EvalBatchSizeOpt = 64,
     save_every: opt.SaveEvery = 200,
     data_dir: opt.DataDir = None,
@@ -65,13 +65,14 @@ def ensemble_command(
     params = dict(locals())
     from bebert_cli.cli.output import Output
     from bebert_cli.errors import UsageError
+    from bebert_cli.hardware import MIXED_PRECISION_CHOICES
     from bebert_cli.tasks import get_task
 
     out = Output(json_mode=json_out, quiet=quiet)
     task_ = get_task(task)
     sources = list(sources or [])
-    if mixed_precision not in ("no", "bf16"):
-        raise UsageError("--mixed-precision must be no or bf16")
+    if mixed_precision not in MIXED_PRECISION_CHOICES:
+        raise UsageError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION_CHOICES)}")
 
     if from_:
         given = [name for name in _TRAINING_ONLY if params[name] not in (None, False)]

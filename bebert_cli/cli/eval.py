@@ -54,6 +54,11 @@ def eval_command(
         results = evaluate_splits(model, task_, splits, make_collator(tokenizer), batch_size=batch_size,
                                   progress=progress, device=accelerator.device)
     payload = eval_payload(task_, results, model=str(path), split=split, max_seq_length=seq_len, runtime=runtime)
+    if runtime == "packed":  # which kernels computed the numbers (they are identical on every backend)
+        from bebert_cli.environment import kernel_info
+
+        payload["kernel_backend"] = kernel_info()["backend"]
+        out.log(f"Packed runtime on kernel backend {payload['kernel_backend']}")
     passed = fail_under is None or payload["main_value"] >= fail_under
     payload["fail_under"] = fail_under
     payload["passed"] = passed

@@ -35,10 +35,11 @@ def root(
 
 def _register() -> None:
     # One module per command; each exposes `register(app)`. Imports stay light (no torch).
+    from bebert_cli.cli import env
     from bebert_cli.cli import eval as eval_cmd
     from bebert_cli.cli import finetune
 
-    for module in (finetune, eval_cmd):
+    for module in (finetune, eval_cmd, env):
         module.register(app)
     for optional in ("binarize", "ensemble", "export", "report"):
         try:

@@ -44,5 +44,7 @@ RecipeLr = Annotated[Optional[float], typer.Option("--lr", min=0.0, help="Peak l
 RecipeBatchSize = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Global batch size.")]
 RecipeMaxSeqLength = Annotated[Optional[int], typer.Option("--max-seq-length", min=8, help="Truncate inputs to this many tokens.")]
 FpDtype = Annotated[Optional[str], typer.Option("--fp-dtype", help="storage of kept full-precision tensors: float16 | float32")]
-MixedPrecision = Annotated[str, typer.Option("--mixed-precision", help="no | bf16 (autocast for training only)")]
+MixedPrecision = Annotated[str, typer.Option(
+    "--mixed-precision",
+    help="auto | no | bf16: bf16 autocast for training only; auto = bf16 only where the CPU/GPU computes it natively")]
 EvalBatchSizeOpt = Annotated[int, typer.Option("--eval-batch-size", min=1, help="Evaluation batch size.")]

@@ -98,7 +98,7 @@ def _sync_floats(accelerator, values: np.ndarray) -> np.ndarray:
 
 def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe, *, members: int, strategy: str, out,
                  data_dir, overwrite: bool, resume: bool, save_every: int, eval_batch_size: int,
-                 mixed_precision: str = "no", cpu: bool = False, trust_remote_code: bool = False) -> dict:
+                 mixed_precision: str = "auto", cpu: bool = False, trust_remote_code: bool = False) -> dict:
     """Train `members` binary members from `teacher_path` and publish the ensemble directory `output`."""
     import torch
 
@@ -120,7 +120,7 @@ def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
         raise UsageError(f"--strategy must be adaboost or bagging, not {strategy!r}")
     if members < 1:
         raise UsageError("--members must be at least 1")
-    accelerator = make_accelerator(cpu=cpu, mixed_precision=mixed_precision)
+    accelerator = make_accelerator(cpu=cpu, mixed_precision=mixed_precision, out=out)
     main = accelerator.is_main_process
     tokenizer = load_tokenizer(teacher_path, trust_remote_code=trust_remote_code)
     teacher = load_classifier(teacher_path, task, new_head=False, trust_remote_code=trust_remote_code)
@@ -275,7 +275,7 @@ def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
             "member_weights": [r["weight"] for r in records], "member_errors": [r["error"] for r in records],
             "member_dev": [r["dev"][task.main_metric] for r in records],
             "best_member": {"path": best["path"], task.main_metric: best["dev"][task.main_metric]},
-            "members_size_bytes": members_size, "mixed_precision": mixed_precision,
+            "members_size_bytes": members_size, "mixed_precision": accelerator.mixed_precision, "mixed_precision_reason": accelerator.bebert_precision_reason,
             "processes": accelerator.num_processes, "teacher_eval": teacher_payload, "environment": environment_info(),
         }
         manifest_members = [{k: r[k] for k in ("path", "weight", "recipe", "error", "chance", "seed", "bits", "dev",

@@ -114,7 +114,7 @@ def finalize_student(student, recipe: Recipe):
 
 
 def run_binarize(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe, *, out, data_dir, overwrite: bool,
-                 resume: bool, save_every: int, eval_batch_size: int, mixed_precision: str = "no", cpu: bool = False,
+                 resume: bool, save_every: int, eval_batch_size: int, mixed_precision: str = "auto", cpu: bool = False,
                  trust_remote_code: bool = False) -> dict:
     from bebert_cli.models import load_classifier, load_tokenizer, save_tokenizer_compact
     from bebert_cli.pipeline import (
@@ -124,7 +124,7 @@ def run_binarize(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
     from bebert_cli.report.card import write_model_card
     from bebert_cli.runner import environment_info, publish, training_run
 
-    accelerator = make_accelerator(cpu=cpu, mixed_precision=mixed_precision)
+    accelerator = make_accelerator(cpu=cpu, mixed_precision=mixed_precision, out=out)
     tokenizer = load_tokenizer(teacher_path, trust_remote_code=trust_remote_code)
     teacher = load_classifier(teacher_path, task, new_head=False, trust_remote_code=trust_remote_code)
     data = load_train_data(task, tokenizer, data_dir=data_dir, max_seq_length=recipe.max_seq_length,
@@ -154,7 +154,7 @@ def run_binarize(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
             "selection": {"held_out_rows": len(data.select) if data.select is not None else 0,
                           "best_score": result.best_score, "best_epoch": result.best_epoch},
             "steps": result.steps, "samples_per_second": result.samples_per_second, "train_seconds": result.train_seconds,
-            "mixed_precision": mixed_precision, "processes": accelerator.num_processes,
+            "mixed_precision": accelerator.mixed_precision, "mixed_precision_reason": accelerator.bebert_precision_reason, "processes": accelerator.num_processes,
             "teacher_eval": teacher_payload, "environment": environment_info(),
         }
         sample_texts = [str(t) for t in load_eval_texts(dev, tokenizer)]

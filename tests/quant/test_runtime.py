@@ -151,6 +151,9 @@ def test_eval_cli_packed_equals_simulated(tmp_path, small_glue, tokenizer):
     simulated = one_json(run_cli(*common, "--runtime", "simulated", check=0).stdout)
     packed = one_json(run_cli(*common, "--runtime", "packed", check=0).stdout)
     assert packed["runtime"] == "packed" and simulated["runtime"] == "simulated"
+    from bebert_cli import kernels
+
+    assert packed["kernel_backend"] == kernels.backend() and "kernel_backend" not in simulated
     assert packed["splits"] == simulated["splits"]
     assert packed["splits"]["validation"]["samples"] == 120
 

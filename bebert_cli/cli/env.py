@@ -1,0 +1,34 @@
+"""`bebert env`: what bebert runs on here (paste it into a bug report)."""
+
+from __future__ import annotations
+
+import typer
+
+from bebert_cli.cli import options as opt
+
+
+def env_command(json_out: opt.JsonOut = False, quiet: opt.Quiet = False):
+    """Show versions, CPU features, the kernel backend chosen and why, threads and training precision."""
+    from bebert_cli.cli.output import Output
+    from bebert_cli.environment import report
+
+    out = Output(json_mode=json_out, quiet=quiet)
+    info = report()
+    k, t, cpu = info["kernels"], info["threads"], info["cpu"]
+    rows = [
+        ["bebert", info["bebert"]], ["python", info["python"]], ["platform", info["platform"]],
+        *[[name, version or "not installed"] for name, version in info["packages"].items()],
+        ["CPU", f"{cpu['model']} ({cpu['arch']})"], ["CPU features", " ".join(cpu["features"]) or "none seen"],
+        ["kernel backend", f"{k['backend']} ({k['reason']})"], ["backends available", ", ".join(k["available"])],
+        ["OpenMP", {True: "yes", False: "no (single-threaded kernels)"}.get(k.get("openmp"), "n/a")],
+        ["fused BiBERT layers", "on" if k["fused_layers"] else "off (BEBERT_FUSED_LAYERS)"],
+        ["threads", f"{t['torch_threads']} torch, {t['cpu_count']} CPUs, OMP_NUM_THREADS={t['OMP_NUM_THREADS'] or 'unset'}"],
+        ["OMP_WAIT_POLICY", t["OMP_WAIT_POLICY"]],
+        ["mixed precision (auto)", info["mixed_precision_auto"]["reason"]],
+    ]
+    out.table("bebert env", ["", ""], rows)
+    out.result(info)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("env")(env_command)
