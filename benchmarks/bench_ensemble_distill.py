@@ -120,7 +120,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--eval-batch-size", type=int, default=None)
-    ap.add_argument("--mixed-precision", default=None, choices=("no", "bf16"))
+    ap.add_argument("--mixed-precision", default=None, choices=("auto", "no", "bf16"))
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--cpu", action="store_true")
     ap.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for both runs")

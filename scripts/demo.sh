@@ -23,7 +23,7 @@ if [ ! -d "$OUT/teacher" ]; then
 fi
 if [ ! -d "$OUT/$RECIPE" ]; then
   bebert binarize "$OUT/teacher" --task sst2 -o "$OUT/$RECIPE" --recipe "$RECIPE" --max-train-samples "$TRAIN" \
-    --epochs 1 --batch-size 32 --lr "$LR" --max-seq-length 64 --mixed-precision bf16 --seed 42
+    --epochs 1 --batch-size 32 --lr "$LR" --max-seq-length 64 --seed 42
 fi
 echo "== teacher (fp32) on the SST-2 dev set"
 bebert eval "$OUT/teacher" --task sst2
