@@ -11,6 +11,7 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from bebert_cli import kernels
+from bebert_cli.quant import fused_layer
 from bebert_cli.quant.convert import quantize_
 from bebert_cli.quant.layers import PackedLinear
 from bebert_cli.quant.packed import load_packed, round_full_precision_, save_packed
@@ -151,8 +152,6 @@ def test_eval_cli_packed_equals_simulated(tmp_path, small_glue, tokenizer):
     simulated = one_json(run_cli(*common, "--runtime", "simulated", check=0).stdout)
     packed = one_json(run_cli(*common, "--runtime", "packed", check=0).stdout)
     assert packed["runtime"] == "packed" and simulated["runtime"] == "simulated"
-    from bebert_cli import kernels
-
     assert packed["kernel_backend"] == kernels.backend() and "kernel_backend" not in simulated
     assert packed["splits"] == simulated["splits"]
     assert packed["splits"]["validation"]["samples"] == 120
@@ -230,7 +229,7 @@ def _dev_batches(glue_dir, tok, size=32):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe_name", ["bibert", "bit", "w1a4"])
-def test_real_checkpoint_whole_sst2_dev(tmp_path, glue_dir, recipe_name):
+def test_real_checkpoint_whole_sst2_dev(tmp_path, glue_dir, recipe_name, monkeypatch):
     from bebert_cli.models import load_tokenizer
 
     env_ckpt = os.environ.get("BEBERT_TEST_CHECKPOINT")
@@ -241,14 +240,21 @@ def test_real_checkpoint_whole_sst2_dev(tmp_path, glue_dir, recipe_name):
         d = _minilm_student(tmp_path / "minilm", recipe_name)
     tok = load_tokenizer(str(d))
     simulated, packed = load_packed(d), load_packed(d, runtime="packed")
+    fused_calls = []
+    real_fused = fused_layer._fused_forward
+    monkeypatch.setattr(fused_layer, "_fused_forward", lambda *a: fused_calls.append(real_fused(*a)) or fused_calls[-1])
     n = flips = 0
     max_diff = 0.0
-    for b in _dev_batches(glue_dir, tok):
+    batches = list(_dev_batches(glue_dir, tok))
+    for b in batches:
         want, got = logits(simulated, b), logits(packed, b)
         n += len(want)
         flips += int((want.argmax(-1) != got.argmax(-1)).sum())
         max_diff = max(max_diff, (want - got).abs().max().item())
     assert n == 872
+    if recipe_name == "bibert":  # every layer call of every batch ran fused: no fallback
+        layers = packed.config.num_hidden_layers
+        assert len(fused_calls) == layers * len(batches) and all(c is not None for c in fused_calls)
     if recipe_name != "bibert" and not SPLIT_FORM and max_diff > 0:
         # Known: with elastic / LSQ activations bebert's simulated layer multiplies the activation scale in
         # before the matmul (float sums of +-alpha, BLAS-order dependent), the kernels after an exact integer
