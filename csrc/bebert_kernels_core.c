@@ -18,9 +18,10 @@
  * Levels: x86 scalar / AVX2 / AVX-512 VPOPCNTDQ, picked at run time (__builtin_cpu_supports)
  * among function versions compiled with __attribute__((target)); aarch64 scalar / NEON (every
  * aarch64 CPU has Advanced SIMD, so baseline code, no target attribute). Never -march=native:
- * one binary runs everywhere. Build with -ffp-contract=off (GCC's default on aarch64 contracts
- * a*b+c into FMLA, on x86 with FMA targets into VFMADD): the epilogue must round float(dot)*scale
- * and +bias separately, exactly like torch's `F.linear(...) * scale + bias`.
+ * one binary runs everywhere. Build with -ffp-contract=off (in GNU C mode GCC fuses a*b+c into
+ * FMADD/FMLA, which every aarch64 CPU has, and into VFMADD under FMA targets; -std=c11 implies
+ * off, the flag makes it explicit): the epilogue must round float(dot)*scale and +bias separately,
+ * exactly like torch's `F.linear(...) * scale + bias`. csrc/tests checks it on every level.
  */
 #include "bebert_kernels_core.h"
 
