@@ -37,7 +37,6 @@ __all__ = [
     "binary_linear",
     "binary_matmul_bits",
     "forced_backend",
-    "kernel_info",
     "lowbit_linear",
     "pack_sign_words",
     "pack_signs_u8",
@@ -98,17 +97,6 @@ def forced_backend() -> str | None:
             f"BEBERT_KERNEL_BACKEND={_env_backend!r} is not available here (available: {available_backends()})"
         )
     return _env_backend
-
-
-def kernel_info() -> dict:
-    """What the compiled kernels are: ``{"compiled": bool, "reason": why not, "backend": in use,
-    "available": [...]}``, plus the extension's ``info()`` (best, levels, openmp, max_threads)."""
-    info = {"compiled": _ext is not None, "reason": _reason, "backend": backend(), "available": available_backends()}
-    if _ext is not None:
-        ext = dict(_ext.info())
-        ext.pop("available", None)  # the list above adds "torch"
-        info.update(ext)
-    return info
 
 
 def backend() -> str:

@@ -219,8 +219,6 @@ def test_levels_follow_the_architecture():
     assert info["levels"][info["best_level"]] == info["best"]
     assert list(info["available"]) + ["torch"] == bk.available_backends()
     assert isinstance(info["openmp"], bool) and info["max_threads"] >= 1
-    k = bk.kernel_info()
-    assert k["compiled"] and k["backend"] == bk.backend() and k["levels"] == info["levels"]
 
 
 # ---------------------------------------------------------------- fallback path
@@ -306,7 +304,7 @@ def _forced(value):
     return subprocess.run([sys.executable, "-c", _FORCED_CHILD], env=env, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("name", [b for b in bk.available_backends()])
+@pytest.mark.parametrize("name", [bk.forced_backend()] if bk.forced_backend() else bk.available_backends())
 def test_forced_backend_is_the_one_used(name):
     proc = _forced(name)
     assert proc.returncode == 0, proc.stderr
