@@ -397,6 +397,18 @@ static void test_rejects(void) {
            "bi_attention_bits accepted D=48");
     report(bb_bi_attention_bits(u, 3, 1, 2, NULL, 1, 1, 1, 32, u, 1, bad, 1) == BB_EINVAL,
            "bi_attention_bits accepted level %d", bad);
+    /* empty shapes: nothing to do, nothing written */
+    float sentinel = f[0] = 12345.0f;
+    report(bb_binary_gemm(f, 0, 0, 8, 8, 0.0f, u, 4, f, NULL, NULL, f, BB_OUT_FLOAT, g_level, g_threads) == BB_OK &&
+           bb_binary_gemm(f, 0, 3, 8, 8, 0.0f, u, 0, f, NULL, NULL, f, BB_OUT_FLOAT, g_level, g_threads) == BB_OK &&
+           f[0] == sentinel, "binary_gemm with M=0 / N=0");
+    report(bb_matmul_bits(u, 0, 8, 1, u, 4, i32, g_level, g_threads) == BB_OK, "matmul_bits with M=0");
+    report(bb_lowbit_linear(i8, 0, 8, u, 4, f, NULL, f, g_level, g_threads) == BB_OK && f[0] == sentinel,
+           "lowbit_linear with M=0");
+    report(bb_bi_attention(f, f, f, NULL, 0, 2, 3, 3, 8, f, g_level, g_threads) == BB_OK && f[0] == sentinel,
+           "bi_attention with B=0");
+    report(bb_bi_attention_bits(u, 3, 1, 2, NULL, 0, 1, 4, 32, u, 1, g_level, g_threads) == BB_OK,
+           "bi_attention_bits with B=0");
 }
 
 /* The run-time choice, checked against this CPU independently of the kernels' own detection. */
