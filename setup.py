@@ -11,7 +11,10 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 # -ffp-contract=off: no FMA contraction, so float(dot)*scale + bias rounds twice
-# exactly like torch. No -march=native: ISA versions are picked at run time.
+# exactly like torch (GCC's GNU C mode fuses a*b+c, on aarch64 even at the baseline ISA;
+# -std=c11 implies off, the flag keeps it off if -std ever changes).
+# No -march=native: ISA versions are picked at run time (x86: target attributes;
+# aarch64: NEON is baseline). csrc/tests/Makefile uses the same flags.
 COMPILE_ARGS = ["-O3", "-std=c11", "-fopenmp", "-ffp-contract=off", "-fno-strict-aliasing"]
 LINK_ARGS = ["-fopenmp"]
 
@@ -55,7 +58,9 @@ setup(
     ext_modules=[
         Extension(
             "bebert_cli._kernels",
-            ["csrc/bebert_kernels.c"],
+            ["csrc/bebert_kernels.c", "csrc/bebert_kernels_core.c"],
+            include_dirs=["csrc"],
+            depends=["csrc/bebert_kernels_core.h"],
             extra_compile_args=COMPILE_ARGS,
             extra_link_args=LINK_ARGS,
         )

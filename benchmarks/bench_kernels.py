@@ -9,7 +9,7 @@ attention (12 heads of 64, resp. 12 heads of 32) against fp32 softmax attention.
 Columns: fp32 = F.linear; int8_mm = torch._int_mm on pre-quantised int8 inputs (GEMM
 only); int8_dyn = dynamically quantised nn.Linear (quantises activations per call, like
 binary_linear packs them); bin = bebert binary_linear (sign packing included); the fused layer's
-GEMMs: ->sign = binary_gemm writing only sign bits, ->gelu = the sign bits of GELU of the output,
+GEMMs: ->sign = binary_gemm writing only sign bits (also the FFN input: sign(GELU(y)) = sign(y)),
 bits-> = from packed sign bits to floats plus a residual; w1a8 / w1a4 = lowbit_linear. Attention
 rows: bin = bi_attention on float (B, H, L, D), ->sign = bi_attention_bits (sign words in and out).
 "x fp32" = fp32 median / bin median.
@@ -63,7 +63,6 @@ def main(argv=None) -> int:
     import torch.nn.functional as F
 
     from bebert_cli import kernels as bk
-    from bebert_cli.kernels.gelu_sign import gelu_sign_thresholds
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -101,11 +100,8 @@ def main(argv=None) -> int:
                     set_be(be)
                     r[f"bin[{be}]"] = timeit(lambda: bk.binary_linear(x, w, scale, bias), args.repeats)
                 set_be(best)
-                thresholds = gelu_sign_thresholds()
                 bits, res = bk.pack_sign_words(x), torch.randn(M, N)
                 r["->sign"] = timeit(lambda: bk.binary_gemm(x, w, scale, bias, out="sign"), args.repeats)
-                r["->gelu"] = timeit(lambda: bk.binary_gemm(x, w, scale * 0.05, bias, out="gelu_sign",
-                                                            gelu_thresholds=thresholds), args.repeats)
                 r["bits->"] = timeit(lambda: bk.binary_gemm(bits, w, scale, bias, residual=res), args.repeats)
                 r["w1a8"] = timeit(lambda: bk.lowbit_linear(xq, w, scale, bias), args.repeats)
                 r["w1a4"] = timeit(lambda: bk.lowbit_linear(x4, w, scale, bias), args.repeats)
@@ -126,7 +122,7 @@ def main(argv=None) -> int:
                     r["->sign"] = timeit(lambda: bk.bi_attention_bits(qkv, mask, b, H, l, D), args.repeats)
             rows.append(r)
 
-    cols = ["fp32", "int8_mm", "int8_dyn"] + [f"bin[{be}]" for be in backends] + ["->sign", "->gelu", "bits->", "w1a8", "w1a4"]
+    cols = ["fp32", "int8_mm", "int8_dyn"] + [f"bin[{be}]" for be in backends] + ["->sign", "bits->", "w1a8", "w1a4"]
     print(f"\nbebert binary kernels: backend={best}, threads={args.threads}, torch {torch.__version__}, "
           f"{args.repeats} runs, median / best ms, 1-min load avg at start {load:.2f}\n")  # fmt: skip
     print("| model | tokens | K | N | " + " | ".join(cols) + " | x fp32 |")

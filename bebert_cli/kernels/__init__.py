@@ -1,15 +1,17 @@
 """CPU kernels for binary (1-bit) BERT inference.
 
 Compiled path: the optional C/OpenMP extension ``bebert_cli._kernels`` (XNOR/popcount,
-ISA picked at run time: AVX-512 VPOPCNTDQ, AVX2, or portable scalar). Fallback: pure
-torch (``_reference``), with the same numbers bit for bit and a one-time warning.
+level picked at run time: on x86 AVX-512 VPOPCNTDQ, AVX2 or portable scalar; on aarch64
+NEON or scalar). Fallback: pure torch (``_reference``), with the same numbers bit for bit
+and a one-time warning.
 
 Conventions: sign(x) = +1 for x >= 0 (0 and -0.0 included), else -1; bit 1 = +1.
 Packed weights on disk: uint8 [N, ceil(K/8)], bit i of byte j = column 8j+i, padding 0.
 
 Environment:
   BEBERT_DISABLE_KERNELS=1   force the pure-torch path (warns once).
-  BEBERT_KERNEL_BACKEND=...  scalar | avx2 | avx512_vpopcntdq | torch (default: best).
+  BEBERT_KERNEL_BACKEND=...  x86: scalar | avx2 | avx512_vpopcntdq | torch;
+                             aarch64: scalar | neon | torch (default: the best compiled one).
 Threads: ``num_threads`` argument, default ``torch.get_num_threads()`` (which follows
 OMP_NUM_THREADS and torch.set_num_threads). These are inference kernels: no autograd.
 """
@@ -34,6 +36,7 @@ __all__ = [
     "binary_gemm",
     "binary_linear",
     "binary_matmul_bits",
+    "forced_backend",
     "lowbit_linear",
     "pack_sign_words",
     "pack_signs_u8",
@@ -42,9 +45,6 @@ __all__ = [
     "sign_pm1",
     "unpack_signs_u8",
 ]
-
-_LEVELS = ("scalar", "avx2", "avx512_vpopcntdq")
-
 
 def _load():
     if os.environ.get("BEBERT_DISABLE_KERNELS", "").strip() not in ("", "0"):
@@ -59,6 +59,9 @@ def _load():
 
 
 _ext, _reason = _load()
+# The extension's level names, index = the level code its functions take (the set depends on the
+# CPU architecture it was built for: x86 scalar/avx2/avx512_vpopcntdq, aarch64 scalar/neon).
+_LEVELS: tuple[str, ...] = tuple(_ext.info()["levels"]) if _ext is not None else ()
 _best = _ext.best_level() if _ext is not None else -1
 _level = _best  # -1 = pure torch
 _warned = False
@@ -82,13 +85,27 @@ def available_backends() -> list[str]:
     return [_LEVELS[i] for i in range(_best, -1, -1)] + ["torch"]
 
 
+def forced_backend() -> str | None:
+    """The backend BEBERT_KERNEL_BACKEND asked for, when it is in use; None when unset.
+
+    Raises RuntimeError when it names a backend this process does not run, so that a test run
+    meant for one backend never silently exercises another."""
+    if not _env_backend:
+        return None
+    if _env_backend != backend():
+        raise RuntimeError(
+            f"BEBERT_KERNEL_BACKEND={_env_backend!r} is not available here (available: {available_backends()})"
+        )
+    return _env_backend
+
+
 def backend() -> str:
-    """The backend in use: "avx512_vpopcntdq" | "avx2" | "scalar" | "torch"."""
+    """The backend in use: a name from ``available_backends()`` (e.g. "avx2", "neon", "torch")."""
     return _LEVELS[_level] if _level >= 0 else "torch"
 
 
 def set_backend(name: str) -> str:
-    """Select a backend (e.g. to test "scalar" on an AVX-512 machine); returns the previous one."""
+    """Select a backend (e.g. to test "scalar" on an AVX-512 or NEON machine); returns the previous one."""
     global _level
     if name not in available_backends():
         raise ValueError(f"backend {name!r} not available; choose from {available_backends()}")
@@ -294,7 +311,7 @@ def bi_attention(
     return out
 
 
-_GEMM_OUT = {"float": 0, "sign": 2, "gelu_sign": 3}  # the C kernel's OUT_* codes
+_GEMM_OUT = {"float": 0, "sign": 2}  # the C kernel's BB_OUT_* codes
 
 
 def binary_gemm(
@@ -306,19 +323,14 @@ def binary_gemm(
     residual: torch.Tensor | None = None,
     out: str = "float",
     shift: float = 0.0,
-    gelu_thresholds: tuple[float, float] | None = None,
     num_threads: int | None = None,
-) -> torch.Tensor | None:
+) -> torch.Tensor:
     """The binary GEMM of the fused packed layer. ``a``: float32 [M, K] (its signs, of ``a - shift``,
     are packed here) or int32 sign words [M, ceil(K/32)] (``pack_sign_words`` layout).
 
     ``out="float"``: float32 [M, N] = dot * scale + bias (+ residual), each a separate rounding, so it
     equals ``binary_linear(...) + residual`` bit for bit. ``out="sign"``: int32 sign words [M, ceil(N/32)]
-    of that float (before any residual). ``out="gelu_sign"``: sign words of ``F.gelu`` of it, decided by
-    ``gelu_thresholds`` (from ``gelu_sign.gelu_sign_thresholds()``), the values they leave open by
-    ``gelu_sign.decide`` (as ``F.gelu`` on the whole [M, N] float tensor would give them); returns None
-    when more than a capacity are open or one cannot be decided, and the caller computes that call
-    exactly instead.
+    of that float (no residual).
     """
     if out not in _GEMM_OUT:
         raise ValueError(f"out must be one of {sorted(_GEMM_OUT)}, got {out!r}")
@@ -338,41 +350,17 @@ def binary_gemm(
         if tuple(residual.shape) != (a.shape[0], w.N):
             raise ValueError(f"residual must be [{a.shape[0]}, {w.N}], got shape {tuple(residual.shape)}")
         residual = residual.contiguous()
-    lo, hi = 0.0, 0.0
-    if out == "gelu_sign":
-        if gelu_thresholds is None:
-            raise ValueError("out='gelu_sign' needs gelu_thresholds")
-        lo, hi = gelu_thresholds
     a = a.detach().contiguous()
     M = a.shape[0]
     if not _use_ext(a, scale, *(t for t in (bias, residual) if t is not None)):
         return _ref.binary_gemm(a, w.signs().to(a.device), scale, bias, residual, out, shift)
     result = torch.empty(M, w.N, dtype=torch.float32) if out == "float" else torch.empty(M, words_n, dtype=torch.int32)
-    cap = _UNDECIDED_CAPACITY if out == "gelu_sign" else 0
-    pos, val = torch.empty(cap, dtype=torch.int64), torch.empty(cap, dtype=torch.float32)
-    undecided = _ext.binary_gemm(
+    _ext.binary_gemm(
         a.data_ptr(), int(bits_in), M, w.K, words_k, float(shift), w.words.data_ptr(), w.N, scale.data_ptr(),
         0 if bias is None else bias.data_ptr(), 0 if residual is None else residual.data_ptr(), result.data_ptr(),
-        _GEMM_OUT[out], float(lo), float(hi), pos.data_ptr(), val.data_ptr(), cap, _level, _threads(num_threads),
+        _GEMM_OUT[out], _level, _threads(num_threads),
     )  # fmt: skip
-    if undecided == 0:
-        return result
-    if undecided > cap:
-        return None
-    from .gelu_sign import decide
-
-    plus = decide(val[:undecided], pos[:undecided], M * w.N)
-    if plus is None:
-        return None
-    pos = pos[:undecided][plus]
-    m, n = pos // w.N, pos % w.N
-    # the kernel left these bits 0; distinct powers of two add up to their OR
-    byte = m * (words_n * 4) + n // 8
-    result.view(torch.uint8).view(-1).index_add_(0, byte, (1 << (n % 8)).to(torch.uint8))
     return result
-
-
-_UNDECIDED_CAPACITY = 16384  # undecided GELU inputs one call may hand back before it is recomputed exactly
 
 
 def bi_attention_bits(

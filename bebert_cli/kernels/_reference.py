@@ -86,7 +86,7 @@ def binary_gemm(a, signs_w, scale, bias=None, residual=None, out="float", shift=
     y = _affine(F.linear(xs, signs_w), scale, bias)
     if out == "float":
         return y + residual if residual is not None else y
-    return pack_sign_words(F.gelu(y) if out == "gelu_sign" else y)
+    return pack_sign_words(y)
 
 
 def bi_attention_bits(qkv_words, key_mask, B, H, L, D):

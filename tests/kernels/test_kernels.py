@@ -4,6 +4,7 @@ this CPU can run (avx512_vpopcntdq / avx2 / scalar are forced one after another)
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -195,6 +196,31 @@ def test_extension_rejects_unsupported_level():
         _kernels.matmul_bits(0, 0, 1, 1, 0, 0, 0, 99, 1)
 
 
+_ARCH_LEVELS = {
+    "x86_64": ("scalar", "avx2", "avx512_vpopcntdq"),
+    "amd64": ("scalar", "avx2", "avx512_vpopcntdq"),
+    "aarch64": ("scalar", "neon"),
+    "arm64": ("scalar", "neon"),
+}
+
+
+def test_levels_follow_the_architecture():
+    """The compiled-in levels are the architecture's; the best one leads available_backends()."""
+    if "scalar" not in bk.available_backends():
+        pytest.skip("extension not built")
+    from bebert_cli import _kernels
+
+    info = _kernels.info()
+    arch = platform.machine().lower()
+    if arch in _ARCH_LEVELS:
+        assert info["levels"] == _ARCH_LEVELS[arch]
+    if arch in ("aarch64", "arm64"):  # Advanced SIMD is mandatory there
+        assert info["best"] == "neon"
+    assert info["levels"][info["best_level"]] == info["best"]
+    assert list(info["available"]) + ["torch"] == bk.available_backends()
+    assert isinstance(info["openmp"], bool) and info["max_threads"] >= 1
+
+
 # ---------------------------------------------------------------- fallback path
 
 _CHILD = textwrap.dedent(
@@ -267,3 +293,26 @@ def test_env_backend_subprocess(tmp_path):
     assert out["backend"] == "scalar" and out["warnings"] == []
     w = bk.prepare_binary_weight(d["wp"], d["K"])
     assert torch.equal(out["lin"], ref.binary_linear(d["x"], w.signs(), d["scale"], d["bias"], 0.1))
+
+
+_FORCED_CHILD = "from bebert_cli import kernels as bk; print(bk.backend(), bk.forced_backend())"
+
+
+def _forced(value):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BEBERT_")}
+    env["BEBERT_KERNEL_BACKEND"] = value
+    return subprocess.run([sys.executable, "-c", _FORCED_CHILD], env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("name", [bk.forced_backend()] if bk.forced_backend() else bk.available_backends())
+def test_forced_backend_is_the_one_used(name):
+    proc = _forced(name)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [name, name]
+
+
+def test_forced_backend_unavailable_is_an_error():
+    """A CI run meant for one backend must not quietly test another one."""
+    proc = _forced("avx9000")
+    assert proc.returncode != 0
+    assert "is not available here" in proc.stderr

@@ -1,0 +1,991 @@
+/*
+ * CPU kernels for 1-bit (XNOR/popcount) BERT inference: the compute part of bebert_cli._kernels
+ * (no Python.h; the CPython wrapper is bebert_kernels.c, the C test harness csrc/tests/).
+ *
+ * Bit conventions (shared with bebert_cli/kernels):
+ *   sign(x) = +1 when x >= 0 (also for -0.0), -1 otherwise (NaN -> -1); bit 1 = +1.
+ *   Bits are packed little-endian into 32-bit words: bit b of word w = column 32*w+b.
+ *   Padding bits are 0 in every operand, so XOR on padding contributes nothing.
+ *
+ * Kernels: binary_gemm / matmul_bits (XNOR-popcount GEMM), lowbit_linear (int8
+ * activations x 1-bit weights via int8 dot products), bi_attention (BiBERT, all in bits).
+ *
+ * Weight layout of the GEMMs ("interleaved"): uint32 [ceil(N/16)][W][16] with
+ * W = ceil(K/32): word w of the 16 output rows of a block lie next to each other, so
+ * one 512-bit load (or four 128-bit ones) feeds 16 output columns and the counts land
+ * lane-wise, ready for the epilogue with no horizontal reduction.
+ *
+ * Levels: x86 scalar / AVX2 / AVX-512 VPOPCNTDQ, picked at run time (__builtin_cpu_supports)
+ * among function versions compiled with __attribute__((target)); aarch64 scalar / NEON (every
+ * aarch64 CPU has Advanced SIMD, so baseline code, no target attribute). Never -march=native:
+ * one binary runs everywhere. Build with -ffp-contract=off (in GNU C mode GCC fuses a*b+c into
+ * FMADD/FMLA, which every aarch64 CPU has, and into VFMADD under FMA targets; -std=c11 implies
+ * off, the flag makes it explicit): the epilogue must round float(dot)*scale and +bias separately,
+ * exactly like torch's `F.linear(...) * scale + bias`. csrc/tests checks it on every level.
+ */
+#include "bebert_kernels_core.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__x86_64__) || defined(__i386__)
+#define BB_X86 1
+#include <immintrin.h>
+#define T512 __attribute__((target("avx512f,avx512vpopcntdq,avx512bw,popcnt")))
+#define T256 __attribute__((target("avx2,popcnt")))
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+#define BB_NEON 1
+#include <arm_neon.h>
+#endif
+#define INL static inline __attribute__((always_inline))
+
+typedef uint32_t u32;
+#if defined(BB_X86)
+enum { LV_SCALAR = 0, LV_AVX2 = 1, LV_AVX512 = 2, LV_COUNT = 3 };
+static const char *const LV_NAMES[LV_COUNT] = {"scalar", "avx2", "avx512_vpopcntdq"};
+#elif defined(BB_NEON)
+enum { LV_SCALAR = 0, LV_NEON = 1, LV_COUNT = 2 };
+static const char *const LV_NAMES[LV_COUNT] = {"scalar", "neon"};
+#else
+enum { LV_SCALAR = 0, LV_COUNT = 1 };
+static const char *const LV_NAMES[LV_COUNT] = {"scalar"};
+#endif
+static int g_best_level = LV_SCALAR;
+
+/* How the shared C loops count bits: ISA_SWAR portable (baseline x86-64 has no POPCNT instruction,
+ * so __builtin_popcount would be a libgcc call there), ISA_HW the popcount builtin (one instruction
+ * under the popcnt/avx2/avx512 targets), ISA_NEON the builtin plus NEON loops where written. */
+enum { ISA_SWAR = 0, ISA_HW = 1, ISA_NEON = 2 };
+
+static size_t cdiv(size_t a, size_t b) { return (a + b - 1) / b; }
+
+#ifdef BB_X86
+INL int pc32_swar(u32 x) {
+    x = x - ((x >> 1) & 0x55555555u);
+    x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
+    x = (x + (x >> 4)) & 0x0f0f0f0fu;
+    x += x >> 8;
+    return (int)((x + (x >> 16)) & 0x3fu);
+}
+#define PC32(isa, x) ((isa) != ISA_SWAR ? __builtin_popcount(x) : pc32_swar(x))
+#else
+#define PC32(isa, x) __builtin_popcount(x) /* aarch64: CNT + ADDV, always present */
+#endif
+
+/* 64-byte aligned scratch (aligned_alloc needs a size multiple of the alignment). */
+static void *balloc(size_t bytes) { return aligned_alloc(64, cdiv(bytes ? bytes : 1, 64) * 64); }
+
+/* Fork/join costs a few microseconds; below this much work one thread is faster. */
+static size_t g_par_min_work = (size_t)1 << 15;
+
+/* ------------------------------------------------------------------------- */
+/* Activation packing                                                         */
+/* ------------------------------------------------------------------------- */
+
+typedef void (*packf_fn)(const float *x, size_t K, float shift, u32 *out);
+
+/* Portable tail/whole-row packing of sign(x - shift). The subtraction is done in
+ * float (not x >= shift) so it rounds exactly like torch's `x - shift`. */
+INL void packf_tail(const float *x, size_t k, size_t K, float shift, u32 *out) {
+    for (; k < K; k += 32) {
+        u32 v = 0;
+        size_t e = K - k < 32 ? K - k : 32;
+        for (size_t b = 0; b < e; b++) v |= (u32)(x[k + b] - shift >= 0.0f) << b;
+        *out++ = v;
+    }
+}
+static void packf_scalar(const float *x, size_t K, float shift, u32 *out) { packf_tail(x, 0, K, shift, out); }
+
+#ifdef BB_X86
+T512 static void packf_512(const float *x, size_t K, float shift, u32 *out) {
+    const __m512 s = _mm512_set1_ps(shift), z = _mm512_setzero_ps();
+    size_t k = 0;
+    for (; k + 32 <= K; k += 32) {
+        /* _CMP_GE_OQ: NaN compares false -> -1, -0.0 >= 0 -> +1, as in torch */
+        __mmask16 m0 = _mm512_cmp_ps_mask(_mm512_sub_ps(_mm512_loadu_ps(x + k), s), z, _CMP_GE_OQ);
+        __mmask16 m1 = _mm512_cmp_ps_mask(_mm512_sub_ps(_mm512_loadu_ps(x + k + 16), s), z, _CMP_GE_OQ);
+        *out++ = (u32)m0 | ((u32)m1 << 16);
+    }
+    if (k < K) { /* masked loads: never read past the row, padding bits stay 0 */
+        size_t r = K - k;
+        __mmask16 l0 = r >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << r) - 1);
+        __mmask16 l1 = r > 16 ? (__mmask16)((1u << (r - 16)) - 1) : 0;
+        __mmask16 m0 = _mm512_mask_cmp_ps_mask(l0, _mm512_sub_ps(_mm512_maskz_loadu_ps(l0, x + k), s), z, _CMP_GE_OQ);
+        __mmask16 m1 = _mm512_mask_cmp_ps_mask(l1, _mm512_sub_ps(_mm512_maskz_loadu_ps(l1, x + k + 16), s), z, _CMP_GE_OQ);
+        *out = (u32)m0 | ((u32)m1 << 16);
+    }
+}
+T256 static void packf_256(const float *x, size_t K, float shift, u32 *out) {
+    const __m256 s = _mm256_set1_ps(shift), z = _mm256_setzero_ps();
+    size_t k = 0;
+    for (; k + 32 <= K; k += 32) {
+        u32 v = 0;
+        for (int q = 0; q < 4; q++)
+            v |= (u32)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_sub_ps(_mm256_loadu_ps(x + k + 8 * q), s), z, _CMP_GE_OQ)) << (8 * q);
+        *out++ = v;
+    }
+    packf_tail(x, k, K, shift, out);
+}
+#endif
+
+#ifdef BB_NEON
+/* Lane l of a 4-lane compare mask -> bit l; lanes carry disjoint bits, so ADDV is their OR. */
+INL u32 mask4_neon(uint32x4_t m, int shift) {
+    const uint32x4_t wt = {1u, 2u, 4u, 8u};
+    return vaddvq_u32(vandq_u32(m, wt)) << shift;
+}
+static void packf_neon(const float *x, size_t K, float shift, u32 *out) {
+    const float32x4_t s = vdupq_n_f32(shift), z = vdupq_n_f32(0.0f);
+    size_t k = 0;
+    for (; k + 32 <= K; k += 32) {
+        u32 v = 0;
+        /* FCMGE: NaN compares false -> -1, -0.0 >= 0 -> +1, as in torch */
+        for (int q = 0; q < 8; q++) v |= mask4_neon(vcgeq_f32(vsubq_f32(vld1q_f32(x + k + 4 * q), s), z), 4 * q);
+        *out++ = v;
+    }
+    packf_tail(x, k, K, shift, out);
+}
+#endif
+
+/* ------------------------------------------------------------------------- */
+/* GEMM: tiles of 4 activation rows x 16 interleaved weight rows               */
+/* ------------------------------------------------------------------------- */
+
+/* What a GEMM writes. OUT_FLOAT: dot * scale + bias (+ residual), each a separate rounding, as
+ * torch does `linear(...) * scale + bias` and then the residual add. OUT_INT: the raw dot.
+ * OUT_SIGN: only the sign bits of that float (the next binary layer reads nothing else). */
+enum { OUT_FLOAT = BB_OUT_FLOAT, OUT_INT = 1, OUT_SIGN = BB_OUT_SIGN };
+typedef struct job {
+    int mode;
+    const u32 *A; size_t lda, arows;   /* packed activations, row stride in words */
+    const u32 *B; size_t W;            /* interleaved weights, words per row */
+    size_t M, N, RT; long K;           /* RT = number of row tiles */
+    const float *scale, *bias, *res; float *out; int32_t *iout;
+    uint16_t *obits; size_t obs;       /* sign-bit output, 16 columns per u16, row stride in u16 */
+} job;
+
+/* Two separate roundings (multiply, then add) to equal torch bit for bit; then the residual. */
+INL void store_scaled(float *y, const int32_t *dot, const float *sc, const float *bi, const float *res, int nl) {
+    if (bi) for (int l = 0; l < nl; l++) { float t = (float)dot[l] * sc[l]; y[l] = t + bi[l]; }
+    else    for (int l = 0; l < nl; l++) y[l] = (float)dot[l] * sc[l];
+    if (res) for (int l = 0; l < nl; l++) y[l] = y[l] + res[l];
+}
+
+INL void store_bits(const job *J, size_t m, size_t nb, u32 bits) {
+    uint16_t *o = J->obits + m * J->obs + nb;
+    o[0] = (uint16_t)bits;
+    /* the last block of a row that ends inside a word: zero the word's other half (padding) */
+    if (nb + 1 == cdiv(J->N, 16) && !(nb & 1) && nb + 1 < J->obs) o[1] = 0;
+}
+
+/* acc[r*16+l] = popcount of row r of the tile against output column 16*nb+l. */
+INL void epilogue(job *J, size_t rt, size_t nb, const int32_t *acc) {
+    size_t n0 = nb * 16;
+    int nl = (int)(J->N - n0 < 16 ? J->N - n0 : 16);
+    const float *sc = J->scale ? J->scale + n0 : NULL, *bi = J->bias ? J->bias + n0 : NULL;
+    int32_t dot[16];
+    float y[16];
+    for (int r = 0; r < 4; r++) {
+        size_t m = rt * 4 + r;
+        if (m >= J->M) break;
+        for (int l = 0; l < 16; l++) dot[l] = (int32_t)J->K - 2 * acc[r * 16 + l]; /* XNOR identity */
+        if (J->mode == OUT_INT) { int32_t *o = J->iout + m * J->N + n0; for (int l = 0; l < nl; l++) o[l] = dot[l]; continue; }
+        if (J->mode == OUT_FLOAT) { store_scaled(J->out + m * J->N + n0, dot, sc, bi, J->res ? J->res + m * J->N + n0 : NULL, nl); continue; }
+        store_scaled(y, dot, sc, bi, NULL, nl);
+        u32 bits = 0;
+        for (int l = 0; l < nl; l++) bits |= (u32)(y[l] >= 0.0f) << l;
+        store_bits(J, m, nb, bits);
+    }
+}
+
+/* Row pointers of a tile: rows past the end repeat the last row (results dropped). */
+INL void tile_rows(const job *J, size_t r0, const u32 **a) {
+    for (int r = 0; r < 4; r++) {
+        size_t row = r0 + r < J->arows ? r0 + r : J->arows - 1;
+        a[r] = J->A + row * J->lda;
+    }
+}
+
+INL void core4_scalar(const u32 *const *a, const u32 *b, size_t W, int32_t *acc) {
+    for (int i = 0; i < 64; i++) acc[i] = 0;
+    for (size_t w = 0; w < W; w++)
+        for (int r = 0; r < 4; r++) {
+            u32 x = a[r][w];
+            for (int l = 0; l < 16; l++)
+                acc[r * 16 + l] += PC32(ISA_SWAR, x ^ b[w * 16 + l]);
+        }
+}
+
+typedef void (*tile_fn)(job *J, size_t rt, size_t nb);
+
+/* One function per ISA; the always_inline epilogue is compiled for that ISA (AVX-512 and NEON
+ * have their own). */
+#define DEFINE_TILE(SFX, ATTR, CORE, EPI)                                              \
+    ATTR static void tile_##SFX(job *J, size_t rt, size_t nb) {                        \
+        int32_t acc[64] __attribute__((aligned(64)));                                  \
+        const u32 *a[4];                                                               \
+        tile_rows(J, rt * 4, a);                                                       \
+        CORE(a, J->B + nb * J->W * 16, J->W, acc);                                     \
+        EPI(J, rt, nb, acc);                                                           \
+    }
+
+DEFINE_TILE(scalar, , core4_scalar, epilogue)
+
+#ifdef BB_X86
+/* AVX-512: broadcast one activation word, XOR with 16 weight words, VPOPCNTD. */
+#define C512(OP)                                                                        \
+    for (size_t w = 0; w < W; w++) {                                                    \
+        __m512i bv = _mm512_loadu_si512((const void *)(b + w * 16));                    \
+        c0 = _mm512_add_epi32(c0, _mm512_popcnt_epi32(OP(_mm512_set1_epi32((int)a[0][w]), bv))); \
+        c1 = _mm512_add_epi32(c1, _mm512_popcnt_epi32(OP(_mm512_set1_epi32((int)a[1][w]), bv))); \
+        c2 = _mm512_add_epi32(c2, _mm512_popcnt_epi32(OP(_mm512_set1_epi32((int)a[2][w]), bv))); \
+        c3 = _mm512_add_epi32(c3, _mm512_popcnt_epi32(OP(_mm512_set1_epi32((int)a[3][w]), bv))); \
+    }
+T512 INL void core4_512(const u32 *const *a, const u32 *b, size_t W, int32_t *acc) {
+    __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0;
+    C512(_mm512_xor_si512)
+    _mm512_store_si512((void *)acc, c0); _mm512_store_si512((void *)(acc + 16), c1);
+    _mm512_store_si512((void *)(acc + 32), c2); _mm512_store_si512((void *)(acc + 48), c3);
+}
+/* The epilogue, vectorised: 16 columns of a row at once; sign bits straight from compare masks. */
+T512 INL void epilogue_512(job *J, size_t rt, size_t nb, const int32_t *acc) {
+    if (J->mode == OUT_INT) { epilogue(J, rt, nb, acc); return; }
+    size_t n0 = nb * 16;
+    int nl = (int)(J->N - n0 < 16 ? J->N - n0 : 16);
+    __mmask16 valid = (__mmask16)(nl == 16 ? 0xFFFFu : (1u << nl) - 1);
+    const __m512 zero = _mm512_setzero_ps();
+    __m512 sc = _mm512_maskz_loadu_ps(valid, J->scale + n0);
+    __m512 bi = J->bias ? _mm512_maskz_loadu_ps(valid, J->bias + n0) : zero;
+    const __m512i kk = _mm512_set1_epi32((int)J->K);
+    for (int r = 0; r < 4; r++) {
+        size_t m = rt * 4 + r;
+        if (m >= J->M) break;
+        __m512i dot = _mm512_sub_epi32(kk, _mm512_slli_epi32(_mm512_load_si512((const void *)(acc + 16 * r)), 1));
+        __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), sc);
+        if (J->bias) y = _mm512_add_ps(y, bi); /* two roundings, as in store_scaled */
+        if (J->mode == OUT_FLOAT) {
+            if (J->res) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(valid, J->res + m * J->N + n0));
+            _mm512_mask_storeu_ps(J->out + m * J->N + n0, valid, y);
+            continue;
+        }
+        store_bits(J, m, nb, (u32)_mm512_mask_cmp_ps_mask(valid, y, zero, _CMP_GE_OQ));
+    }
+}
+DEFINE_TILE(512, T512, core4_512, epilogue_512)
+
+/* AVX2 has no vector popcount: nibble lookup with PSHUFB into byte counters, widened
+ * to the 32-bit lanes every <= 31 words (31*8 = 248 fits a byte) with PMADDUBSW/PMADDWD. */
+T256 INL __m256i pc8_256(__m256i x, __m256i lut, __m256i m4) {
+    return _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256(x, m4)),
+                           _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(x, 4), m4)));
+}
+T256 INL __m256i widen_256(__m256i c8) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(c8, _mm256_set1_epi8(1)), _mm256_set1_epi16(1));
+}
+#define C256(OP)                                                                         \
+    for (size_t w = w0; w < we; w++) {                                                   \
+        __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + w * 16));                  \
+        __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + w * 16 + 8));              \
+        for (int r = 0; r < 4; r++) {                                                    \
+            __m256i x = _mm256_set1_epi32((int)a[r][w]);                                 \
+            c[2 * r] = _mm256_add_epi8(c[2 * r], pc8_256(OP(x, b0), lut, m4));            \
+            c[2 * r + 1] = _mm256_add_epi8(c[2 * r + 1], pc8_256(OP(x, b1), lut, m4));    \
+        }                                                                                \
+    }
+T256 INL void core4_256(const u32 *const *a, const u32 *b, size_t W, int32_t *acc) {
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    __m256i t[8];
+    for (int i = 0; i < 8; i++) t[i] = _mm256_setzero_si256();
+    for (size_t w0 = 0; w0 < W; w0 += 31) {
+        size_t we = W - w0 < 31 ? W : w0 + 31;
+        __m256i c[8];
+        for (int i = 0; i < 8; i++) c[i] = _mm256_setzero_si256();
+        C256(_mm256_xor_si256)
+        for (int i = 0; i < 8; i++) t[i] = _mm256_add_epi32(t[i], widen_256(c[i]));
+    }
+    for (int i = 0; i < 8; i++) _mm256_store_si256((__m256i *)(acc + 8 * i), t[i]);
+}
+DEFINE_TILE(256, T256, core4_256, epilogue)
+#endif
+
+#ifdef BB_NEON
+/* NEON has a byte popcount (CNT): per word, XOR one broadcast activation word with the 16 weight
+ * words (four 128-bit vectors), count bytes into u8 counters (<= 31 words: 31*8 = 248 fits), then
+ * pairwise-widen and accumulate (UADDLP, UADALP) into the 32-bit lanes: bytes 4l..4l+3 of a vector
+ * are exactly u32 lane l, so the counts land per output column as in the x86 tiles. */
+INL void core4_neon(const u32 *const *a, const u32 *b, size_t W, int32_t *acc) {
+    uint32x4_t t[16];
+    for (int i = 0; i < 16; i++) t[i] = vdupq_n_u32(0);
+    for (size_t w0 = 0; w0 < W; w0 += 31) {
+        size_t we = W - w0 < 31 ? W : w0 + 31;
+        uint8x16_t c[16];
+        for (int i = 0; i < 16; i++) c[i] = vdupq_n_u8(0);
+        for (size_t w = w0; w < we; w++) {
+            uint32x4_t bv[4];
+            for (int i = 0; i < 4; i++) bv[i] = vld1q_u32(b + w * 16 + 4 * i);
+            for (int r = 0; r < 4; r++) {
+                uint32x4_t x = vdupq_n_u32(a[r][w]);
+                for (int i = 0; i < 4; i++)
+                    c[4 * r + i] = vaddq_u8(c[4 * r + i], vcntq_u8(vreinterpretq_u8_u32(veorq_u32(x, bv[i]))));
+            }
+        }
+        for (int i = 0; i < 16; i++) t[i] = vpadalq_u16(t[i], vpaddlq_u8(c[i]));
+    }
+    for (int i = 0; i < 16; i++) vst1q_s32(acc + 4 * i, vreinterpretq_s32_u32(t[i]));
+}
+/* Full 16-column blocks vectorised (FMUL then FADD, never FMLA: -ffp-contract=off); a partial
+ * last block and OUT_INT take the scalar epilogue, which rounds identically. */
+INL void epilogue_neon(job *J, size_t rt, size_t nb, const int32_t *acc) {
+    size_t n0 = nb * 16;
+    if (J->mode == OUT_INT || J->N - n0 < 16) { epilogue(J, rt, nb, acc); return; }
+    float32x4_t sc[4], bi[4];
+    const float32x4_t zero = vdupq_n_f32(0.0f);
+    for (int i = 0; i < 4; i++) {
+        sc[i] = vld1q_f32(J->scale + n0 + 4 * i);
+        bi[i] = J->bias ? vld1q_f32(J->bias + n0 + 4 * i) : zero;
+    }
+    const int32x4_t kk = vdupq_n_s32((int32_t)J->K);
+    for (int r = 0; r < 4; r++) {
+        size_t m = rt * 4 + r;
+        if (m >= J->M) break;
+        float32x4_t y[4];
+        for (int i = 0; i < 4; i++) {
+            int32x4_t dot = vsubq_s32(kk, vshlq_n_s32(vld1q_s32(acc + 16 * r + 4 * i), 1));
+            y[i] = vmulq_f32(vcvtq_f32_s32(dot), sc[i]);
+            if (J->bias) y[i] = vaddq_f32(y[i], bi[i]);
+        }
+        if (J->mode == OUT_FLOAT) {
+            float *o = J->out + m * J->N + n0;
+            const float *res = J->res ? J->res + m * J->N + n0 : NULL;
+            for (int i = 0; i < 4; i++) vst1q_f32(o + 4 * i, res ? vaddq_f32(y[i], vld1q_f32(res + 4 * i)) : y[i]);
+            continue;
+        }
+        u32 bits = 0;
+        for (int i = 0; i < 4; i++) bits |= mask4_neon(vcgeq_f32(y[i], zero), 4 * i);
+        store_bits(J, m, nb, bits);
+    }
+}
+DEFINE_TILE(neon, , core4_neon, epilogue_neon)
+#endif
+
+/* ------------------------------------------------------------------------- */
+/* Low-bit activations (w1a4 / w1a8): int8 x times 1-bit weights               */
+/* ------------------------------------------------------------------------- */
+/* sum_k x_k s_k = 2 * sum_k x_k b_k - sum_k x_k with b in {0,1}. sum x b is an int8 dot
+ * product whose unsigned operand is the 0/1 weight byte: VPDPBUSD (AVX-512 VNNI) or
+ * PMADDUBSW (AVX2), i.e. int8-GEMM speed. The weight bits of a 16-row block are expanded
+ * to bytes once per block of LB_ROWS activation rows (~5% of the work), so memory holds
+ * only the 1-bit weights. Layout of the expansion: u32 we[s*16 + l] holds the bits
+ * 4s..4s+3 of row l as 4 bytes, i.e. one 512-bit vector per 4 columns x 16 rows. */
+
+#define LB_ROWS 128
+typedef struct lowjob {
+    const int8_t *X; size_t Kp;        /* activation rows, stride Kp = 4*ceil(K/4) (zero-padded copy if K%4) */
+    const int32_t *sx;                 /* sum of each activation row */
+    const u32 *B; size_t W;            /* interleaved weight bits */
+    size_t M, N;
+    const float *scale, *bias; float *out;
+} lowjob;
+typedef void (*lowblock_fn)(const lowjob *J, size_t mb, size_t nb, u32 *we);
+
+INL void expand_bits(const u32 *b, size_t S, u32 *__restrict we) {
+    for (size_t w = 0; w * 8 < S; w++) {
+        size_t js = S - w * 8 < 8 ? S - w * 8 : 8;
+        u32 v[16];
+        for (int l = 0; l < 16; l++) v[l] = b[w * 16 + l];
+        /* nibble abcd -> bytes 0000000a|0000000b|...: *0x204081 spreads bit t to bit 9t (no
+         * overlaps, so no carries), then keep bit 8t of each byte */
+        for (size_t j = 0; j < js; j++, we += 16)
+            for (int l = 0; l < 16; l++) we[l] = (((v[l] >> (4 * j)) & 0xFu) * 0x204081u) & 0x01010101u;
+    }
+}
+
+INL u32 ld32(const int8_t *p) { u32 v; memcpy(&v, p, 4); return v; }
+
+INL void low_epilogue(const lowjob *J, size_t m0, int rows, size_t nb, const int32_t *acc) {
+    size_t n0 = nb * 16;
+    int nl = (int)(J->N - n0 < 16 ? J->N - n0 : 16);
+    const float *sc = J->scale + n0, *bi = J->bias ? J->bias + n0 : NULL;
+    int32_t dot[16];
+    for (int r = 0; r < rows; r++) {
+        for (int l = 0; l < 16; l++) dot[l] = 2 * acc[r * 16 + l] - J->sx[m0 + r];
+        store_scaled(J->out + (m0 + r) * J->N + n0, dot, sc, bi, NULL, nl);
+    }
+}
+
+INL void lowk_scalar(const int8_t *const *x, const u32 *we, size_t S, int32_t *acc) {
+    const uint8_t *wb = (const uint8_t *)we;
+    for (int i = 0; i < 64; i++) acc[i] = 0;
+    for (size_t s = 0; s < S; s++)
+        for (int r = 0; r < 4; r++)
+            for (int l = 0; l < 16; l++) {
+                const uint8_t *w4 = wb + (s * 16 + l) * 4;
+                const int8_t *x4 = x[r] + 4 * s;
+                acc[r * 16 + l] += w4[0] * x4[0] + w4[1] * x4[1] + w4[2] * x4[2] + w4[3] * x4[3];
+            }
+}
+
+/* Expand one weight block, then run the rows of one LB_ROWS block R at a time. */
+#define DEFINE_LOWBLOCK(SFX, ATTR, KERN, R)                                             \
+    ATTR static void lowblock_##SFX(const lowjob *J, size_t mb, size_t nb, u32 *we) {   \
+        size_t S = J->Kp / 4, m1 = (mb + 1) * LB_ROWS < J->M ? (mb + 1) * LB_ROWS : J->M; \
+        int32_t acc[R * 16] __attribute__((aligned(64)));                               \
+        const int8_t *x[R];                                                             \
+        expand_bits(J->B + nb * J->W * 16, S, we);                                      \
+        for (size_t m0 = mb * LB_ROWS; m0 < m1; m0 += R) {                              \
+            for (int r = 0; r < R; r++) x[r] = J->X + (m0 + r < m1 ? m0 + r : m1 - 1) * J->Kp; \
+            KERN(x, we, S, acc);                                                        \
+            low_epilogue(J, m0, (int)(m1 - m0 < R ? m1 - m0 : R), nb, acc);             \
+        }                                                                               \
+    }
+
+DEFINE_LOWBLOCK(scalar, , lowk_scalar, 4)
+
+#ifdef BB_X86
+#define T512V __attribute__((target("avx512f,avx512bw,avx512vnni")))
+/* 8 rows at once: VPDPBUSD latency x throughput needs ~8 independent accumulators */
+#define LR 8
+T512V INL void lowk_vnni(const int8_t *const *x, const u32 *we, size_t S, int32_t *acc) {
+    __m512i c[LR];
+    for (int r = 0; r < LR; r++) c[r] = _mm512_setzero_si512();
+    for (size_t s = 0; s < S; s++) {
+        __m512i wv = _mm512_load_si512((const void *)(we + s * 16));
+        for (int r = 0; r < LR; r++) c[r] = _mm512_dpbusd_epi32(c[r], wv, _mm512_set1_epi32((int)ld32(x[r] + 4 * s)));
+    }
+    for (int r = 0; r < LR; r++) _mm512_store_si512((void *)(acc + 16 * r), c[r]);
+}
+DEFINE_LOWBLOCK(vnni, T512V, lowk_vnni, LR)
+
+/* PMADDUBSW pairs are within +-256, so int16 sums are safe for 127 steps; then PMADDWD widens. */
+T256 INL void lowk_256(const int8_t *const *x, const u32 *we, size_t S, int32_t *acc) {
+    const __m256i one = _mm256_set1_epi16(1);
+    __m256i t[8];
+    for (int i = 0; i < 8; i++) t[i] = _mm256_setzero_si256();
+    for (size_t s0 = 0; s0 < S; s0 += 127) {
+        size_t se = S - s0 < 127 ? S : s0 + 127;
+        __m256i c[8];
+        for (int i = 0; i < 8; i++) c[i] = _mm256_setzero_si256();
+        for (size_t s = s0; s < se; s++) {
+            __m256i w0 = _mm256_load_si256((const __m256i *)(we + s * 16));
+            __m256i w1 = _mm256_load_si256((const __m256i *)(we + s * 16 + 8));
+            for (int r = 0; r < 4; r++) {
+                __m256i xb = _mm256_set1_epi32((int)ld32(x[r] + 4 * s));
+                c[2 * r] = _mm256_add_epi16(c[2 * r], _mm256_maddubs_epi16(w0, xb));
+                c[2 * r + 1] = _mm256_add_epi16(c[2 * r + 1], _mm256_maddubs_epi16(w1, xb));
+            }
+        }
+        for (int i = 0; i < 8; i++) t[i] = _mm256_add_epi32(t[i], _mm256_madd_epi16(c[i], one));
+    }
+    for (int i = 0; i < 8; i++) _mm256_store_si256((__m256i *)(acc + 8 * i), t[i]);
+}
+DEFINE_LOWBLOCK(256, T256, lowk_256, 4)
+#endif
+
+#ifdef BB_NEON
+/* Baseline NEON has no int8 dot product (SDOT is the optional ARMv8.2 DotProd extension), but the
+ * weight bytes are 0 or 1, so x*b fits a byte (MUL.16B), and SADALP folds byte pairs into int16
+ * lanes (+-256 per step: safe for 127 steps), then int16 pairs into the int32 lanes: bytes 4l..4l+3
+ * of a weight vector are row l's 4 columns, so each int32 lane ends as one row's dot. */
+INL void lowk_neon(const int8_t *const *x, const u32 *we, size_t S, int32_t *acc) {
+    int32x4_t t[16];
+    for (int i = 0; i < 16; i++) t[i] = vdupq_n_s32(0);
+    for (size_t s0 = 0; s0 < S; s0 += 127) {
+        size_t se = S - s0 < 127 ? S : s0 + 127;
+        int16x8_t c[16];
+        for (int i = 0; i < 16; i++) c[i] = vdupq_n_s16(0);
+        for (size_t s = s0; s < se; s++) {
+            int8x16_t wv[4];
+            for (int i = 0; i < 4; i++) wv[i] = vld1q_s8((const int8_t *)(we + s * 16 + 4 * i));
+            for (int r = 0; r < 4; r++) {
+                int8x16_t xb = vreinterpretq_s8_u32(vdupq_n_u32(ld32(x[r] + 4 * s)));
+                for (int i = 0; i < 4; i++) c[4 * r + i] = vpadalq_s8(c[4 * r + i], vmulq_s8(wv[i], xb));
+            }
+        }
+        for (int i = 0; i < 16; i++) t[i] = vpadalq_s16(t[i], c[i]);
+    }
+    for (int i = 0; i < 16; i++) vst1q_s32(acc + 4 * i, t[i]);
+}
+DEFINE_LOWBLOCK(neon, , lowk_neon, 4)
+#endif
+
+/* ------------------------------------------------------------------------- */
+/* Binary attention (BiBERT): one (batch, head) at a time, everything in bits    */
+/* ------------------------------------------------------------------------- */
+
+/* The three lane loops of both attention heads. Written over contiguous lanes (keys j, or features
+ * d) so that GCC vectorises them on x86 (VPOPCNTD under the AVX-512 target); on aarch64 in NEON. */
+
+/* c[j] += popcount(q ^ k[j]) (XOR) or popcount(q & k[j]) (AND), j < n */
+INL void pc_acc(int isa, int and_op, int32_t *c, u32 q, const u32 *k, size_t n) {
+    size_t j = 0;
+#ifdef BB_NEON
+    if (isa == ISA_NEON) {
+        const uint32x4_t qv = vdupq_n_u32(q);
+        for (; j + 4 <= n; j += 4) {
+            uint32x4_t kv = vld1q_u32(k + j), x = and_op ? vandq_u32(qv, kv) : veorq_u32(qv, kv);
+            uint32x4_t p = vpaddlq_u16(vpaddlq_u8(vcntq_u8(vreinterpretq_u8_u32(x))));
+            vst1q_s32(c + j, vaddq_s32(vld1q_s32(c + j), vreinterpretq_s32_u32(p)));
+        }
+    }
+#endif
+    for (; j < n; j++) c[j] += PC32(isa, and_op ? q & k[j] : q ^ k[j]);
+}
+
+/* Bits t < 32 of: 2*c[t] <= thr (le) or 2*c[t] >= thr (!le); c has 32 readable entries. */
+INL u32 mask32(int isa, int le, const int32_t *c, int32_t thr) {
+#ifdef BB_NEON
+    if (isa == ISA_NEON) {
+        const int32x4_t tv = vdupq_n_s32(thr);
+        u32 m = 0;
+        for (int q = 0; q < 8; q++) {
+            int32x4_t v = vshlq_n_s32(vld1q_s32(c + 4 * q), 1);
+            m |= mask4_neon(le ? vcleq_s32(v, tv) : vcgeq_s32(v, tv), 4 * q);
+        }
+        return m;
+    }
+#endif
+    (void)isa;
+    u32 m = 0; /* an OR reduction over 32 fixed lanes: vectorises */
+    if (le) for (int t = 0; t < 32; t++) m |= 2 * c[t] <= thr ? 1u << t : 0u;
+    else    for (int t = 0; t < 32; t++) m |= 2 * c[t] >= thr ? 1u << t : 0u;
+    return m;
+}
+
+/* Keys that may be attended (padding bits 0). */
+INL void key_mask_words(const uint8_t *keep, size_t L, size_t Wl, u32 *vm) {
+    for (size_t w = 0; w < Wl; w++) {
+        u32 m = 0;
+        for (size_t t = 0; t < 32 && w * 32 + t < L; t++) m |= (u32)(!keep || keep[w * 32 + t]) << t;
+        vm[w] = m;
+    }
+}
+
+/* The shared middle of both heads, for query row i: cj[j] = popcount(q_i ^ k_j) over the transposed
+ * keys kT; A[i,j] = (q.k = D - 2*popc >= 0) & vm; cd[d] = sum_j A_ij [v_jd >= 0]; returns popc(A).
+ * Then sum_j A_ij sign(v_jd) = 2*cd[d] - pa. */
+INL int32_t attend_row(int isa, const u32 *qr, const u32 *kT, const u32 *vt, const u32 *vm, size_t Lk, size_t D,
+                       size_t Wd, size_t Wl, int32_t *cj, int32_t *cd, u32 *ar) {
+    for (size_t j = 0; j < Lk; j++) cj[j] = 0;
+    for (size_t w = 0; w < Wd; w++) pc_acc(isa, 0, cj, qr[w], kT + w * Lk, Lk);
+    int32_t pa = 0;
+    for (size_t w = 0; w < Wl; w++) {
+        ar[w] = mask32(isa, 1, cj + 32 * w, (int32_t)D) & vm[w];
+        pa += PC32(isa, ar[w]);
+    }
+    for (size_t d = 0; d < D; d++) cd[d] = 0;
+    for (size_t w = 0; w < Wl; w++)
+        if (ar[w]) pc_acc(isa, 1, cd, ar[w], vt + w * D, D);
+    return pa;
+}
+
+static size_t attn_scratch_words(size_t Lq, size_t Lk, size_t D) {
+    size_t Wd = cdiv(D, 32), Wl = cdiv(Lk, 32);
+    return Lq * Wd + Wd * Lk + Wl * D + 2 * Wl + Wd + Wl * 32 + D;
+}
+
+INL void attn_head(const float *q, const float *k, const float *v, const uint8_t *keep,
+                   size_t Lq, size_t Lk, size_t D, float *out, u32 *s, packf_fn packf, int isa) {
+    size_t Wd = cdiv(D, 32), Wl = cdiv(Lk, 32);
+    u32 *qb = s, *kT = qb + Lq * Wd, *vt = kT + Wd * Lk, *vm = vt + Wl * D, *ar = vm + Wl, *tmp = ar + Wl;
+    int32_t *cj = (int32_t *)(tmp + Wd), *cd = cj + Wl * 32; /* per key (padded to words), per feature */
+    memset(cj, 0, Wl * 32 * sizeof(int32_t)); /* padding keys: any value, masked by vm */
+    for (size_t i = 0; i < Lq; i++) packf(q + i * D, D, 0.0f, qb + i * Wd);
+    for (size_t j = 0; j < Lk; j++) { /* keys transposed: word w of every key contiguous */
+        packf(k + j * D, D, 0.0f, tmp);
+        for (size_t w = 0; w < Wd; w++) kT[w * Lk + j] = tmp[w];
+    }
+    memset(vt, 0, Wl * D * sizeof(u32)); /* sign(v) transposed: bit j of vt[j/32][d] */
+    for (size_t j = 0; j < Lk; j++) {
+        u32 bit = 1u << (j & 31), *row = vt + (j >> 5) * D;
+        const float *vr = v + j * D;
+        for (size_t d = 0; d < D; d++) row[d] |= vr[d] >= 0.0f ? bit : 0u;
+    }
+    key_mask_words(keep, Lk, Wl, vm);
+    for (size_t i = 0; i < Lq; i++) {
+        int32_t pa = attend_row(isa, qb + i * Wd, kT, vt, vm, Lk, D, Wd, Wl, cj, cd, ar);
+        float *o = out + i * D;
+        for (size_t d = 0; d < D; d++) o[d] = (float)(2 * cd[d] - pa);
+    }
+}
+
+typedef void (*attn_fn)(const float *, const float *, const float *, const uint8_t *, size_t, size_t, size_t, float *, u32 *);
+static void attn_scalar(const float *q, const float *k, const float *v, const uint8_t *keep, size_t Lq, size_t Lk,
+                        size_t D, float *o, u32 *s) { attn_head(q, k, v, keep, Lq, Lk, D, o, s, packf_scalar, ISA_SWAR); }
+#ifdef BB_X86
+T256 static void attn_256(const float *q, const float *k, const float *v, const uint8_t *keep, size_t Lq, size_t Lk,
+                          size_t D, float *o, u32 *s) { attn_head(q, k, v, keep, Lq, Lk, D, o, s, packf_256, ISA_HW); }
+T512 static void attn_512(const float *q, const float *k, const float *v, const uint8_t *keep, size_t Lq, size_t Lk,
+                          size_t D, float *o, u32 *s) { attn_head(q, k, v, keep, Lq, Lk, D, o, s, packf_512, ISA_HW); }
+#endif
+#ifdef BB_NEON
+static void attn_neon(const float *q, const float *k, const float *v, const uint8_t *keep, size_t Lq, size_t Lk,
+                      size_t D, float *o, u32 *s) { attn_head(q, k, v, keep, Lq, Lk, D, o, s, packf_neon, ISA_NEON); }
+#endif
+
+/* Bi-Attention from sign bits, for the fused packed layer: Q, K, V arrive as the sign bits the
+ * QKV GEMM wrote (row i of the batch: [q | k | v] words, head h at word h*Wd of each part, so
+ * D % 32 == 0), and the output leaves as the sign bits of out = 2*cd - pa, which is all the
+ * attention-output dense reads. Same arithmetic as attn_head, minus the float packing. */
+typedef struct attnbits {
+    const u32 *qkv; size_t rw, koff, voff;  /* words per row, offsets of the k and v parts */
+    const uint8_t *keep;                     /* [B, L] or NULL */
+    size_t H, L, D;
+    u32 *out; size_t ow;                     /* output words per row */
+} attnbits;
+
+static size_t attnb_scratch_words(size_t L, size_t D) {
+    size_t Wd = D / 32, Wl = cdiv(L, 32);
+    return Wd * L + Wl * D + 2 * Wl + Wl * 32 + D;
+}
+
+INL void attnb_head(const attnbits *P, size_t b, size_t h, u32 *s, int isa) {
+    size_t L = P->L, D = P->D, Wd = D / 32, Wl = cdiv(L, 32);
+    u32 *kT = s, *vt = kT + Wd * L, *vm = vt + Wl * D, *ar = vm + Wl;
+    int32_t *cj = (int32_t *)(ar + Wl), *cd = cj + Wl * 32;
+    const u32 *rows = P->qkv + b * L * P->rw;
+    memset(cj, 0, Wl * 32 * sizeof(int32_t));
+    for (size_t j = 0; j < L; j++) {
+        const u32 *kr = rows + j * P->rw + P->koff + h * Wd;
+        for (size_t w = 0; w < Wd; w++) kT[w * L + j] = kr[w];
+    }
+    memset(vt, 0, Wl * D * sizeof(u32)); /* bit j of vt[j/32][d] = sign bit of v[j][d] */
+    for (size_t j = 0; j < L; j++) {
+        const u32 *vr = rows + j * P->rw + P->voff + h * Wd;
+        u32 *row = vt + (j >> 5) * D, sh = (u32)(j & 31);
+        for (size_t d = 0; d < D; d++) row[d] |= ((vr[d >> 5] >> (d & 31)) & 1u) << sh;
+    }
+    key_mask_words(P->keep ? P->keep + b * L : NULL, L, Wl, vm);
+    for (size_t i = 0; i < L; i++) {
+        int32_t pa = attend_row(isa, rows + i * P->rw + h * Wd, kT, vt, vm, L, D, Wd, Wl, cj, cd, ar);
+        u32 *o = P->out + (b * L + i) * P->ow + h * Wd;
+        for (size_t w = 0; w < Wd; w++) o[w] = mask32(isa, 0, cd + 32 * w, pa); /* 2*cd - pa >= 0 */
+    }
+}
+
+typedef void (*attnb_fn)(const attnbits *, size_t, size_t, u32 *);
+static void attnb_scalar(const attnbits *P, size_t b, size_t h, u32 *s) { attnb_head(P, b, h, s, ISA_SWAR); }
+#ifdef BB_NEON
+static void attnb_neon(const attnbits *P, size_t b, size_t h, u32 *s) { attnb_head(P, b, h, s, ISA_NEON); }
+#endif
+#ifdef BB_X86
+T256 static void attnb_256(const attnbits *P, size_t b, size_t h, u32 *s) { attnb_head(P, b, h, s, ISA_HW); }
+/* AVX-512 version of attnb_head (same scratch layout, same arithmetic): 16 keys or 16 features per
+ * vector, masks straight from compares, and sign(V) transposed 32 x 32 bits at a time with VPTESTMD. */
+T512 static void attnb_512(const attnbits *P, size_t b, size_t h, u32 *s) {
+    size_t L = P->L, D = P->D, Wd = D / 32, Wl = cdiv(L, 32), Lp = Wl * 32;
+    u32 *kT = s, *vt = kT + Wd * L, *vm = vt + Wl * D, *ar = vm + Wl;
+    int32_t *cj = (int32_t *)(ar + Wl), *cd = cj + Wl * 32;
+    const u32 *rows = P->qkv + b * L * P->rw;
+    for (size_t j = 0; j < L; j++) {
+        const u32 *kr = rows + j * P->rw + P->koff + h * Wd;
+        for (size_t w = 0; w < Wd; w++) kT[w * L + j] = kr[w];
+    }
+    for (size_t jb = 0; jb < Wl; jb++) /* vt[jb*D + d] bit t = sign bit of v[32*jb + t][d] */
+        for (size_t wd = 0; wd < Wd; wd++) {
+            u32 col[32];
+            for (size_t t = 0; t < 32; t++) {
+                size_t j = jb * 32 + t;
+                col[t] = j < L ? rows[j * P->rw + P->voff + h * Wd + wd] : 0u;
+            }
+            __m512i lo = _mm512_loadu_si512((const void *)col), hi = _mm512_loadu_si512((const void *)(col + 16));
+            u32 *out = vt + jb * D + wd * 32;
+            for (int f = 0; f < 32; f++) {
+                __m512i bit = _mm512_set1_epi32((int)(1u << f));
+                out[f] = (u32)_mm512_test_epi32_mask(lo, bit) | ((u32)_mm512_test_epi32_mask(hi, bit) << 16);
+            }
+        }
+    key_mask_words(P->keep ? P->keep + b * L : NULL, L, Wl, vm);
+    const __m512i dd = _mm512_set1_epi32((int)D);
+    for (size_t i = 0; i < L; i++) {
+        const u32 *qr = rows + i * P->rw + h * Wd;
+        for (size_t j = 0; j < Lp; j += 16) { /* keys past L: masked loads (zeros), their bits cleared by vm */
+            __m512i c = _mm512_setzero_si512();
+            for (size_t w = 0; w < Wd; w++) {
+                __m512i k = j + 16 <= L ? _mm512_loadu_si512((const void *)(kT + w * L + j))
+                                        : _mm512_maskz_loadu_epi32((__mmask16)(j < L ? (1u << (L - j)) - 1 : 0), kT + w * L + j);
+                c = _mm512_add_epi32(c, _mm512_popcnt_epi32(_mm512_xor_si512(k, _mm512_set1_epi32((int)qr[w]))));
+            }
+            _mm512_storeu_si512((void *)(cj + j), c);
+        }
+        int32_t pa = 0;
+        for (size_t w = 0; w < Wl; w++) { /* q.k = D - 2*popc >= 0 */
+            __m512i c0 = _mm512_slli_epi32(_mm512_loadu_si512((const void *)(cj + 32 * w)), 1);
+            __m512i c1 = _mm512_slli_epi32(_mm512_loadu_si512((const void *)(cj + 32 * w + 16)), 1);
+            u32 m = (u32)_mm512_cmp_epi32_mask(c0, dd, _MM_CMPINT_LE) | ((u32)_mm512_cmp_epi32_mask(c1, dd, _MM_CMPINT_LE) << 16);
+            ar[w] = m & vm[w];
+            pa += __builtin_popcount(ar[w]);
+        }
+        for (size_t d = 0; d < D; d += 16) {
+            __m512i c = _mm512_setzero_si512();
+            for (size_t w = 0; w < Wl; w++)
+                if (ar[w])
+                    c = _mm512_add_epi32(c, _mm512_popcnt_epi32(_mm512_and_si512(
+                        _mm512_set1_epi32((int)ar[w]), _mm512_loadu_si512((const void *)(vt + w * D + d)))));
+            _mm512_storeu_si512((void *)(cd + d), c);
+        }
+        u32 *o = P->out + (b * L + i) * P->ow + h * Wd;
+        const __m512i pv = _mm512_set1_epi32(pa);
+        for (size_t w = 0; w < Wd; w++) { /* out = 2*cd - pa >= 0 */
+            __m512i c0 = _mm512_slli_epi32(_mm512_loadu_si512((const void *)(cd + 32 * w)), 1);
+            __m512i c1 = _mm512_slli_epi32(_mm512_loadu_si512((const void *)(cd + 32 * w + 16)), 1);
+            o[w] = (u32)_mm512_cmp_epi32_mask(c0, pv, _MM_CMPINT_NLT) | ((u32)_mm512_cmp_epi32_mask(c1, pv, _MM_CMPINT_NLT) << 16);
+        }
+    }
+}
+#endif
+
+/* ------------------------------------------------------------------------- */
+/* Dispatch tables and entry points                                           */
+/* ------------------------------------------------------------------------- */
+
+#if defined(BB_X86)
+static const tile_fn TILES[LV_COUNT] = {tile_scalar, tile_256, tile_512};
+static const packf_fn PACKF[LV_COUNT] = {packf_scalar, packf_256, packf_512};
+static lowblock_fn LOWB[LV_COUNT] = {lowblock_scalar, lowblock_256, lowblock_256}; /* [2]: VNNI if present */
+static const attn_fn ATTN[LV_COUNT] = {attn_scalar, attn_256, attn_512};
+static const attnb_fn ATTNB[LV_COUNT] = {attnb_scalar, attnb_256, attnb_512};
+#elif defined(BB_NEON)
+static const tile_fn TILES[LV_COUNT] = {tile_scalar, tile_neon};
+static const packf_fn PACKF[LV_COUNT] = {packf_scalar, packf_neon};
+static lowblock_fn LOWB[LV_COUNT] = {lowblock_scalar, lowblock_neon};
+static const attn_fn ATTN[LV_COUNT] = {attn_scalar, attn_neon};
+static const attnb_fn ATTNB[LV_COUNT] = {attnb_scalar, attnb_neon};
+#else
+static const tile_fn TILES[LV_COUNT] = {tile_scalar};
+static const packf_fn PACKF[LV_COUNT] = {packf_scalar};
+static lowblock_fn LOWB[LV_COUNT] = {lowblock_scalar};
+static const attn_fn ATTN[LV_COUNT] = {attn_scalar};
+static const attnb_fn ATTNB[LV_COUNT] = {attnb_scalar};
+#endif
+
+static int g_inited = 0;
+
+void bb_init(void) {
+    if (g_inited) return;
+#ifdef BB_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt")) g_best_level = LV_AVX2;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vpopcntdq") && __builtin_cpu_supports("popcnt"))
+        g_best_level = LV_AVX512;
+    /* every VPOPCNTDQ+BW CPU so far also has VNNI, but do not rely on it */
+    if (g_best_level == LV_AVX512 && __builtin_cpu_supports("avx512vnni")) LOWB[LV_AVX512] = lowblock_vnni;
+#elif defined(BB_NEON)
+    g_best_level = LV_NEON; /* Advanced SIMD is mandatory in AArch64 */
+#endif
+    g_inited = 1;
+}
+
+int bb_num_levels(void) { return LV_COUNT; }
+const char *bb_level_name(int level) { return level >= 0 && level < LV_COUNT ? LV_NAMES[level] : NULL; }
+int bb_best_level(void) { bb_init(); return g_best_level; }
+void bb_set_parallel_min_work(size_t work) { g_par_min_work = work; }
+
+int bb_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int bb_max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+static int level_ok(int level) { return level >= 0 && level <= bb_best_level(); }
+
+/* num_threads <= 0: the OpenMP default (OMP_NUM_THREADS, else all cores). */
+static int pick_threads(int nt, size_t work) {
+#ifdef _OPENMP
+    if (nt <= 0) nt = omp_get_max_threads();
+    return work < g_par_min_work ? 1 : nt;
+#else
+    (void)nt; (void)work;
+    return 1;
+#endif
+}
+
+/* Runs the tiles of J (threads split the flattened (weight block, row tile) space;
+ * weight-block-major so a 16-row weight block stays in L1 while the rows stream). */
+static void run_tiles(job *J, tile_fn tile) {
+    size_t total = J->RT * cdiv(J->N, 16), chunk = 1;
+#ifdef _OPENMP
+    /* contiguous dynamic chunks: keep locality, and a thread preempted by another
+     * process does not hold up the whole GEMM (static chunks would) */
+    chunk = total / ((size_t)omp_get_num_threads() * 8);
+    if (chunk < 1) chunk = 1;
+#endif
+    (void)chunk; /* unused without OpenMP */
+#pragma omp for schedule(dynamic, chunk)
+    for (size_t t = 0; t < total; t++) tile(J, t % J->RT, t / J->RT);
+}
+
+int bb_pack_signs(const float *x, size_t M, size_t K, float shift, uint32_t *out, int level, int nt) {
+    if (!level_ok(level)) return BB_EINVAL;
+    size_t W = cdiv(K, 32);
+    packf_fn packf = PACKF[level];
+    nt = pick_threads(nt, M * (W + 1));
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (size_t m = 0; m < M; m++) packf(x + m * K, K, shift, out + m * W);
+    return BB_OK;
+}
+
+int bb_matmul_bits(const uint32_t *a, size_t M, size_t K, size_t lda, const uint32_t *b, size_t N, int32_t *out,
+                   int level, int nt) {
+    if (!level_ok(level)) return BB_EINVAL;
+    if (!M || !N) return BB_OK;
+    size_t W = cdiv(K, 32);
+    job J = {.mode = OUT_INT, .A = a, .lda = lda, .arows = M, .B = b, .W = W, .M = M, .N = N, .RT = cdiv(M, 4),
+             .K = (long)K, .iout = out};
+    tile_fn tile = TILES[level];
+    nt = pick_threads(nt, M * N * (W + 1));
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    run_tiles(&J, tile);
+    return BB_OK;
+}
+
+int bb_binary_gemm(const void *a, int a_is_bits, size_t M, size_t K, size_t lda, float shift, const uint32_t *w,
+                   size_t N, const float *scale, const float *bias, const float *res, void *out, int mode, int level,
+                   int nt) {
+    if (!level_ok(level) || (mode != OUT_FLOAT && mode != OUT_SIGN) || (res && mode != OUT_FLOAT)) return BB_EINVAL;
+    if (!M || !N) return BB_OK;
+    size_t W = cdiv(K, 32);
+    u32 *xb = NULL;
+    if (!a_is_bits) {
+        xb = balloc(M * W * sizeof(u32));
+        if (!xb) return BB_ENOMEM;
+        lda = W;
+    }
+    job J = {.mode = mode, .A = a_is_bits ? (const u32 *)a : xb, .lda = lda, .arows = M, .B = w, .W = W, .M = M,
+             .N = N, .RT = cdiv(M, 4), .K = (long)K, .scale = scale, .bias = bias, .res = res};
+    if (mode == OUT_FLOAT) J.out = (float *)out;
+    else { J.obits = (uint16_t *)out; J.obs = 2 * cdiv(N, 32); }
+    const float *x = (const float *)a;
+    packf_fn packf = PACKF[level];
+    tile_fn tile = TILES[level];
+    nt = pick_threads(nt, M * N * (W + 1));
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        if (xb) {
+#pragma omp for schedule(static)
+            for (size_t m = 0; m < M; m++) packf(x + m * K, K, shift, xb + m * W);
+        }
+        run_tiles(&J, tile);
+    }
+    free(xb);
+    return BB_OK;
+}
+
+int bb_lowbit_linear(const int8_t *x, size_t M, size_t K, const uint32_t *w, size_t N, const float *scale,
+                     const float *bias, float *out, int level, int nt) {
+    if (!level_ok(level)) return BB_EINVAL;
+    if (!M || !N) return BB_OK;
+    size_t Kp = cdiv(K, 4) * 4, S = Kp / 4, MB = cdiv(M, LB_ROWS), NB = cdiv(N, 16);
+    /* rows are read 4 bytes at a time: copy (zero-padded) only when K is not a multiple of 4 */
+    int8_t *X = Kp == K ? NULL : balloc(M * Kp);
+    int32_t *sx = balloc(M * sizeof(int32_t));
+    int failed = (!X && Kp != K) || !sx;
+    lowjob J = {.X = X ? X : x, .Kp = Kp, .sx = sx, .B = w, .W = cdiv(K, 32), .M = M, .N = N, .scale = scale,
+                .bias = bias, .out = out};
+    lowblock_fn block = LOWB[level];
+    nt = pick_threads(nt, M * N * (S + 1));
+    if (!failed) {
+#pragma omp parallel num_threads(nt) if (nt > 1)
+        {
+            u32 *we = balloc(S * 16 * sizeof(u32));
+            if (!we) {
+#pragma omp atomic write
+                failed = 1;
+            }
+#pragma omp for schedule(static)
+            for (size_t m = 0; m < M; m++) { /* row sums (+ padded copy) */
+                const int8_t *src = x + m * K;
+                int32_t t = 0;
+                for (size_t k = 0; k < K; k++) t += src[k];
+                sx[m] = t;
+                if (X) {
+                    memcpy(X + m * Kp, src, K);
+                    memset(X + m * Kp + K, 0, Kp - K);
+                }
+            }
+            /* row-block-major: a block of activation rows stays in L2 while weight blocks stream */
+#pragma omp for schedule(dynamic, 1)
+            for (size_t t = 0; t < MB * NB; t++)
+                if (we) block(&J, t / NB, t % NB, we);
+            free(we);
+        }
+    }
+    free(X); free(sx);
+    return failed ? BB_ENOMEM : BB_OK;
+}
+
+/* Runs head(ctx, bh, scratch) for every (batch, head) pair over OpenMP threads, each thread with its
+ * own scratch of `words` u32; returns 0 when a scratch allocation failed. */
+typedef void (*head_job)(const void *ctx, size_t bh, u32 *scratch);
+static int for_each_head(size_t BH, size_t words, int nt, head_job head, const void *ctx) {
+    int failed = 0;
+    if ((size_t)nt > BH) nt = BH ? (int)BH : 1;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        u32 *s = balloc(words * sizeof(u32));
+        if (!s) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (size_t bh = 0; bh < BH; bh++)
+            if (s) head(ctx, bh, s);
+        free(s);
+    }
+    return !failed;
+}
+
+typedef struct attnfloat {
+    const float *q, *k, *v; const uint8_t *mask; float *out;
+    size_t H, Lq, Lk, D; attn_fn fn;
+} attnfloat;
+
+static void attn_float_head(const void *ctx, size_t bh, u32 *s) {
+    const attnfloat *P = ctx;
+    size_t b = bh / P->H;
+    P->fn(P->q + bh * P->Lq * P->D, P->k + bh * P->Lk * P->D, P->v + bh * P->Lk * P->D,
+          P->mask ? P->mask + b * P->Lk : NULL, P->Lq, P->Lk, P->D, P->out + bh * P->Lq * P->D, s);
+}
+
+int bb_bi_attention(const float *q, const float *k, const float *v, const uint8_t *keep, size_t B, size_t H,
+                    size_t Lq, size_t Lk, size_t D, float *out, int level, int nt) {
+    if (!level_ok(level)) return BB_EINVAL;
+    attnfloat P = {.q = q, .k = k, .v = v, .mask = keep, .out = out, .H = H, .Lq = Lq, .Lk = Lk, .D = D,
+                   .fn = ATTN[level]};
+    size_t BH = B * H;
+    nt = pick_threads(nt, BH * Lq * (Lk + D));
+    return for_each_head(BH, attn_scratch_words(Lq, Lk, D), nt, attn_float_head, &P) ? BB_OK : BB_ENOMEM;
+}
+
+typedef struct attnbjob { const attnbits *P; attnb_fn fn; } attnbjob;
+
+static void attn_bits_head(const void *ctx, size_t bh, u32 *s) {
+    const attnbjob *J = ctx;
+    J->fn(J->P, bh / J->P->H, bh % J->P->H, s);
+}
+
+int bb_bi_attention_bits(const uint32_t *qkv, size_t rw, size_t koff, size_t voff, const uint8_t *keep, size_t B,
+                         size_t H, size_t L, size_t D, uint32_t *out, size_t ow, int level, int nt) {
+    if (!level_ok(level) || D == 0 || D % 32) return BB_EINVAL;
+    attnbits P = {.qkv = qkv, .rw = rw, .koff = koff, .voff = voff, .keep = keep, .H = H, .L = L, .D = D,
+                  .out = out, .ow = ow};
+    attnbjob J = {.P = &P, .fn = ATTNB[level]};
+    size_t BH = B * H;
+    nt = pick_threads(nt, BH * L * (L + D));
+    return for_each_head(BH, attnb_scratch_words(L, D), nt, attn_bits_head, &J) ? BB_OK : BB_ENOMEM;
+}

@@ -1,0 +1,68 @@
+/*
+ * The compute part of bebert_cli._kernels: plain C11 (+ OpenMP), no Python.h, so that the
+ * kernels also build into the C test harness (csrc/tests/) and cross-compile for other CPUs.
+ * bebert_kernels.c is the thin CPython wrapper over these functions.
+ *
+ * Conventions: see the top of bebert_kernels_core.c (sign(x) = +1 for x >= 0 and -0.0, -1 for
+ * x < 0 and NaN; bit 1 = +1; 32-bit little-endian words, padding bits 0; weights "interleaved"
+ * uint32 [ceil(N/16)][ceil(K/32)][16]).
+ *
+ * Every entry point takes `level` (an index into the compiled-in levels, <= bb_best_level()) and
+ * `num_threads` (<= 0: the OpenMP default), and returns BB_OK, BB_EINVAL (bad level / mode /
+ * shape) or BB_ENOMEM. None of them touches Python state: the wrapper releases the GIL around them.
+ */
+#ifndef BEBERT_KERNELS_CORE_H
+#define BEBERT_KERNELS_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum { BB_OK = 0, BB_EINVAL = 1, BB_ENOMEM = 2 };
+
+/* binary_gemm output modes (the codes bebert_cli/kernels passes) */
+enum { BB_OUT_FLOAT = 0, BB_OUT_SIGN = 2 };
+
+/* CPU detection; idempotent, and called by every function below on first use. */
+void bb_init(void);
+/* Levels compiled into this build, best last: x86 "scalar", "avx2", "avx512_vpopcntdq";
+ * aarch64 "scalar", "neon"; elsewhere "scalar". */
+int bb_num_levels(void);
+const char *bb_level_name(int level); /* NULL when out of range */
+int bb_best_level(void);              /* the best level this CPU runs */
+int bb_openmp(void);                  /* 1 when built with OpenMP */
+int bb_max_threads(void);
+/* Below this much work (about multiply-adds / 32) a call runs on one thread; the harness sets 0
+ * so that small shapes exercise the threaded paths too. Default 2^15. */
+void bb_set_parallel_min_work(size_t work);
+
+/* Sign bits of x [M][K] - shift -> out [M][ceil(K/32)] words (padding 0). */
+int bb_pack_signs(const float *x, size_t M, size_t K, float shift, uint32_t *out, int level, int num_threads);
+
+/* out[m][n] = K - 2*popcount(a[m] ^ b[n]) (int32): a [M][lda] words, padding bits 0; b interleaved. */
+int bb_matmul_bits(const uint32_t *a, size_t M, size_t K, size_t lda, const uint32_t *b, size_t N, int32_t *out,
+                   int level, int num_threads);
+
+/* The binary GEMM of the fused layer. a: float [M][K] (its signs of a - shift are packed here) when
+ * !a_is_bits, else sign words [M][lda]. y = float(dot) * scale (+ bias), two roundings.
+ * BB_OUT_FLOAT: float out [M][N] = y (+ residual [M][N]), a third rounding.
+ * BB_OUT_SIGN: sign words of y, uint32 out [M][ceil(N/32)] (padding 0); residual must be NULL. */
+int bb_binary_gemm(const void *a, int a_is_bits, size_t M, size_t K, size_t lda, float shift, const uint32_t *w,
+                   size_t N, const float *scale, const float *bias, const float *residual, void *out, int mode,
+                   int level, int num_threads);
+
+/* out [M][N] = float(x . sign_w) * scale (+ bias) for int8 x [M][K]. */
+int bb_lowbit_linear(const int8_t *x, size_t M, size_t K, const uint32_t *w, size_t N, const float *scale,
+                     const float *bias, float *out, int level, int num_threads);
+
+/* BiBERT attention, float in: q [B][H][Lq][D], k, v [B][H][Lk][D], keep [B][Lk] (nonzero = may be
+ * attended) or NULL. out[i][d] = sum_j A[i][j] sign(v[j][d]), A[i][j] = keep[j] && sign(q_i).sign(k_j) >= 0. */
+int bb_bi_attention(const float *q, const float *k, const float *v, const uint8_t *keep, size_t B, size_t H,
+                    size_t Lq, size_t Lk, size_t D, float *out, int level, int num_threads);
+
+/* The same from sign words: row b*L+i of qkv holds [q | k | v] (rw words per row, k at word koff,
+ * v at voff, head h at h*D/32 of each part; D % 32 == 0); out row b*L+i, head h at word h*D/32
+ * (ow words per row) = sign words of the attention output. */
+int bb_bi_attention_bits(const uint32_t *qkv, size_t rw, size_t koff, size_t voff, const uint8_t *keep, size_t B,
+                         size_t H, size_t L, size_t D, uint32_t *out, size_t ow, int level, int num_threads);
+
+#endif
