@@ -132,3 +132,12 @@ def tiny_batch(vocab: int = 60) -> dict:
     mask[1, 7:] = 0
     mask[3, 3:] = 0
     return {"input_ids": ids, "attention_mask": mask}
+
+
+def backends_to_test() -> list[str]:
+    """The kernel backends a test should loop over: only the forced one under BEBERT_KERNEL_BACKEND (CI runs
+    the runtime tests once per backend that way), else every backend this process has."""
+    from bebert_cli import kernels
+
+    forced = kernels.forced_backend()
+    return [forced] if forced else kernels.available_backends()
