@@ -47,6 +47,7 @@ def finetune_command(
         make_accelerator, write_json,
     )
     from bebert_cli.report.card import write_model_card
+    from bebert_cli.reproducibility import seed_all
     from bebert_cli.runner import environment_info, publish, training_run
     from bebert_cli.training import TrainConfig, train
     from bebert_cli.evaluation import evaluate
@@ -56,6 +57,7 @@ def finetune_command(
                                max_seq_length, max_train_samples, seed)
     accelerator = make_accelerator(cpu=cpu)
     tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)
+    seed_all(seed)  # before the new head (and any hashed embeddings) is initialised
     net = load_classifier(model, task_, new_head=True, trust_remote_code=trust_remote_code)
     plan = None
     if recipe is not None:  # an fp encoder with binary or hashed input embeddings (EELBERT)

@@ -100,8 +100,6 @@ def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
                  data_dir, overwrite: bool, resume: bool, save_every: int, eval_batch_size: int,
                  mixed_precision: str = "no", cpu: bool = False, trust_remote_code: bool = False) -> dict:
     """Train `members` binary members from `teacher_path` and publish the ensemble directory `output`."""
-    import torch
-
     from bebert_cli.atomic import atomic_output_dir
     from bebert_cli.ensemble.boosting import r2_step, samme_step
     from bebert_cli.ensemble.model import EnsembleModel, combination_for, write_manifest
@@ -113,6 +111,7 @@ def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
     from bebert_cli.quant.packed import fast_inference_twin, fastest_runtime, load_packed, save_packed
     from bebert_cli.quant.student import dir_size, finalize_student, load_eval_texts, make_student, train_student
     from bebert_cli.report.card import write_model_card
+    from bebert_cli.reproducibility import seed_all
     from bebert_cli.runner import environment_info, publish, training_run
     from bebert_cli.training import BEST_FILE, STATE_FILE as TRAIN_STATE_FILE, TrainingInterrupted
 
@@ -166,7 +165,7 @@ def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
             # train_student freezes the teacher's parameters, and make_student deep-copies the teacher: every
             # member after the first would inherit frozen LayerNorms, position embeddings and head. Build the
             # student here (same seed as train_student would) and make all of it trainable again.
-            torch.manual_seed(seed)
+            seed_all(seed)
             student, plan = make_student(teacher, mrecipe, tokenizer)
             for p in student.parameters():
                 p.requires_grad_(True)

@@ -67,14 +67,13 @@ def train_student(teacher, tokenizer, task: GlueTask, recipe: Recipe, data, *, a
                   out, save_every: int, eval_batch_size: int, train_ds=None, description: str | None = None,
                   fingerprint: dict | None = None, student=None, plan=None):
     """Train (or resume) one student on `train_ds` (default: data.train); returns (student, plan, result)."""
-    import torch
-
     from bebert_cli.evaluation import evaluate
     from bebert_cli.pipeline import main_score
     from bebert_cli.quant.distill import Distiller
+    from bebert_cli.reproducibility import seed_all
     from bebert_cli.training import TrainConfig, train
 
-    torch.manual_seed(recipe.seed)
+    seed_all(recipe.seed)  # before a smaller student or hashed embeddings draw their initial weights
     if student is None:
         student, plan = make_student(teacher, recipe, tokenizer)
     teacher.to(accelerator.device).eval()
