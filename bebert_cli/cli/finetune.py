@@ -126,11 +126,12 @@ def finetune_command(
 def _embedding_recipe(embeddings, hash_ngrams, hash_seed, hash_projection, lr, epochs, batch_size, max_seq_length,
                       max_train_samples, seed):
     """None for a plain fine-tune; else a full-precision recipe that only swaps the word embeddings."""
-    from bebert_cli.quant.recipes import Recipe, parse_ngrams
+    from bebert_cli.quant.recipes import Recipe, check_hash_options, parse_ngrams
 
+    ngrams = parse_ngrams(hash_ngrams)
+    check_hash_options(ngrams, hash_seed)  # even when unused: a bad value is a usage error, not ignored
     if embeddings == "table":
         return None
-    ngrams = parse_ngrams(hash_ngrams)
     return Recipe(f"finetune-{embeddings}", weight_bits=32, activation_bits=32, embeddings=embeddings, distill=(),
                   epochs=epochs, lr=lr, batch_size=batch_size, max_seq_length=max_seq_length,
                   max_train_samples=max_train_samples, seed=seed, hash_ngrams=ngrams, hash_seed=hash_seed,

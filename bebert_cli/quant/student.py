@@ -6,7 +6,7 @@ import copy
 from dataclasses import dataclass
 from pathlib import Path
 
-from bebert_cli.quant.recipes import Recipe
+from bebert_cli.quant.recipes import Recipe, student_heads
 from bebert_cli.tasks import GlueTask
 
 
@@ -32,13 +32,13 @@ def _smaller_student(teacher, recipe: Recipe):
             cfg.n_layers = recipe.student_layers
         if recipe.student_width:
             cfg.dim, cfg.hidden_dim = recipe.student_width, 4 * recipe.student_width
-            cfg.n_heads = max(1, recipe.student_width // 64)
+            cfg.n_heads = student_heads(recipe.student_width)
     else:
         if recipe.student_layers:
             cfg.num_hidden_layers = recipe.student_layers
         if recipe.student_width:
             cfg.hidden_size, cfg.intermediate_size = recipe.student_width, 4 * recipe.student_width
-            cfg.num_attention_heads = max(1, recipe.student_width // 64)
+            cfg.num_attention_heads = student_heads(recipe.student_width)
             if hasattr(cfg, "embedding_size"):
                 cfg.embedding_size = recipe.student_width
     return AutoModelForSequenceClassification.from_config(cfg)
