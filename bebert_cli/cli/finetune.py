@@ -47,6 +47,7 @@ def finetune_command(
         make_accelerator, write_json,
     )
     from bebert_cli.report.card import write_model_card
+    from bebert_cli.report.lineage import lineage
     from bebert_cli.reproducibility import seed_all
     from bebert_cli.runner import environment_info, publish, training_run
     from bebert_cli.training import TrainConfig, train
@@ -100,6 +101,7 @@ def finetune_command(
                           "best_score": result.best_score, "best_epoch": result.best_epoch},
             "steps": result.steps, "samples_per_second": result.samples_per_second,
             "train_seconds": result.train_seconds, "environment": environment_info(),
+            "lineage": lineage(model),  # license and Hub base model, for the card
         }
 
         def write(tmp):

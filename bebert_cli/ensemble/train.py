@@ -111,6 +111,7 @@ def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
     from bebert_cli.quant.packed import fast_inference_twin, fastest_runtime, load_packed, save_packed
     from bebert_cli.quant.student import dir_size, finalize_student, load_eval_texts, make_student, train_student
     from bebert_cli.report.card import write_model_card
+    from bebert_cli.report.lineage import lineage
     from bebert_cli.reproducibility import seed_all
     from bebert_cli.runner import environment_info, publish, training_run
     from bebert_cli.training import BEST_FILE, STATE_FILE as TRAIN_STATE_FILE, TrainingInterrupted
@@ -276,6 +277,7 @@ def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
             "best_member": {"path": best["path"], task.main_metric: best["dev"][task.main_metric]},
             "members_size_bytes": members_size, "mixed_precision": mixed_precision,
             "processes": accelerator.num_processes, "teacher_eval": teacher_payload, "environment": environment_info(),
+            "lineage": lineage(teacher_path),
         }
         manifest_members = [{k: r[k] for k in ("path", "weight", "recipe", "error", "chance", "seed", "bits", "dev",
                                                "train_rows", "unique_rows", "train_seconds")} for r in records]
@@ -380,6 +382,7 @@ def run_from(paths: list, task: GlueTask, output: Path, *, out, data_dir, overwr
     from bebert_cli.quant.packed import fastest_runtime, load_packed
     from bebert_cli.quant.student import dir_size, load_eval_texts
     from bebert_cli.report.card import write_model_card
+    from bebert_cli.report.lineage import lineage
     from bebert_cli.runner import environment_info
 
     if len(paths) < 2:
@@ -446,6 +449,7 @@ def run_from(paths: list, task: GlueTask, output: Path, *, out, data_dir, overwr
         "member_dev": [r["dev"][task.main_metric] for r in records],
         "best_member": {"path": best["path"], task.main_metric: best["dev"][task.main_metric]},
         "distillation": None, "train_seconds": 0.0, "teacher": teacher, "environment": environment_info(),
+        "lineage": lineage(teacher if teacher else infos[0].path),
     }
     sample_texts = [str(t) for t in load_eval_texts(dev, tokenizer)]
     if accelerator.is_main_process:

@@ -164,6 +164,10 @@ def export_checkpoint(src, output, fmt: str, *, overwrite: bool = False, verify:
             from bebert_cli.export.remote_code import write_remote_code
 
             info = write_remote_code(model, src, tmp, config, qc)
+        from bebert_cli.report.card import write_model_card
+
+        # The export's own card (how it loads differs from the source's); a packed copy is renamed only.
+        write_model_card(src, name=output.name, out_dir=tmp, export_format=None if fmt == "packed" else fmt)
         if verify:
             if log:
                 log("verifying the export (reload + exact logits check) ...")

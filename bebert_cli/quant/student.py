@@ -121,6 +121,7 @@ def run_binarize(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
     )
     from bebert_cli.quant.packed import save_packed
     from bebert_cli.report.card import write_model_card
+    from bebert_cli.report.lineage import lineage
     from bebert_cli.runner import environment_info, publish, training_run
 
     accelerator = make_accelerator(cpu=cpu, mixed_precision=mixed_precision)
@@ -154,7 +155,7 @@ def run_binarize(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
                           "best_score": result.best_score, "best_epoch": result.best_epoch},
             "steps": result.steps, "samples_per_second": result.samples_per_second, "train_seconds": result.train_seconds,
             "mixed_precision": mixed_precision, "processes": accelerator.num_processes,
-            "teacher_eval": teacher_payload, "environment": environment_info(),
+            "teacher_eval": teacher_payload, "environment": environment_info(), "lineage": lineage(teacher_path),
         }
         sample_texts = [str(t) for t in load_eval_texts(dev, tokenizer)]
 
