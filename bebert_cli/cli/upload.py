@@ -45,8 +45,8 @@ def check_checkpoint(path: Path) -> str:
 
 
 def upload_command(
-    path: Annotated[Path, typer.Argument(help="Checkpoint directory to push (bebert finetune / binarize / ensemble / export output).")],
-    repo_id: Annotated[str, typer.Argument(help="Hub repository, e.g. your-name/bebert-sst2-w1a4 (created if missing).")],
+    path: Annotated[Path, typer.Argument(metavar="DIR", help="Checkpoint directory to push (bebert finetune / binarize / ensemble / export output).")],
+    repo_id: Annotated[str, typer.Argument(metavar="REPO_ID", help="Hub repository, e.g. your-name/bebert-sst2-w1a4 (created if missing).")],
     private: Annotated[bool, typer.Option("--private", help="Create the repository private (an existing one keeps its visibility).")] = False,
     revision: Annotated[Optional[str], typer.Option("--revision", help="Branch to push to (created from main if missing); default main.")] = None,
     commit_message: Annotated[Optional[str], typer.Option("--commit-message", help="Commit message; default names the checkpoint.")] = None,
