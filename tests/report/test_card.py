@@ -119,6 +119,13 @@ def test_packed_card_shows_the_transformers_way_that_works(dirs):
     assert "AutoModelForSequenceClassification.from_pretrained(repo)" in text and "trust_remote_code" not in text
 
 
+def test_the_pipeline_call_the_fp_card_shows_works(dirs):
+    from transformers import pipeline
+
+    out = pipeline("text-classification", model=str(dirs["teacher"]))("a gripping, funny film")
+    assert len(out) == 1 and 0.0 <= out[0]["score"] <= 1.0
+
+
 def test_the_transformers_call_the_packed_card_shows_loads_it(dirs):
     import bebert_cli  # noqa: F401  (what the card tells the reader to import first)
     from transformers import AutoModelForSequenceClassification
