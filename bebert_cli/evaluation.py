@@ -43,11 +43,11 @@ def predict_logits(model, ds, collator, *, batch_size: int = 64, device=None, pr
 
 def evaluate(model, task: GlueTask, ds, collator, *, batch_size: int = 64, device=None, progress=None, description="eval"):
     """Task metrics of `model` on a tokenized dataset with a `labels` column."""
-    logits = predict_logits(model, ds, collator, batch_size=batch_size, device=device, progress=progress, description=description)
     labels = np.asarray(ds["labels"])
-    if not task.is_regression and (labels < 0).any():
+    if not task.is_regression and (labels < 0).any():  # before predicting a whole split for nothing
         from bebert_cli.errors import DataError
 
         raise DataError(f"the {task.name} split has no labels (a test split?); evaluate on dev or train")
+    logits = predict_logits(model, ds, collator, batch_size=batch_size, device=device, progress=progress, description=description)
     metrics = compute_metrics(task, logits, labels)
     return metrics, logits

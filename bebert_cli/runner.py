@@ -50,8 +50,11 @@ def publish(output: Path, write, *, overwrite: bool, accelerator) -> None:
 
 
 def environment_info() -> dict:
+    """Versions and the machine facts a seed cannot control (see `bebert_cli.reproducibility`)."""
     import torch
     import transformers
+
+    from bebert_cli.reproducibility import uncontrolled
 
     return {
         "bebert": __version__,
@@ -59,4 +62,5 @@ def environment_info() -> dict:
         "transformers": transformers.__version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
+        **uncontrolled(),
     }

@@ -48,13 +48,20 @@ def eval_command(
     tokenizer = load_tokenizer(tokenizer_path(path), trust_remote_code=trust_remote_code)
     seq_len = max_seq_length or read_run_info(Path(path)).get("max_seq_length") or 128
     splits = load_eval_split(task_, split, tokenizer, data_dir=data_dir, max_seq_length=seq_len, max_samples=max_samples)
-    accelerator = make_accelerator(cpu=cpu or runtime == "packed")
-    model.to(accelerator.device)
+    from bebert_cli.quant.convert import runtime_of
+
+    used = runtime_of(model)
+    if runtime == "packed" and used != "packed":
+        out.warn(f"--runtime packed: {path} has no binary layers to run on the bit kernels; "
+                 f"evaluated {'in full precision' if used == 'fp' else 'simulated'}")
+    accelerator = make_accelerator(cpu=cpu or used == "packed")
+    if used != "packed":  # the packed runtime runs on the CPU it was prepared on; a move would drop the
+        model.to(accelerator.device)  # prepared kernel weights (PackedLinear._apply), rebuilt per layer later
     with out.progress() as progress:
         results = evaluate_splits(model, task_, splits, make_collator(tokenizer), batch_size=batch_size,
                                   progress=progress, device=accelerator.device)
-    payload = eval_payload(task_, results, model=str(path), split=split, max_seq_length=seq_len, runtime=runtime)
-    if runtime == "packed":  # which kernels computed the numbers (they are identical on every backend)
+    payload = eval_payload(task_, results, model=str(path), split=split, max_seq_length=seq_len, runtime=used)
+    if used == "packed":  # which kernels computed the numbers (they are identical on every backend)
         from bebert_cli.environment import kernel_info
 
         payload["kernel_backend"] = kernel_info()["backend"]

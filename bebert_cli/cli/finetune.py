@@ -47,6 +47,8 @@ def finetune_command(
         make_accelerator, write_json,
     )
     from bebert_cli.report.card import write_model_card
+    from bebert_cli.report.lineage import lineage
+    from bebert_cli.reproducibility import seed_all
     from bebert_cli.runner import environment_info, publish, training_run
     from bebert_cli.training import TrainConfig, train
     from bebert_cli.evaluation import evaluate
@@ -56,6 +58,7 @@ def finetune_command(
                                max_seq_length, max_train_samples, seed)
     accelerator = make_accelerator(cpu=cpu)
     tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)
+    seed_all(seed)  # before the new head (and any hashed embeddings) is initialised
     net = load_classifier(model, task_, new_head=True, trust_remote_code=trust_remote_code)
     plan = None
     if recipe is not None:  # an fp encoder with binary or hashed input embeddings (EELBERT)
@@ -98,6 +101,7 @@ def finetune_command(
                           "best_score": result.best_score, "best_epoch": result.best_epoch},
             "steps": result.steps, "samples_per_second": result.samples_per_second,
             "train_seconds": result.train_seconds, "environment": environment_info(),
+            "lineage": lineage(model),  # license and Hub base model, for the card
         }
 
         def write(tmp):
@@ -124,11 +128,12 @@ def finetune_command(
 def _embedding_recipe(embeddings, hash_ngrams, hash_seed, hash_projection, lr, epochs, batch_size, max_seq_length,
                       max_train_samples, seed):
     """None for a plain fine-tune; else a full-precision recipe that only swaps the word embeddings."""
-    from bebert_cli.quant.recipes import Recipe, parse_ngrams
+    from bebert_cli.quant.recipes import Recipe, check_hash_options, parse_ngrams
 
+    ngrams = parse_ngrams(hash_ngrams)
+    check_hash_options(ngrams, hash_seed)  # even when unused: a bad value is a usage error, not ignored
     if embeddings == "table":
         return None
-    ngrams = parse_ngrams(hash_ngrams)
     return Recipe(f"finetune-{embeddings}", weight_bits=32, activation_bits=32, embeddings=embeddings, distill=(),
                   epochs=epochs, lr=lr, batch_size=batch_size, max_seq_length=max_seq_length,
                   max_train_samples=max_train_samples, seed=seed, hash_ngrams=ngrams, hash_seed=hash_seed,

@@ -35,19 +35,10 @@ def root(
 
 def _register() -> None:
     # One module per command; each exposes `register(app)`. Imports stay light (no torch).
-    from bebert_cli.cli import env
+    from bebert_cli.cli import binarize, ensemble, env, export, finetune, report, upload
     from bebert_cli.cli import eval as eval_cmd
-    from bebert_cli.cli import finetune
 
-    for module in (finetune, eval_cmd, env):
-        module.register(app)
-    for optional in ("binarize", "ensemble", "export", "report"):
-        try:
-            module = __import__(f"bebert_cli.cli.{optional}", fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"bebert_cli.cli.{optional}":
-                raise
-            continue
+    for module in (finetune, binarize, ensemble, eval_cmd, export, report, upload, env):
         module.register(app)
 
 

@@ -77,12 +77,6 @@ def bootstrap_indices(n: int, seed: int) -> list[int]:
     return resample_indices(np.ones(n), n, seed)
 
 
-def samme_alpha(error: float, num_classes: int) -> float:
-    k = max(int(num_classes), 2)
-    err = min(max(float(error), ERR_CLIP), 1.0 - ERR_CLIP)
-    return math.log((1.0 - err) / err) + math.log(k - 1)
-
-
 def samme_step(sample_weights, wrong, num_classes: int) -> BoostStep:
     """One SAMME round from the member's mistakes on the (full) training set."""
     w = normalise(sample_weights)
@@ -131,10 +125,3 @@ def heldout_weight(logits, labels, *, regression: bool, num_classes: int) -> Boo
     if regression:
         return r2_step(uniform, logits.reshape(-1) - labels.astype(np.float64))
     return samme_step(uniform, logits.argmax(axis=-1) != labels.astype(np.int64), num_classes)
-
-
-def combine(member_logits, weights) -> np.ndarray:
-    """sum_k w_k logits_k / sum_k w_k: the ensemble output (classification logits or regression scores)."""
-    w = np.asarray(weights, dtype=np.float64)
-    stacked = np.stack([np.asarray(x, dtype=np.float64) for x in member_logits])
-    return np.tensordot(w, stacked, axes=1) / w.sum()

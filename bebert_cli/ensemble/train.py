@@ -100,8 +100,6 @@ def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
                  data_dir, overwrite: bool, resume: bool, save_every: int, eval_batch_size: int,
                  mixed_precision: str = "auto", cpu: bool = False, trust_remote_code: bool = False) -> dict:
     """Train `members` binary members from `teacher_path` and publish the ensemble directory `output`."""
-    import torch
-
     from bebert_cli.atomic import atomic_output_dir
     from bebert_cli.ensemble.boosting import r2_step, samme_step
     from bebert_cli.ensemble.model import EnsembleModel, combination_for, write_manifest
@@ -113,6 +111,8 @@ def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
     from bebert_cli.quant.packed import fast_inference_twin, fastest_runtime, load_packed, save_packed
     from bebert_cli.quant.student import dir_size, finalize_student, load_eval_texts, make_student, train_student
     from bebert_cli.report.card import write_model_card
+    from bebert_cli.report.lineage import lineage
+    from bebert_cli.reproducibility import seed_all
     from bebert_cli.runner import environment_info, publish, training_run
     from bebert_cli.training import BEST_FILE, STATE_FILE as TRAIN_STATE_FILE, TrainingInterrupted
 
@@ -166,7 +166,7 @@ def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
             # train_student freezes the teacher's parameters, and make_student deep-copies the teacher: every
             # member after the first would inherit frozen LayerNorms, position embeddings and head. Build the
             # student here (same seed as train_student would) and make all of it trainable again.
-            torch.manual_seed(seed)
+            seed_all(seed)
             student, plan = make_student(teacher, mrecipe, tokenizer)
             for p in student.parameters():
                 p.requires_grad_(True)
@@ -277,6 +277,7 @@ def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
             "best_member": {"path": best["path"], task.main_metric: best["dev"][task.main_metric]},
             "members_size_bytes": members_size, "mixed_precision": accelerator.mixed_precision, "mixed_precision_reason": accelerator.bebert_precision_reason,
             "processes": accelerator.num_processes, "teacher_eval": teacher_payload, "environment": environment_info(),
+            "lineage": lineage(teacher_path),
         }
         manifest_members = [{k: r[k] for k in ("path", "weight", "recipe", "error", "chance", "seed", "bits", "dev",
                                                "train_rows", "unique_rows", "train_seconds")} for r in records]
@@ -381,6 +382,7 @@ def run_from(paths: list, task: GlueTask, output: Path, *, out, data_dir, overwr
     from bebert_cli.quant.packed import fastest_runtime, load_packed
     from bebert_cli.quant.student import dir_size, load_eval_texts
     from bebert_cli.report.card import write_model_card
+    from bebert_cli.report.lineage import lineage
     from bebert_cli.runner import environment_info
 
     if len(paths) < 2:
@@ -447,6 +449,7 @@ def run_from(paths: list, task: GlueTask, output: Path, *, out, data_dir, overwr
         "member_dev": [r["dev"][task.main_metric] for r in records],
         "best_member": {"path": best["path"], task.main_metric: best["dev"][task.main_metric]},
         "distillation": None, "train_seconds": 0.0, "teacher": teacher, "environment": environment_info(),
+        "lineage": lineage(teacher if teacher else infos[0].path),
     }
     sample_texts = [str(t) for t in load_eval_texts(dev, tokenizer)]
     if accelerator.is_main_process:

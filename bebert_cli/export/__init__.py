@@ -59,24 +59,18 @@ def copy_template(out: Path) -> None:
         shutil.copy2(TEMPLATE_DIR / name, out / name)
 
 
-def linear_form() -> str:
-    """How this bebert's simulated binary Linear orders its float ops (the standalone code must match).
-
-    "fused": linear(act_quant(x), signs) * w_scale (activation scale inside the matmul);
-    "split": linear(integers, signs) * (w_scale * a_scale) (activation quantizers with a `split`).
-    """
-    from bebert_cli.quant.quantizers import BinaryActivation, LsqActivation
-
-    return "split" if hasattr(BinaryActivation, "split") and hasattr(LsqActivation, "split") else "fused"
+# How bebert's binary Linear orders its float ops, which the standalone code must follow:
+# linear(integers, signs) * (w_scale * a_scale), an exact integer dot first (docs/performance.md).
+LINEAR_FORM = "split"
 
 
 def source_config(src: Path) -> tuple[dict, dict]:
-    """(config without quantization_config, quantization_config + this bebert's linear_form) of a packed checkpoint."""
+    """(config without quantization_config, quantization_config + the linear form) of a packed checkpoint."""
     from bebert_cli.checkpoint import read_config_json
 
     config = read_config_json(src)
     qc = config.pop("quantization_config")
-    qc["linear_form"] = linear_form()
+    qc["linear_form"] = LINEAR_FORM
     return config, qc
 
 
@@ -170,6 +164,10 @@ def export_checkpoint(src, output, fmt: str, *, overwrite: bool = False, verify:
             from bebert_cli.export.remote_code import write_remote_code
 
             info = write_remote_code(model, src, tmp, config, qc)
+        from bebert_cli.report.card import write_model_card
+
+        # The export's own card (how it loads differs from the source's); a packed copy is renamed only.
+        write_model_card(src, name=output.name, out_dir=tmp, export_format=None if fmt == "packed" else fmt)
         if verify:
             if log:
                 log("verifying the export (reload + exact logits check) ...")

@@ -62,7 +62,7 @@ def check_architecture(model) -> None:
         raise ModelError(f"cannot binarize a {mt!r} model; supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
 
 
-def _is_binarized(name: str, model_type: str) -> bool:
+def _is_binarized(name: str) -> bool:
     inside_layer = ".encoder.layer." in f".{name}" or ".transformer.layer." in f".{name}"
     return inside_layer or name.endswith("pooler.dense")
 
@@ -93,7 +93,7 @@ def quantize_(model, recipe: Recipe, *, packed: bool = False, runtime: str = "si
 
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.Linear):
-            if recipe.weight_bits == 1 and _is_binarized(name, mt):
+            if recipe.weight_bits == 1 and _is_binarized(name):
                 # FFN output input is GELU output: mostly non-negative, but GELU dips below 0, so
                 # a signed quantizer (with a learned shift for BiT) is kept there too.
                 act = make_activation_quantizer(act_bits, mode)
@@ -104,7 +104,7 @@ def quantize_(model, recipe: Recipe, *, packed: bool = False, runtime: str = "si
                 _set(model, name, new)
                 plan.binary_linears.append(name)
             else:
-                plan.full_precision[name] = "encoder kept full precision (weight bits 32)" if _is_binarized(name, mt) else _reason(name)
+                plan.full_precision[name] = "encoder kept full precision (weight bits 32)" if _is_binarized(name) else _reason(name)
         elif isinstance(module, nn.Embedding):
             if name.endswith("word_embeddings") and recipe.embeddings == "binary":
                 new = PackedEmbedding(module.num_embeddings, module.embedding_dim, module.padding_idx) if packed else QuantEmbedding(module)
@@ -156,3 +156,12 @@ def set_runtime(model, runtime: str) -> None:
     for m in model.modules():
         if isinstance(m, (PackedLinear, AttentionQuant)):
             m.runtime = runtime
+
+
+def runtime_of(model) -> str:
+    """The runtime `model` really runs: "packed" (bit kernels), "simulated" (fake-quant), or "fp" when it
+    has no binary layer at all (a full-precision checkpoint, whatever --runtime asked for)."""
+    runtimes = {m.runtime for m in model.modules() if isinstance(m, (PackedLinear, AttentionQuant))}
+    if not runtimes:
+        return "simulated" if any(isinstance(m, PackedEmbedding) for m in model.modules()) else "fp"
+    return "packed" if runtimes == {"packed"} else "simulated"

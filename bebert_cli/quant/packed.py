@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from bebert_cli.errors import CheckpointError, ModelError
+from bebert_cli.errors import CheckpointError
 from bebert_cli.quant.layers import PackedEmbedding, PackedLinear, QuantEmbedding, QuantLinear
 from bebert_cli.quant.packing import BIT_ORDER
 from bebert_cli.quant.recipes import Recipe
@@ -286,15 +286,6 @@ def _materialize(model, state: dict) -> bool:
         if not all(_UNSAVED_BUFFERS[name](module._buffers[name]) for name in missing):
             return False
     return not any(t.is_meta for t in (*model.parameters(), *model.buffers()))
-
-
-def is_packed_dir(path) -> bool:
-    try:
-        from bebert_cli.checkpoint import checkpoint_kind
-
-        return checkpoint_kind(path) == "packed"
-    except ModelError:
-        return False
 
 
 def fastest_runtime(device) -> str:

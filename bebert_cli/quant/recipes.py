@@ -58,12 +58,14 @@ class Recipe:
             raise UsageError("--fp-dtype must be float16 or float32")
         if self.embeddings not in ("table", "binary", "hash"):
             raise UsageError("--embeddings must be table, binary or hash")
+        check_hash_options(self.hash_ngrams, self.hash_seed)
         for name in ("student_layers", "student_width"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise UsageError(f"--{name.replace('_', '-')} must be a positive integer")
-        if self.student_width is not None and self.student_width % 64 and self.student_width % 32:
-            raise UsageError("--student-width must be a multiple of 32 (heads of 32 or 64 dimensions)")
+        if self.student_width is not None and self.student_width % 32:
+            # student_heads() splits such a width into heads of 64 dimensions, or of 32 where 64 does not divide it
+            raise UsageError(f"--student-width must be a multiple of 32 (heads of 64 or 32 dimensions), not {self.student_width}")
         if self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1 or self.max_seq_length < 8:
             raise UsageError("epochs, lr, batch size must be positive and max sequence length at least 8")
         return self
@@ -144,10 +146,29 @@ def resolve_recipe(name: str, **overrides) -> Recipe:
     return replace(PRESETS[name], **changes).validate()
 
 
+def student_heads(width: int) -> int:
+    """Attention heads of a `width`-wide student: heads of 64 dimensions, or of 32 where 64 does not divide it."""
+    return width // 64 if width % 64 == 0 else max(1, width // 32)
+
+
+_MAX_HASH_SEED = 2**64  # the hash family's seed is a 64-bit integer (hash_embedding.HashEmbeddingSettings)
+
+
+def check_hash_options(ngrams, seed) -> None:
+    """--hash-ngrams: distinct positive integers; --hash-seed: 0 <= seed < 2**64 (usage errors, exit 2)."""
+    sizes = list(ngrams)
+    if not sizes or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes):
+        raise UsageError(f"--hash-ngrams must be positive integers, e.g. 3 or 2,3,4, not {','.join(map(str, sizes)) or 'nothing'}")
+    if len(set(sizes)) != len(sizes):
+        raise UsageError(f"--hash-ngrams lists a size twice: {','.join(map(str, sizes))}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < _MAX_HASH_SEED:
+        raise UsageError(f"--hash-seed must be an integer from 0 to 2**64 - 1, not {seed}")
+
+
 def parse_ngrams(text: str) -> tuple[int, ...]:
     """--hash-ngrams "2,3,4" -> (2, 3, 4)."""
     try:
-        return tuple(int(x) for x in text.split(","))
+        return tuple(int(x) for x in str(text).split(","))
     except ValueError:
         raise UsageError(f"--hash-ngrams must be comma-separated integers, not {text!r}") from None
 

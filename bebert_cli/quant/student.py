@@ -6,7 +6,7 @@ import copy
 from dataclasses import dataclass
 from pathlib import Path
 
-from bebert_cli.quant.recipes import Recipe
+from bebert_cli.quant.recipes import Recipe, student_heads
 from bebert_cli.tasks import GlueTask
 
 
@@ -32,13 +32,13 @@ def _smaller_student(teacher, recipe: Recipe):
             cfg.n_layers = recipe.student_layers
         if recipe.student_width:
             cfg.dim, cfg.hidden_dim = recipe.student_width, 4 * recipe.student_width
-            cfg.n_heads = max(1, recipe.student_width // 64)
+            cfg.n_heads = student_heads(recipe.student_width)
     else:
         if recipe.student_layers:
             cfg.num_hidden_layers = recipe.student_layers
         if recipe.student_width:
             cfg.hidden_size, cfg.intermediate_size = recipe.student_width, 4 * recipe.student_width
-            cfg.num_attention_heads = max(1, recipe.student_width // 64)
+            cfg.num_attention_heads = student_heads(recipe.student_width)
             if hasattr(cfg, "embedding_size"):
                 cfg.embedding_size = recipe.student_width
     return AutoModelForSequenceClassification.from_config(cfg)
@@ -67,14 +67,13 @@ def train_student(teacher, tokenizer, task: GlueTask, recipe: Recipe, data, *, a
                   out, save_every: int, eval_batch_size: int, train_ds=None, description: str | None = None,
                   fingerprint: dict | None = None, student=None, plan=None):
     """Train (or resume) one student on `train_ds` (default: data.train); returns (student, plan, result)."""
-    import torch
-
     from bebert_cli.evaluation import evaluate
     from bebert_cli.pipeline import main_score
     from bebert_cli.quant.distill import Distiller
+    from bebert_cli.reproducibility import seed_all
     from bebert_cli.training import TrainConfig, train
 
-    torch.manual_seed(recipe.seed)
+    seed_all(recipe.seed)  # before a smaller student or hashed embeddings draw their initial weights
     if student is None:
         student, plan = make_student(teacher, recipe, tokenizer)
     teacher.to(accelerator.device).eval()
@@ -122,6 +121,7 @@ def run_binarize(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
     )
     from bebert_cli.quant.packed import save_packed
     from bebert_cli.report.card import write_model_card
+    from bebert_cli.report.lineage import lineage
     from bebert_cli.runner import environment_info, publish, training_run
 
     accelerator = make_accelerator(cpu=cpu, mixed_precision=mixed_precision, out=out)
@@ -154,8 +154,9 @@ def run_binarize(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
             "selection": {"held_out_rows": len(data.select) if data.select is not None else 0,
                           "best_score": result.best_score, "best_epoch": result.best_epoch},
             "steps": result.steps, "samples_per_second": result.samples_per_second, "train_seconds": result.train_seconds,
-            "mixed_precision": accelerator.mixed_precision, "mixed_precision_reason": accelerator.bebert_precision_reason, "processes": accelerator.num_processes,
-            "teacher_eval": teacher_payload, "environment": environment_info(),
+            "mixed_precision": accelerator.mixed_precision, "mixed_precision_reason": accelerator.bebert_precision_reason,
+            "processes": accelerator.num_processes, "teacher_eval": teacher_payload, "environment": environment_info(),
+            "lineage": lineage(teacher_path),
         }
         sample_texts = [str(t) for t in load_eval_texts(dev, tokenizer)]
 

@@ -4,15 +4,20 @@
     write_model_card(out_dir)                      # after the checkpoint files are written
     write_model_card(tmp_dir, name=output.name)    # inside an atomic temp dir: name it after the output
 
-YAML front matter (`library_name: bebert`, tags, `model-index` with the saved dev metrics as
-fractions, exactly as in eval_results.json), then the recipe, the sizes and FLOPs (counted from the
-files, see docs/report.md) and how to load the model. `bebert report PATH --write-card` regenerates it.
+YAML front matter: `library_name` (`bebert` for packed and ensemble checkpoints, which need bebert
+to load; `transformers` for full-precision checkpoints and exports that plain transformers loads),
+`pipeline_tag: text-classification`, the `license` and Hub `base_model` carried from the source
+(`lineage`), `base_model_relation`, tags and a `model-index` with the saved, measured dev metrics as
+fractions (exactly as in eval_results.json; none where nothing was measured). Then the recipe, the
+sizes and FLOPs (counted from the files, see docs/report.md) and how to load the model, with the
+calls that work for that kind of checkpoint. `bebert report PATH --write-card` regenerates it;
+`bebert export` writes an export's own card (`export_format`).
 """
 
 from __future__ import annotations
 
 import json
-import re
+import math
 from pathlib import Path
 
 from bebert_cli.errors import BebertError
@@ -20,19 +25,12 @@ from bebert_cli.report import (
     CONVENTIONS, compare, count_checkpoint, fmt_bytes, fmt_count, fmt_delta, fmt_ratio, md_table, summarize,
 )
 from bebert_cli.report.counting import CARD_FILE, PRECISION_LABELS, PRECISIONS, Count
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+from bebert_cli.report.lineage import hub_id as _hub_id
+from bebert_cli.report.lineage import lineage
 
 
 def _metric_name(metric: str) -> str:
     return {"f1": "F1", "matthews_correlation": "Matthews correlation"}.get(metric, metric.replace("_", " ").capitalize())
-
-
-def _hub_id(ref) -> str | None:
-    """`ref` if it names a Hub repository (not a local path), else None: base_model must be a repo id."""
-    if not isinstance(ref, str) or not _HUB_ID.match(ref) or Path(ref).expanduser().exists():
-        return None
-    return ref
 
 
 def _teacher_ref(count: Count) -> str | None:
@@ -159,20 +157,76 @@ def _recipe_section(count: Count) -> list[str]:
     return out if len(out) > 2 else []
 
 
-def _how_to_load(name: str, task: str | None) -> list[str]:
+def _lineage(count: Count) -> dict:
+    """License and Hub base model: as recorded at training time, else followed from the teacher now."""
+    recorded = count.run_info.get("lineage")
+    if isinstance(recorded, dict):
+        return {"license": recorded.get("license"), "base_model": _hub_id(recorded.get("base_model"))}
+    ref = _teacher_ref(count)
+    return lineage(ref) if ref else {"license": None, "base_model": None}
+
+
+def _relation(count: Count, base: str | None) -> str | None:
+    """base_model_relation: a fine-tune of its base (fp), a quantized form of it (binary, same architecture)."""
+    if base is None:
+        return None
+    if count.kind == "fp":
+        return "finetune"
+    recipe = (count.quantization or {}).get("recipe") if count.kind == "packed" else None
+    if isinstance(recipe, dict) and (recipe.get("student_layers") or recipe.get("student_width")):
+        return None  # a smaller, randomly initialised student distilled from the teacher: not a quantization of it
+    return "quantized"
+
+
+def _how_to_load(count: Count, name: str, task: str | None, export_format: str | None) -> list[str]:
     t = task or "TASK"
-    return ["## How to load", "",
-            "With bebert installed (`pip install bebert`), from a local copy of this directory "
-            "(for a Hub repository: `huggingface_hub.snapshot_download(repo_id)`):", "",
-            "```python", "import bebert_cli", "", f'model = bebert_cli.load_model("{name}")                     # simulated runtime',
-            f'model = bebert_cli.load_model("{name}", runtime="packed")   # XNOR/popcount kernels', "```", "",
-            "```bash", f"bebert eval {name} --task {t}", f"bebert eval {name} --task {t} --runtime packed",
-            f"bebert report {name} --by-module", "```"]
+    repo = "REPO_ID_OR_DIR"
+    out = ["## How to load", ""]
+    if export_format in ("remote-code", "dense"):
+        out += ["With plain transformers (no bebert needed): the bundled `modeling_bebert.py` runs the binary model, "
+                "so loading needs `trust_remote_code=True` (read the code first; it is short).", "",
+                "```python", "from transformers import AutoModelForSequenceClassification, AutoTokenizer", "",
+                f'repo = "{repo}"  # this Hub repository or a local copy of `{name}`',
+                "tokenizer = AutoTokenizer.from_pretrained(repo, trust_remote_code=True)",
+                "model = AutoModelForSequenceClassification.from_pretrained(repo, trust_remote_code=True)",
+                'print(model(**tokenizer("a gripping, funny film", return_tensors="pt")).logits)', "```"]
+        if export_format == "dense":
+            out += ["", "Without `trust_remote_code` the weights load as the original architecture with full-precision "
+                    "activations: that is NOT this binary model and its predictions differ."]
+        return out
+    if count.kind == "fp":
+        return out + ["A plain Hugging Face checkpoint: transformers loads it as is.", "",
+                      "```python", "from transformers import pipeline", "",
+                      f'classifier = pipeline("text-classification", model="{repo}")  # or a local copy of `{name}`',
+                      'print(classifier("a gripping, funny film"))', "```", "",
+                      "```bash", f"bebert eval {name} --task {t}", f"bebert binarize {name} --task {t} -o {name}-binary",
+                      "```"]
+    if count.kind == "packed":
+        out += ["With bebert installed (`pip install bebert`), transformers loads it directly (bebert registers its "
+                "quantizer with transformers); `bebert_cli.load_model` picks the runtime:", "",
+                "```python", "import bebert_cli  # registers the packed format with transformers",
+                "from transformers import AutoModelForSequenceClassification, AutoTokenizer", "",
+                f'repo = "{repo}"  # this Hub repository or a local copy of `{name}`',
+                "tokenizer = AutoTokenizer.from_pretrained(repo)",
+                "model = AutoModelForSequenceClassification.from_pretrained(repo)", "",
+                "# from a local directory (for a Hub repository: huggingface_hub.snapshot_download(repo)):",
+                f'model = bebert_cli.load_model("{name}")                     # simulated runtime',
+                f'model = bebert_cli.load_model("{name}", runtime="packed")   # XNOR/popcount kernels', "```", ""]
+    else:  # ensemble: only bebert combines the members
+        out += ["With bebert installed (`pip install bebert`), from a local copy of this directory "
+                "(for a Hub repository: `huggingface_hub.snapshot_download(repo_id)`):", "",
+                "```python", "import bebert_cli", "",
+                f'model = bebert_cli.load_model("{name}")                     # simulated runtime',
+                f'model = bebert_cli.load_model("{name}", runtime="packed")   # XNOR/popcount kernels', "```", ""]
+    return out + ["```bash", f"bebert eval {name} --task {t}", f"bebert eval {name} --task {t} --runtime packed",
+                  f"bebert report {name} --by-module", "```"]
 
 
-def render_model_card(path, *, name: str | None = None, baseline="auto", seq_len: int | None = None) -> str:
+def render_model_card(path, *, name: str | None = None, baseline="auto", seq_len: int | None = None,
+                      export_format: str | None = None) -> str:
     """The card's text. `baseline`: "auto" (the teacher named in bebert_run.json if it exists locally), a
-    checkpoint path, or None (no comparison)."""
+    checkpoint path, or None (no comparison). `export_format` ("remote-code" | "dense"): the card of a
+    `bebert export` of the packed checkpoint `path` (same model, loaded by plain transformers)."""
     from huggingface_hub import EvalResult, ModelCardData
 
     from bebert_cli.tasks import TASKS
@@ -190,6 +244,8 @@ def render_model_card(path, *, name: str | None = None, baseline="auto", seq_len
     if m and glue:
         for split, metrics in m["splits"].items():
             for metric, value in metrics.items():
+                if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                    continue  # only what was measured
                 results.append(EvalResult(
                     task_type="text-classification", task_name="Text Classification", dataset_type="nyu-mll/glue",
                     dataset_name=f"GLUE {glue.glue_dir}", dataset_config=glue.hub_config, dataset_split=split,
@@ -203,30 +259,44 @@ def render_model_card(path, *, name: str | None = None, baseline="auto", seq_len
         tags.append("ensemble")
     if glue:
         tags += ["glue", glue.name]
+    if export_format:
+        tags += ["custom_code", f"bebert-export-{export_format}"]
+    lin = _lineage(count)
+    base = _hub_id(_teacher_ref(count)) if count.kind != "fp" else None
+    base = base or lin["base_model"]
+    relation = _relation(count, base)
+    needs_bebert = count.kind in ("packed", "ensemble") and not export_format
     data = ModelCardData(
-        library_name="bebert", pipeline_tag="text-classification", tags=list(dict.fromkeys(tags)),
-        datasets=["nyu-mll/glue"] if glue else None, base_model=_hub_id(_teacher_ref(count)),
-        model_name=name if results else None, eval_results=results or None,
+        library_name="bebert" if needs_bebert else "transformers", pipeline_tag="text-classification",
+        license=lin["license"], tags=list(dict.fromkeys(tags)), datasets=["nyu-mll/glue"] if glue else None,
+        base_model=base, model_name=name if results else None, eval_results=results or None,
+        **({"base_model_relation": relation} if relation else {}),
     )
     base = _baseline_summary(count, baseline, seq_len)
     body = [f"# {name}", "", _describe(count, task_label), ""]
+    if export_format:
+        body += [f"This is the `bebert export --format {export_format}` of that model: "
+                 + ("the same packed `model.safetensors` with standalone modeling code"
+                    if export_format == "remote-code" else "its binary weights stored densely as fp32 (no size benefit)")
+                 + "; its logits were checked to equal bebert's exactly. Sizes below are the packed model's.", ""]
     body += _results_section(count, summary) + [""]
     body += _size_section(summary, seq_len, base) + [""]
     fp = _fp_section(count)
     body += fp + ([""] if fp else [])
     recipe = _recipe_section(count)
     body += recipe + ([""] if recipe else [])
-    body += _how_to_load(name, task) + [""]
+    body += _how_to_load(count, name, task, export_format) + [""]
     body += ["_Generated by `bebert report --write-card` from the checkpoint files; regenerate it after changing them._"]
     return f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body) + "\n"
 
 
-def write_model_card(path, *, name: str | None = None, baseline="auto", seq_len: int | None = None) -> Path:
-    """(Re)write `path/README.md` atomically (temp file + rename); returns its path."""
+def write_model_card(path, *, name: str | None = None, baseline="auto", seq_len: int | None = None,
+                     export_format: str | None = None, out_dir=None) -> Path:
+    """(Re)write `README.md` of `path` (or of `out_dir`, e.g. an export of `path`) atomically; returns its path."""
     from bebert_cli.atomic import atomic_write_bytes
 
     path = Path(path)
-    text = render_model_card(path, name=name, baseline=baseline, seq_len=seq_len)
-    target = path / CARD_FILE
+    text = render_model_card(path, name=name, baseline=baseline, seq_len=seq_len, export_format=export_format)
+    target = Path(out_dir or path) / CARD_FILE
     atomic_write_bytes(target, text.encode("utf-8"))
     return target

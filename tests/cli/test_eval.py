@@ -87,3 +87,31 @@ def test_without_data_dir_the_hub_is_tried_and_fails_clearly_offline(tiny_bert, 
     env = {"BEBERT_DATA_DIR": "", "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     line = error_line(run_cli("eval", tiny_bert, "--task", "sst2", env=env, check=1).stderr)
     assert "from the hub" in line and "--data-dir" in line
+
+
+def test_runtime_packed_of_a_full_precision_checkpoint_reports_what_ran(tiny_bert, small_glue):
+    proc = run_cli("eval", tiny_bert, "--task", "sst2", "--data-dir", small_glue, "--max-samples", "8",
+                   "--runtime", "packed", "--json", check=0)
+    assert one_json(proc.stdout)["runtime"] == "fp"
+    warning = " ".join(proc.stderr.split())  # rich wraps long lines
+    assert "Warning: --runtime packed:" in warning and "no binary layers" in warning and "full precision" in warning
+
+
+def test_packed_runtime_is_prepared_once(tmp_path, small_glue, tokenizer, monkeypatch, capsys):
+    # Every binary layer's kernel weights are prepared at load time and reused by every batch; a
+    # model.to() after preparing would drop them and the first batch would prepare each layer again.
+    from bebert_cli.cli.main import main
+    from bebert_cli.quant import runtime
+    from bebert_cli.quant.layers import PackedLinear
+    from bebert_cli.quant.packed import load_packed
+    from tests.quant.test_runtime import packed_checkpoint
+
+    d = packed_checkpoint(tmp_path / "student", "w1a4", tokenizer=tokenizer)
+    layers = sum(isinstance(m, PackedLinear) for m in load_packed(d).modules())
+    calls = []
+    real = runtime._prepare
+    monkeypatch.setattr(runtime, "_prepare", lambda layer: calls.append(layer) or real(layer))
+    main(["eval", str(d), "--task", "sst2", "--data-dir", str(small_glue), "--max-samples", "16", "--batch-size", "4",
+          "--runtime", "packed", "--json"])
+    assert one_json(capsys.readouterr().out)["runtime"] == "packed"
+    assert layers > 0 and len(calls) == layers

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from bebert_cli.ensemble.boosting import (
-    CHANCE_WEIGHT, bootstrap_indices, combine, heldout_weight, normalise, r2_step, resample_indices, samme_alpha,
-    samme_step,
+    CHANCE_WEIGHT, bootstrap_indices, heldout_weight, normalise, r2_step, resample_indices, samme_step,
 )
 
 
@@ -58,8 +57,8 @@ def test_samme_error_is_clipped():
     perfect = samme_step([1, 1], [False, False], 2)
     assert perfect.error == 1e-10 and perfect.weight == pytest.approx(math.log((1 - 1e-10) / 1e-10))
     np.testing.assert_allclose(perfect.sample_weights, [0.5, 0.5])
-    assert samme_alpha(0.0, 2) == pytest.approx(perfect.weight)
-    assert samme_alpha(0.25, 3) == pytest.approx(math.log(3) + math.log(2))
+    # Three classes, a quarter of the weight wrong: alpha = log(3) + log(2).
+    assert samme_step([1, 1, 1, 1], [True, False, False, False], 3).weight == pytest.approx(math.log(3) + math.log(2))
 
 
 def test_r2_hand_computed():
@@ -102,15 +101,13 @@ def test_bagging_bootstrap_is_deterministic_under_a_seed():
     assert resample_indices(np.ones(50), 50, seed=42) == a
 
 
-def test_heldout_weight_and_combine():
+def test_heldout_weight():
     logits = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
     labels = np.array([0, 1, 1, 0])  # one wrong of four
     step = heldout_weight(logits, labels, regression=False, num_classes=2)
     assert step.error == pytest.approx(0.25) and step.weight == pytest.approx(math.log(3))
     reg = heldout_weight(np.array([[1.0], [2.0], [3.0], [4.0]]), np.array([1.0, 1.0, 3.0, 0.0]), regression=True, num_classes=1)
     assert reg.weight == pytest.approx(r2_step(np.ones(4), [0, 1, 0, 4]).weight)
-    out = combine([np.array([[1.0, 0.0]]), np.array([[0.0, 3.0]])], [3.0, 1.0])
-    np.testing.assert_allclose(out, [[0.75, 0.75]])
 
 
 @pytest.mark.parametrize("bad", [[], [1, -1], [0, 0], [1, float("nan")], [float("inf"), 1]])

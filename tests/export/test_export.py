@@ -278,3 +278,29 @@ def test_library_refuses_bad_input(tmp_path):
         export_checkpoint(src, src, "packed", overwrite=True)
     with pytest.raises(UsageError, match="--format"):
         export_checkpoint(src, tmp_path / "o", "onnx")
+
+
+def test_every_export_has_its_own_card(tmp_path):
+    from huggingface_hub import ModelCard
+
+    from bebert_cli.report import write_model_card
+
+    src = packed_checkpoint(tmp_path / "src")
+    write_model_card(src)
+    cards = {}
+    for fmt in ("packed", "remote-code", "dense"):
+        export_checkpoint(src, tmp_path / fmt, fmt)
+        cards[fmt] = ModelCard.load(tmp_path / fmt / "README.md")
+    packed, remote, dense = cards["packed"], cards["remote-code"], cards["dense"]
+    assert packed.data.library_name == "bebert" and "# packed" in packed.text  # named after the export
+    assert remote.content != packed.content and remote.content != (src / "README.md").read_text()
+    for card in (remote, dense):
+        # Plain transformers loads it (with the bundled code): not a bebert library model.
+        assert card.data.library_name == "transformers" and "custom_code" in card.data.tags
+        assert "trust_remote_code=True" in card.text and "bebert_cli.load_model" not in card.text
+    assert "NOT this binary model" in dense.text and "NOT this binary model" not in remote.text
+    # The load call the remote-code card shows works on the export.
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "remote-code"), trust_remote_code=True)
+    assert torch.equal(logits(model, batch()), logits(load_packed(src), batch()))

@@ -31,3 +31,25 @@ def test_unknown_recipe_and_fields():
         resolve_recipe("ternary")
     with pytest.raises(ValueError, match="unknown recipe field"):
         Recipe.from_dict({**PRESETS["bibert"].to_dict(), "evil": 1})
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"hash_ngrams": "3,3"}, "lists a size twice"),
+    ({"hash_ngrams": "0"}, "must be positive integers"),
+    ({"hash_ngrams": "2,-1"}, "must be positive integers"),
+    ({"hash_seed": -1}, "--hash-seed must be an integer from 0 to 2\\*\\*64 - 1"),
+    ({"hash_seed": 2**64}, "--hash-seed"),
+    ({"student_width": 48}, "multiple of 32"),
+    ({"student_width": 0}, "positive integer"),
+])
+def test_hash_and_student_options_are_usage_errors(kwargs, message):
+    with pytest.raises(UsageError, match=message):
+        resolve_recipe("bibert", embeddings="hash", **kwargs)
+
+
+@pytest.mark.parametrize("width, heads", [(32, 1), (64, 1), (96, 3), (128, 2), (160, 5), (384, 6)])
+def test_student_width_gives_heads_of_64_or_32_dimensions(width, heads):
+    from bebert_cli.quant.recipes import student_heads
+
+    resolve_recipe("bibert", student_width=width)  # every multiple of 32 is accepted ...
+    assert student_heads(width) == heads and width // heads in (32, 64)  # ... and has heads the message promises

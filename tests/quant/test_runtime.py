@@ -15,14 +15,10 @@ from bebert_cli.quant import fused_layer
 from bebert_cli.quant.convert import quantize_
 from bebert_cli.quant.layers import PackedLinear
 from bebert_cli.quant.packed import load_packed, round_full_precision_, save_packed
-from bebert_cli.quant.quantizers import BinaryActivation
 from bebert_cli.quant.recipes import resolve_recipe
 from tests.conftest import backends_to_test, one_json, run_cli
 
 RECIPES = ["bibert", "bit", "w1a4", "w1a8"]
-# Whether bebert's simulated binary Linear applies activation scales after an exact integer matmul
-# (quantizers with `split`, layers.quantized_linear): then every recipe must match the kernels exactly.
-SPLIT_FORM = hasattr(BinaryActivation, "split")
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -83,10 +79,8 @@ def test_packed_runtime_matches_simulated(tmp_path, recipe_name, model_type):
         b = batch(seed=seed)
         want, got = logits(simulated, b), logits(packed, b)
         assert torch.equal(want.argmax(-1), got.argmax(-1))
-        if recipe_name == "bibert" or SPLIT_FORM:
-            assert torch.equal(want, got)  # exact integer dots, scales applied in the same order
-        else:  # scale of elastic / LSQ activations inside the simulated matmul: ulp-level differences
-            torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+        # Exact integer dots, scales applied in the same order (quantizers' split form): equal, not close.
+        assert torch.equal(want, got)
 
 
 def test_inference_mode(tmp_path):
@@ -255,10 +249,4 @@ def test_real_checkpoint_whole_sst2_dev(tmp_path, glue_dir, recipe_name, monkeyp
     if recipe_name == "bibert":  # every layer call of every batch ran fused: no fallback
         layers = packed.config.num_hidden_layers
         assert len(fused_calls) == layers * len(batches) and all(c is not None for c in fused_calls)
-    if recipe_name != "bibert" and not SPLIT_FORM and max_diff > 0:
-        # Known: with elastic / LSQ activations bebert's simulated layer multiplies the activation scale in
-        # before the matmul (float sums of +-alpha, BLAS-order dependent), the kernels after an exact integer
-        # dot; one-ulp differences flip a downstream quantizer now and then. Fixed by computing the simulated
-        # layer as linear(integers, signs) * (scale_w * scale_a) (layers.py); see docs/performance.md.
-        pytest.xfail(f"{recipe_name}: packed differs from simulated by up to {max_diff:.3g} ({flips} of {n} predictions)")
     assert flips == 0 and max_diff == 0.0

@@ -67,8 +67,6 @@ def file_size_limit_runs(packed_ckpt, tiny_bert, small_glue, tmp_path_factory):
 
 @pytest.mark.parametrize("command", ["binarize", "finetune", "ensemble_from"])
 def test_file_size_limit_keeps_the_previous_output(file_size_limit_runs, command):
-    if command == "ensemble_from":
-        pytest.importorskip("bebert_cli.ensemble.model")
     results, previous = file_size_limit_runs
     r = results[command]
     out, before = previous[command]

@@ -125,7 +125,6 @@ ENSEMBLE = ["--task", "sst2", "--members", "2", "--max-train-samples", "48", "--
 
 
 def test_kill_9_ensemble_then_resume_is_identical(tiny_bert, small_glue, tmp_path):
-    pytest.importorskip("bebert_cli.ensemble.model")
     argv = ["ensemble", tiny_bert, "--data-dir", small_glue, *ENSEMBLE]
     straight, out = tmp_path / "straight", tmp_path / "ENS"
     reference = start([*argv, "-o", straight], tmp_path / "straight.log")

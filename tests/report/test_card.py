@@ -70,7 +70,9 @@ def test_packed_card_parses_and_holds_the_metric(dirs):
     assert data["library_name"] == "bebert" and "1-bit" in data["tags"] and "bibert" in data["tags"]
     assert result["dataset"]["type"] == "nyu-mll/glue" and result["dataset"]["config"] == "sst2"
     assert result["metrics"][0]["type"] == "accuracy" and result["metrics"][0]["value"] == pytest.approx(0.81)
-    assert "base_model" not in data  # a local teacher path is not a Hub id
+    # A local teacher path is not a Hub id: the teacher's own Hub base model is carried instead.
+    assert data["base_model"] == "nreimers/MiniLM-L6-H384-uncased" and data["base_model_relation"] == "quantized"
+    assert data["pipeline_tag"] == "text-classification"
     text = card.text
     assert "## How to load" in text and 'bebert_cli.load_model("binary")' in text and "bebert eval binary --task sst2" in text
     c = count_checkpoint(dirs["binary"])
@@ -83,9 +85,62 @@ def test_packed_card_parses_and_holds_the_metric(dirs):
 
 
 def test_fp_card_names_its_hub_base_model(dirs):
-    _, data, result = _model_index(write_model_card(dirs["teacher"]))
-    assert data["base_model"] == "nreimers/MiniLM-L6-H384-uncased"
+    card, data, result = _model_index(write_model_card(dirs["teacher"]))
+    assert data["base_model"] == "nreimers/MiniLM-L6-H384-uncased" and data["base_model_relation"] == "finetune"
     assert result["metrics"][0]["value"] == pytest.approx(0.85)
+    # A plain HF checkpoint: transformers loads it, bebert is not needed, and there is nothing to pack.
+    assert data["library_name"] == "transformers" and data["pipeline_tag"] == "text-classification"
+    assert 'pipeline("text-classification"' in card.text
+    assert "runtime" not in card.text and "load_model" not in card.text
+
+
+def test_license_and_base_model_follow_the_teacher(dirs, tmp_path):
+    teacher = tmp_path / "teacher"
+    shutil.copytree(dirs["teacher"], teacher)
+    (teacher / "README.md").write_text("---\nlicense: apache-2.0\nbase_model: sentence-transformers/all-MiniLM-L6-v2\n"
+                                       "---\n# the teacher\n")
+    student = tmp_path / "student"
+    shutil.copytree(dirs["binary"], student)
+    run = json.loads((student / "bebert_run.json").read_text())
+    (student / "bebert_run.json").write_text(json.dumps({**run, "teacher": str(teacher)}))
+    _, data, _ = _model_index(write_model_card(student))
+    assert data["license"] == "apache-2.0" and data["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    # Recorded at training time (bebert_run.json "lineage"): the card no longer needs the teacher.
+    shutil.rmtree(teacher)
+    (student / "bebert_run.json").write_text(json.dumps({**run, "teacher": str(teacher),
+                                                         "lineage": {"license": "mit", "base_model": "org/base"}}))
+    _, data, _ = _model_index(write_model_card(student))
+    assert data["license"] == "mit" and data["base_model"] == "org/base"
+
+
+def test_packed_card_shows_the_transformers_way_that_works(dirs):
+    text = write_model_card(dirs["binary"]).read_text()
+    assert "import bebert_cli  # registers the packed format with transformers" in text
+    assert "AutoModelForSequenceClassification.from_pretrained(repo)" in text and "trust_remote_code" not in text
+
+
+def test_the_pipeline_call_the_fp_card_shows_works(dirs):
+    from transformers import pipeline
+
+    out = pipeline("text-classification", model=str(dirs["teacher"]))("a gripping, funny film")
+    assert len(out) == 1 and 0.0 <= out[0]["score"] <= 1.0
+
+
+def test_the_transformers_call_the_packed_card_shows_loads_it(dirs):
+    import bebert_cli  # noqa: F401  (what the card tells the reader to import first)
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(dirs["binary"]))
+    assert model.config.num_labels == 2
+
+
+def test_unmeasured_metrics_are_not_claimed(dirs, tmp_path):
+    d = tmp_path / "nan"
+    shutil.copytree(dirs["binary"], d)
+    (d / "eval_results.json").write_text(json.dumps({
+        "task": "sst2", "main_metric": "accuracy", "main_value": None,
+        "splits": {"validation": {"metrics": {"accuracy": float("nan")}, "samples": 0}}}))
+    assert "model-index" not in render_model_card(d, baseline=None)
 
 
 def test_ensemble_card_counts_every_member(dirs):

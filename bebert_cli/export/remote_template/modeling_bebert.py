@@ -8,8 +8,8 @@ saved config and its layers are swapped for binary ones, as `quantization_config
 
 * binary Linear: 1-bit weights (packed signs, one fp16 scale per output row) and quantized input
   activations: sign(x) (BiBERT), alpha*sign(x - beta) (BiT, elastic) or LSQ k-bit integers times a
-  step (w1a4 / w1a8); output = linear(quantized x, signs) * row scale + bias ("linear_form" fused),
-  or linear(integers, signs) * (row scale * activation scale) + bias ("split": exact integer dot);
+  step (w1a4 / w1a8); output = linear(integers, signs) * (row scale * activation scale) + bias
+  (an exact integer dot first: "linear_form" "split", the only form bebert writes);
 * binary word embeddings: packed signs and one fp16 scale per token;
 * attention: BiBERT Bi-Attention (bool(B_Q B_K^T * s + mask) @ sign(V), no softmax) or softmax with
   quantized Q, K, V and probabilities (BiT, w1a4, w1a8);
@@ -180,10 +180,9 @@ def make_activation_quantizer(bits: int, mode: str, *, unsigned: bool = False) -
 # ---------------------------------------------------------------------------------------------
 
 class PackedLinear(nn.Module):
-    def __init__(self, in_features: int, out_features: int, bias: bool, act_quant: nn.Module, linear_form: str = "fused"):
+    def __init__(self, in_features: int, out_features: int, bias: bool, act_quant: nn.Module):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self.linear_form = linear_form
         self.register_buffer("weight_packed", torch.zeros(out_features, (in_features + 7) // 8, dtype=torch.uint8))
         self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float16))
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
@@ -209,11 +208,11 @@ class PackedLinear(nn.Module):
     def forward(self, x):
         w_scale = self.weight_scale.float()
         split = getattr(self.act_quant, "split", None)
-        if self.linear_form == "split" and split is not None:
-            # integers . signs (exact), then every scale: bebert >= the "split" form, and the bit kernels
+        if split is not None:
+            # integers . signs (exact), then every scale: what bebert and its bit kernels compute
             values, a_scale = split(x)
             y = F.linear(values, self.signs()) * (w_scale if a_scale is None else w_scale * a_scale)
-        else:  # "fused": the quantized activations (integers times their scale) . signs, then the row scale
+        else:  # full-precision input activations (activation bits 32): nothing to split
             y = F.linear(self.act_quant(x), self.signs()) * w_scale
         return y + self.bias if self.bias is not None else y
 
@@ -352,13 +351,12 @@ def binarize_architecture(model, qc: dict) -> None:
         raise ValueError("unsupported bit order or pack dtype")
     recipe = qc["recipe"]
     bits, mode = int(recipe["activation_bits"]), recipe["activation_mode"]
-    linear_form = qc.get("linear_form", "fused")
-    if linear_form not in ("fused", "split"):
-        raise ValueError(f"unknown linear_form {linear_form!r}")
+    if qc.get("linear_form", "split") != "split":
+        raise ValueError(f"unsupported linear_form {qc.get('linear_form')!r}: this code computes the 'split' form only")
     for name in qc.get("binary_modules", []):
         lin = model.get_submodule(name)
         act = make_activation_quantizer(bits, mode)
-        _set(model, name, PackedLinear(lin.in_features, lin.out_features, lin.bias is not None, act, linear_form))
+        _set(model, name, PackedLinear(lin.in_features, lin.out_features, lin.bias is not None, act))
     for name in qc.get("binary_embeddings", []):
         emb = model.get_submodule(name)
         _set(model, name, PackedEmbedding(emb.num_embeddings, emb.embedding_dim, emb.padding_idx))
