@@ -488,10 +488,14 @@ def run(args, shapes: list[str], feeds: list[tuple[int, int]], backends: list[st
             sessions = {}
             if not ort_skip:
                 print(f"[{shape}] ONNX export, optimizer, quantize_dynamic ...", file=sys.stderr)
-                info = ort_baseline.build(paths["fp32"], root / shape / "onnx", SHAPES[shape]["num_attention_heads"],
-                                          SHAPES[shape]["hidden_size"])
-                paths["ort_fp32"], paths["ort_int8"] = Path(info["fp32"]), Path(info["int8"])
-                sessions = {row: ort_baseline.session(info[row.split()[1]], args.threads) for row in ORT_ROWS}
+                try:
+                    info = ort_baseline.build(paths["fp32"], root / shape / "onnx",
+                                              SHAPES[shape]["num_attention_heads"], SHAPES[shape]["hidden_size"])
+                    sessions = {row: ort_baseline.session(info[row.split()[1]], args.threads) for row in ORT_ROWS}
+                    paths["ort_fp32"], paths["ort_int8"] = Path(info["fp32"]), Path(info["int8"])
+                except Exception as exc:  # noqa: BLE001 - the other rows of this shape still run
+                    info, sessions = {"error": f"{type(exc).__name__}: {exc}"}, {}
+                    print(f"warning: [{shape}] ONNX Runtime rows skipped: {info['error'][:300]}", file=sys.stderr)
                 results["ort"][shape] = info
             models = {k: load(k, paths) for k in TORCH_ROWS + list(PACKED_ROWS)}
             if sessions:
@@ -524,7 +528,7 @@ def run(args, shapes: list[str], feeds: list[tuple[int, int]], backends: list[st
             del models, sessions
             if not args.no_rss:
                 print(f"[{shape}] peak RSS subprocesses ...", file=sys.stderr)
-                results["memory"] += memory_rows(shape, paths, args.threads, backends[0], with_ort=not ort_skip)
+                results["memory"] += memory_rows(shape, paths, args.threads, backends[0], with_ort="ort_int8" in paths)
     meta["loadavg_end"] = loadavg()
     add_ratios(results)
     return results
@@ -625,6 +629,9 @@ def report(results: dict) -> str:
             lines += ["", "ensemble 2x w1a4 / (2 x packed w1a4), medians: " +
                       ", ".join(f"{e['ensemble_over_two_members']:.2f} [{e['backend']}]" for e in ens)]
     for shape, info in results["ort"].items():
+        if "error" in info:
+            lines += ["", f"ORT {shape}: rows skipped: {info['error']}"]
+            continue
         c = info.get("check", {})
         lines += ["", f"ORT {shape}: exporter {info['exporter']}, fused {info['fused_operators']}; logits: fp32 vs torch "
                       f"max |diff| {c.get('fp32_vs_torch_max_abs', float('nan')):.2g}, int8 vs fp32 "
