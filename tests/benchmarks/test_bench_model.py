@@ -8,7 +8,6 @@ when onnxruntime is importable.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,7 +18,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "bench_model.py"
-HAVE_ORT = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+sys.path.insert(0, str(SCRIPT.parent))
+import ort_baseline  # noqa: E402
+
+HAVE_ORT = ort_baseline.missing() is None  # the benchmark's own test, so the two cannot disagree
 
 
 def _run(*args, check=True):
@@ -62,6 +64,8 @@ def test_every_row_once_per_backend_with_ratios(bench):
     ens = results["ensemble_vs_members"]
     assert {(e["input"], e["backend"]) for e in ens} == {(i, b) for i in ("2x16", "1x8") for b in compiled}
     assert "load average" in proc.stdout.splitlines()[0] and results["meta"]["loadavg_end"]
+    skipped = [line for line in proc.stderr.splitlines() if "ONNX Runtime rows skipped" in line]
+    assert len(skipped) == (0 if HAVE_ORT else 1), skipped
 
 
 @pytest.mark.skipif(not HAVE_ORT, reason="the bench extra (onnx, onnxruntime) is not installed")
@@ -85,15 +89,12 @@ def test_without_onnxruntime_the_ort_rows_are_skipped_with_one_line(bench, tmp_p
 
 
 def test_peak_memory_of_the_new_recipe_rows(bench):
-    sys.path.insert(0, str(SCRIPT.parent))
     import bench_model
 
     _, _, work = bench
     paths = bench_model.build("tiny", work)
     kinds = ["packed w1a4", "ensemble 2x w1a4"]
     if HAVE_ORT:
-        import ort_baseline
-
         info = ort_baseline.build(paths["fp32"], work / "tiny" / "onnx", 2, 64)  # reused from the run above
         paths["ort_fp32"], paths["ort_int8"] = info["fp32"], info["int8"]
         kinds.append("ORT int8")
