@@ -48,7 +48,8 @@ OMP_NUM_THREADS before torch is imported, and torch.set_num_threads):
   that only imports the libraries (onnxruntime too, for the ORT rows);
 * `--profile`: where the (fused) packed 1-1-1 model's time goes on the first backend (binary GEMM
   kernels, Bi-Attention kernel, everything else) by timers around the kernel calls, plus
-  torch.profiler's top operators.
+  torch.profiler's top operators, and the Python overhead per kernel call (time in the
+  `bebert_cli.kernels` wrappers minus the C extension's time under them; it dominates batch 1).
 
 Prints one markdown table per model and input, and the memory table; `--json FILE` writes everything
 measured (every timed run, the ORT build and sanity checks, the machine). `--workdir DIR` keeps the
@@ -298,6 +299,66 @@ def profile_packed(model, batch: dict, repeats: int) -> dict:
     return out
 
 
+def kernel_call_overhead(model, batch: dict, repeats: int) -> dict:
+    """Per forward: calls into `bebert_cli.kernels`, time in those Python wrappers and in the C extension
+    under them; their difference per call is the wrappers' own overhead (argument checks, allocations),
+    which batch-1 latency pays 5 times per layer. The timers themselves add about 1 us a call to it."""
+    import torch
+
+    from bebert_cli import kernels
+
+    if kernels._ext is None:
+        return {}
+    names = ("binary_gemm", "binary_linear", "lowbit_linear", "bi_attention_bits", "bi_attention")
+    originals, real_ext = {n: getattr(kernels, n) for n in names}, kernels._ext
+    acc = {"calls": 0, "wrapper_s": 0.0, "c_s": 0.0, "depth": 0}
+
+    def wrap(fn):
+        def timed(*a, **k):
+            acc["depth"] += 1
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                acc["depth"] -= 1
+                if acc["depth"] == 0:  # binary_linear calls binary_gemm: count the outer call only
+                    acc["wrapper_s"] += time.perf_counter() - t0
+                    acc["calls"] += 1
+
+        return timed
+
+    class TimedExt:
+        def __getattr__(self, name):
+            fn = getattr(real_ext, name)
+
+            def timed(*a):
+                t0 = time.perf_counter()
+                try:
+                    return fn(*a)
+                finally:
+                    acc["c_s"] += time.perf_counter() - t0
+
+            return timed if callable(fn) else fn
+
+    try:
+        for n in names:
+            setattr(kernels, n, wrap(originals[n]))
+        kernels._ext = TimedExt()
+        with torch.inference_mode():
+            model(**batch)
+            acc.update(calls=0, wrapper_s=0.0, c_s=0.0)
+            for _ in range(repeats):
+                model(**batch)
+    finally:
+        kernels._ext = real_ext
+        for n, fn in originals.items():
+            setattr(kernels, n, fn)
+    calls = acc["calls"] / repeats
+    return {"kernel_calls_per_forward": calls, "kernel_wrappers_ms": acc["wrapper_s"] * 1e3 / repeats,
+            "kernel_c_ms": acc["c_s"] * 1e3 / repeats,
+            "python_us_per_kernel_call": (acc["wrapper_s"] - acc["c_s"]) * 1e6 / max(1, acc["calls"])}
+
+
 def rss_child(kind: str, paths: dict, batch: int, seq: int) -> None:
     import resource
 
@@ -521,8 +582,10 @@ def run(args, shapes: list[str], feeds: list[tuple[int, int]], backends: list[st
                 if args.profile:
                     prev = kernels.set_backend(backends[0])
                     try:
-                        results["profile"][f"{shape} {b}x{s} [{backends[0]}]"] = profile_packed(
-                            models["packed 1-1-1"], batch, max(3, args.repeats // 2))
+                        n = max(3, args.repeats // 2)
+                        prof = profile_packed(models["packed 1-1-1"], batch, n)
+                        prof.update(kernel_call_overhead(models["packed 1-1-1"], batch, n))
+                        results["profile"][f"{shape} {b}x{s} [{backends[0]}]"] = prof
                     finally:
                         kernels.set_backend(prev)
             del models, sessions
@@ -649,10 +712,13 @@ def report(results: dict) -> str:
         lines += ["", "(imports-only: bebert + transformers' BERT code + the kernels; for the ORT rows, onnxruntime too)"]
     if results["profile"]:
         lines += ["", "| packed 1-1-1, input [backend] | total ms | binary linears ms | Bi-Attention ms | other ms | "
-                  "top torch ops (self ms) |", "|---|---:|---:|---:|---:|---|"]
+                  "kernel calls | Python us per kernel call | top torch ops (self ms) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|"]
         for k, p in results["profile"].items():
             ops = ", ".join(f"{n} {v}" for n, v in list(p["top_torch_ops_ms"].items())[:5])
-            lines.append(f"| {k} | {p['total']:.1f} | {p['binary_linear']:.1f} | {p['bi_attention']:.1f} | {p['other']:.1f} | {ops} |")
+            calls, per = p.get("kernel_calls_per_forward"), p.get("python_us_per_kernel_call")
+            lines.append(f"| {k} | {p['total']:.1f} | {p['binary_linear']:.1f} | {p['bi_attention']:.1f} | {p['other']:.1f} | "
+                         f"{'n/a' if calls is None else f'{calls:.0f}'} | {'n/a' if per is None else f'{per:.1f}'} | {ops} |")
     return "\n".join(lines)
 
 

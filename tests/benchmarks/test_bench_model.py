@@ -36,7 +36,7 @@ def _run(*args, check=True):
 def bench(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     proc = _run("--shapes", "tiny", "--inputs", "2x16,1x8", "--repeats", "1", "--warmup", "0", "--threads", "1",
-                "--backends", "all", "--no-rss", "--workdir", str(out / "work"), "--json", str(out / "r.json"))
+                "--backends", "all", "--no-rss", "--profile", "--workdir", str(out / "work"), "--json", str(out / "r.json"))
     return json.loads((out / "r.json").read_text()), proc, out / "work"
 
 
@@ -64,6 +64,10 @@ def test_every_row_once_per_backend_with_ratios(bench):
     ens = results["ensemble_vs_members"]
     assert {(e["input"], e["backend"]) for e in ens} == {(i, b) for i in ("2x16", "1x8") for b in compiled}
     assert "load average" in proc.stdout.splitlines()[0] and results["meta"]["loadavg_end"]
+    for inp in ("2x16", "1x8"):  # --profile: the packed 1-1-1 breakdown on the first backend, kernel calls counted
+        p = results["profile"][f"tiny {inp} [{compiled[0]}]"]
+        # 2 fused layers x (4 GEMMs + Bi-Attention) + the binary pooler dense
+        assert p["kernel_calls_per_forward"] == 2 * 5 + 1 and p["python_us_per_kernel_call"] > 0
     skipped = [line for line in proc.stderr.splitlines() if "ONNX Runtime rows skipped" in line]
     assert len(skipped) == (0 if HAVE_ORT else 1), skipped
 
