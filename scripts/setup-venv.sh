@@ -10,5 +10,5 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[test,demo,plot]"
+python -m pip install -q -e ".[test,demo,plot,bench]"
 python -c "import bebert_cli, torch; print('bebert', bebert_cli.__version__, '| torch', torch.__version__)"
