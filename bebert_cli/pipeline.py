@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bebert_cli import data as data_mod
 from bebert_cli.evaluation import evaluate
+from bebert_cli.files import write_json  # noqa: F401 - the commands write their side files with it
 from bebert_cli.tasks import GlueTask, resolve_split
 
 RUN_FILE = "bebert_run.json"  # how a checkpoint was made: command, options, versions
@@ -83,10 +84,6 @@ def eval_payload(task: GlueTask, results: dict, **extra) -> dict:
         "splits": results,
         **extra,
     }
-
-
-def write_json(path: Path, payload: dict) -> None:
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def read_run_info(path: Path) -> dict:

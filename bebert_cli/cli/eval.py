@@ -39,7 +39,7 @@ def eval_command(
     if fail_under is not None and fail_under > 1.0:
         raise UsageError("--fail-under is a fraction (0.85), not a percentage")
 
-    from bebert_cli.checkpoint import load_model, tokenizer_path
+    from bebert_cli.loading import load_model, tokenizer_path
     from bebert_cli.data import make_collator
     from bebert_cli.models import load_tokenizer
     from bebert_cli.pipeline import evaluate_splits, eval_payload, load_eval_split, make_accelerator, read_run_info

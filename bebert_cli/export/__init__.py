@@ -25,11 +25,11 @@ published: its logits on a fixed batch must equal the source model's exactly.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 from bebert_cli.errors import CheckpointError, UsageError
+from bebert_cli.files import dir_size, write_json  # noqa: F401 - write_json: the exporters write with it
 
 FORMATS = ("packed", "dense", "remote-code")
 TEMPLATE_DIR = Path(__file__).with_name("remote_template")
@@ -38,10 +38,6 @@ MODEL_CLASS = "BebertForSequenceClassification"
 CONFIG_CLASS = "BebertConfig"
 # Files of a packed checkpoint that an export rewrites rather than copies.
 _REWRITTEN = {"config.json", "model.safetensors"}
-
-
-def _dir_size(path: Path) -> int:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
 def copy_side_files(src: Path, out: Path, *, skip=frozenset()) -> list[str]:
@@ -72,7 +68,7 @@ def linear_form() -> str:
 
 def source_config(src: Path) -> tuple[dict, dict]:
     """(config without quantization_config, quantization_config + this bebert's linear_form) of a packed checkpoint."""
-    from bebert_cli.checkpoint import read_config_json
+    from bebert_cli.format import read_config_json
 
     config = read_config_json(src)
     qc = config.pop("quantization_config")
@@ -140,7 +136,7 @@ def verify_export(model, out: Path, fmt: str) -> dict:
 def export_checkpoint(src, output, fmt: str, *, overwrite: bool = False, verify: bool = True, log=None) -> dict:
     """Export the packed checkpoint `src` to `output` in format `fmt`; returns the JSON payload."""
     from bebert_cli.atomic import atomic_output_dir, check_output
-    from bebert_cli.checkpoint import checkpoint_kind
+    from bebert_cli.format import checkpoint_kind
     from bebert_cli.quant.packed import load_packed
 
     if fmt not in FORMATS:
@@ -175,7 +171,7 @@ def export_checkpoint(src, output, fmt: str, *, overwrite: bool = False, verify:
                 log("verifying the export (reload + exact logits check) ...")
             info["verification"] = verify_export(model, tmp, fmt)
         files = sorted(f.name for f in tmp.iterdir() if f.is_file())
-        size = _dir_size(tmp)
+        size = dir_size(tmp)
     recipe = qc.get("recipe", {})
     return {
         "format": fmt,
@@ -183,14 +179,10 @@ def export_checkpoint(src, output, fmt: str, *, overwrite: bool = False, verify:
         "output": str(output),
         "files": files,
         "size_bytes": size,
-        "source_size_bytes": _dir_size(src),
+        "source_size_bytes": dir_size(src),
         "recipe": recipe.get("name"),
         "bits": qc.get("bits_label"),
         "model_type": config.get("model_type"),
         "verified": bool(verify),
         **info,
     }
-
-
-def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

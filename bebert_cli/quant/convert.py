@@ -13,19 +13,11 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from bebert_cli.errors import ModelError
-from bebert_cli.models import SUPPORTED_MODEL_TYPES
+from bebert_cli.families import FAMILIES, SUPPORTED_MODEL_TYPES, encoder_layers, family
 from bebert_cli.quant.attention import ATTN_IMPLEMENTATION, AttentionQuant, register_attention
 from bebert_cli.quant.layers import PackedEmbedding, PackedLinear, QuantEmbedding, QuantLinear
 from bebert_cli.quant.quantizers import make_activation_quantizer
 from bebert_cli.quant.recipes import Recipe
-
-# Names (relative to a layer) of the Q, K, V projections, per architecture; DMD hooks them.
-QKV_NAMES = {
-    "bert": ("attention.self.query", "attention.self.key", "attention.self.value"),
-    "roberta": ("attention.self.query", "attention.self.key", "attention.self.value"),
-    "electra": ("attention.self.query", "attention.self.key", "attention.self.value"),
-    "distilbert": ("attention.q_lin", "attention.k_lin", "attention.v_lin"),
-}
 
 KEEP_REASONS = {
     "position_embeddings": "position embeddings: small, and binarizing them breaks word order (BiBERT keeps them)",
@@ -47,14 +39,6 @@ class QuantPlan:
     full_precision: dict[str, str] = field(default_factory=dict)  # module name -> reason
 
 
-def encoder_layers(model) -> list[nn.Module]:
-    mt = model.config.model_type
-    base = getattr(model, model.base_model_prefix)
-    if mt == "distilbert":
-        return list(base.transformer.layer)
-    return list(base.encoder.layer)
-
-
 def check_architecture(model) -> None:
     mt = getattr(model.config, "model_type", None)
     if mt not in SUPPORTED_MODEL_TYPES:
@@ -62,7 +46,7 @@ def check_architecture(model) -> None:
 
 
 def _is_binarized(name: str, model_type: str) -> bool:
-    inside_layer = ".encoder.layer." in f".{name}" or ".transformer.layer." in f".{name}"
+    inside_layer = f".{FAMILIES[model_type].layers}." in f".{name}"
     return inside_layer or name.endswith("pooler.dense")
 
 
@@ -122,8 +106,7 @@ def quantize_(model, recipe: Recipe, *, packed: bool = False, runtime: str = "si
     if act_bits < 32:
         attn_mode = recipe.attention
         for i, layer in enumerate(encoder_layers(model)):
-            q_name = QKV_NAMES[mt][0]
-            self_attn = layer.get_submodule(q_name.rpartition(".")[0])
+            self_attn = layer.get_submodule(family(mt).attention)
             aq = AttentionQuant(attn_mode, act_bits, mode)
             aq.runtime = runtime
             self_attn.bebert_attn = aq
@@ -131,9 +114,3 @@ def quantize_(model, recipe: Recipe, *, packed: bool = False, runtime: str = "si
         model.config._attn_implementation = ATTN_IMPLEMENTATION
     return plan
 
-
-def set_runtime(model, runtime: str) -> None:
-    """Switch every packed layer between the simulated and the bit-kernel runtime."""
-    for m in model.modules():
-        if isinstance(m, (PackedLinear, AttentionQuant)):
-            m.runtime = runtime
