@@ -29,81 +29,22 @@ import shutil
 from pathlib import Path
 
 from bebert_cli.errors import CheckpointError, UsageError
-from bebert_cli.files import dir_size, write_json  # noqa: F401 - write_json: the exporters write with it
-
-FORMATS = ("packed", "dense", "remote-code")
-TEMPLATE_DIR = Path(__file__).with_name("remote_template")
-TEMPLATE_FILES = ("modeling_bebert.py", "configuration_bebert.py")
-MODEL_CLASS = "BebertForSequenceClassification"
-CONFIG_CLASS = "BebertConfig"
-# Files of a packed checkpoint that an export rewrites rather than copies.
-_REWRITTEN = {"config.json", "model.safetensors"}
-
-
-def copy_side_files(src: Path, out: Path, *, skip=frozenset()) -> list[str]:
-    """Copy tokenizer files, recipe, eval results and run info (every top-level regular file not rewritten)."""
-    copied = []
-    for f in sorted(Path(src).iterdir()):
-        if f.is_file() and not f.is_symlink() and not f.name.startswith(".") and f.name not in _REWRITTEN | set(skip):
-            shutil.copy2(f, out / f.name)
-            copied.append(f.name)
-    return copied
-
-
-def copy_template(out: Path) -> None:
-    for name in TEMPLATE_FILES:
-        shutil.copy2(TEMPLATE_DIR / name, out / name)
-
-
-def linear_form() -> str:
-    """How this bebert's simulated binary Linear orders its float ops (the standalone code must match).
-
-    "fused": linear(act_quant(x), signs) * w_scale (activation scale inside the matmul);
-    "split": linear(integers, signs) * (w_scale * a_scale) (activation quantizers with a `split`).
-    """
-    from bebert_cli.quant.quantizers import BinaryActivation, LsqActivation
-
-    return "split" if hasattr(BinaryActivation, "split") and hasattr(LsqActivation, "split") else "fused"
-
-
-def source_config(src: Path) -> tuple[dict, dict]:
-    """(config without quantization_config, quantization_config + this bebert's linear_form) of a packed checkpoint."""
-    from bebert_cli.format import read_config_json
-
-    config = read_config_json(src)
-    qc = config.pop("quantization_config")
-    qc["linear_form"] = linear_form()
-    return config, qc
-
-
-def verification_batch(model, *, seed: int = 0):
-    """A fixed batch of token ids (with padding) that every export must reproduce exactly."""
-    import torch
-
-    vocab = int(model.config.vocab_size)
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(min(5, vocab - 1), vocab, (3, 16), generator=g)
-    mask = torch.ones_like(ids)
-    mask[1, 11:] = 0
-    mask[2, 5:] = 0
-    batch = {"input_ids": ids, "attention_mask": mask}
-    if model.config.model_type != "distilbert":
-        batch["token_type_ids"] = torch.zeros_like(ids)
-    return batch
-
-
-def _logits(model, batch):
-    import torch
-
-    with torch.no_grad():
-        return model(**batch).logits
-
-
-def load_remote_code_class():
-    """The bundled modeling class (the copy shipped in bebert; exports carry byte-identical copies)."""
-    from bebert_cli.export.remote_template import modeling_bebert
-
-    return modeling_bebert.BebertForSequenceClassification
+from bebert_cli.export.common import (  # noqa: F401 - re-exported: the exporters' shared names
+    CONFIG_CLASS,
+    FORMATS,
+    MODEL_CLASS,
+    TEMPLATE_DIR,
+    TEMPLATE_FILES,
+    _logits,
+    copy_side_files,
+    copy_template,
+    dir_size,
+    linear_form,
+    load_remote_code_class,
+    source_config,
+    verification_batch,
+    write_json,
+)
 
 
 def verify_export(model, out: Path, fmt: str) -> dict:

@@ -65,9 +65,7 @@ def test_contender_that_opened_a_just_removed_lock_file_does_not_get_in(tmp_path
     """Race: between a contender's open() and flock(), the holder finishes (removing the lock file) and a
     new writer creates and locks a fresh one. The contender's flock on the removed file succeeds; it must
     notice that file is no longer the lock and be refused by the real one."""
-    import fcntl
-
-    import bebert_cli.atomic as atomic
+    import fcntl  # the lock (filelock) calls fcntl.flock
 
     out = tmp_path / "out"
     lock = tmp_path / ".out.lock"
@@ -80,7 +78,7 @@ def test_contender_that_opened_a_just_removed_lock_file_does_not_get_in(tmp_path
             procs.append(holder(out))  # ...and another process became the writer
         return real_flock(fd, op)
 
-    monkeypatch.setattr(atomic.fcntl, "flock", racing_flock)
+    monkeypatch.setattr(fcntl, "flock", racing_flock)
     try:
         with pytest.raises(OutputLocked):
             with output_lock(out):
