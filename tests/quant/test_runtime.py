@@ -135,17 +135,6 @@ def test_kernel_layout_is_prepared_once_and_refreshed_on_change(tmp_path):
     assert layer._kernel is not None and layer._kernel.weight is not prepared.weight
 
 
-def test_per_query_mask_falls_back_to_the_simulated_path():
-    from bebert_cli.quant.ops import packed_bi_attention
-
-    q = torch.randn(2, 2, 5, 8)
-    padding = torch.zeros(2, 1, 5, 5)
-    padding[1, :, :, 3:] = torch.finfo(torch.float32).min
-    assert packed_bi_attention(q, q, q, padding) is not None
-    causal = torch.triu(torch.full((5, 5), torch.finfo(torch.float32).min), 1).expand(2, 1, 5, 5).contiguous()
-    assert packed_bi_attention(q, q, q, causal) is None
-
-
 def test_eval_cli_packed_equals_simulated(tmp_path, small_glue, tokenizer):
     d = packed_checkpoint(tmp_path / "student", "bibert", tokenizer=tokenizer)
     common = ["eval", d, "--task", "sst2", "--data-dir", small_glue, "--json"]

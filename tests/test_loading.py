@@ -1,0 +1,49 @@
+"""bebert_cli/loading.py: `load_model` dispatches on what a directory is and reads its config.json once."""
+
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification
+
+import bebert_cli
+from bebert_cli.quant.convert import quantize_
+from bebert_cli.quant.packed import round_full_precision_, save_packed
+from bebert_cli.quant.recipes import resolve_recipe
+
+
+def packed_dir(path):
+    torch.manual_seed(0)
+    cfg = AutoConfig.for_model("bert", vocab_size=60, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=64, num_labels=2, max_position_embeddings=64)
+    model = AutoModelForSequenceClassification.from_config(cfg)
+    rec = resolve_recipe("bibert")
+    plan = quantize_(model, rec)
+    model.eval()
+    round_full_precision_(model, rec.fp_dtype)
+    path.mkdir()
+    save_packed(model, path, rec, plan)
+    return path
+
+
+def test_a_packed_load_reads_config_json_once(tmp_path, monkeypatch):
+    d = packed_dir(tmp_path / "packed")
+    reads = []
+    real = Path.read_text
+
+    def counting(self, *a, **k):
+        if self.name == "config.json":
+            reads.append(self)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Path, "read_text", counting)
+    model = bebert_cli.load_model(d)
+    assert type(model).__name__ == "BertForSequenceClassification" and not model.training
+    assert len(reads) == 1
+
+
+def test_the_old_import_paths_still_work():
+    from bebert_cli.checkpoint import checkpoint_kind, load_model, read_config_json
+    from bebert_cli.format import checkpoint_kind as kind, read_config_json as read
+    from bebert_cli.loading import load_model as load
+
+    assert (checkpoint_kind, load_model, read_config_json) == (kind, load, read)
