@@ -43,7 +43,8 @@ def test_a_packed_load_reads_config_json_once(tmp_path, monkeypatch):
 
 def test_the_old_import_paths_still_work():
     from bebert_cli.checkpoint import checkpoint_kind, load_model, read_config_json
-    from bebert_cli.format import checkpoint_kind as kind, read_config_json as read
+    from bebert_cli.format import checkpoint_kind as kind
+    from bebert_cli.format import read_config_json as read
     from bebert_cli.loading import load_model as load
 
     assert (checkpoint_kind, load_model, read_config_json) == (kind, load, read)
