@@ -203,8 +203,9 @@ def recorded_task(path) -> str | None:
     return None
 
 
-def read_manifest(path) -> tuple[dict, list[Path]]:
-    """The validated manifest of the ensemble at `path` and its member directories. Reads no weights.
+def read_manifest(path) -> tuple[dict, list[Path], list[dict]]:
+    """The validated manifest of the ensemble at `path`, its member directories and their config.json
+    (so that loading reads each once). Reads no weights.
 
     The one validator of ensemble.json (loading and the report both use it): types, version, member
     paths confined to the ensemble, weights, and each member's own small files (a packed checkpoint,
@@ -251,7 +252,7 @@ def read_manifest(path) -> tuple[dict, list[Path]]:
         raise CheckpointError(f"{f}: members must be a non-empty list")
 
     root_real = Path(os.path.realpath(root))
-    dirs, seen = [], set()
+    dirs, configs, seen = [], [], set()
     for i, entry in enumerate(members):
         where = f"{f}: members[{i}]"
         if not isinstance(entry, dict):
@@ -299,5 +300,6 @@ def read_manifest(path) -> tuple[dict, list[Path]]:
         if member_task is not None and member_task != task:
             raise CheckpointError(f"{where}: member {rel} was trained for task {member_task}, the ensemble is for {task}")
         dirs.append(member_dir)
+        configs.append(cfg)
     check_weights([e["weight"] for e in members], str(f))
-    return m, dirs
+    return m, dirs, configs

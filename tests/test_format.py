@@ -79,8 +79,9 @@ def test_keep_own_dtype_rule():
 
 def test_a_valid_manifest_is_read_with_its_member_directories(tmp_path):
     root = ensemble(tmp_path / "ens")
-    manifest, dirs = fmt.read_manifest(root)
+    manifest, dirs, configs = fmt.read_manifest(root)
     assert manifest["task"] == "sst2" and dirs == [root / "member-0", root / "member-1"]
+    assert [c["quantization_config"] for c in configs] == [{"quant_method": "bebert"}] * 2
 
 
 # Files the two validators of old disagreed on: the report's accepted the first two (it did not check

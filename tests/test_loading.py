@@ -20,15 +20,13 @@ def packed_dir(path):
     plan = quantize_(model, rec)
     model.eval()
     round_full_precision_(model, rec.fp_dtype)
-    path.mkdir()
+    path.mkdir(parents=True)
     save_packed(model, path, rec, plan)
     return path
 
 
-def test_a_packed_load_reads_config_json_once(tmp_path, monkeypatch):
-    d = packed_dir(tmp_path / "packed")
-    reads = []
-    real = Path.read_text
+def config_reads(monkeypatch) -> list:
+    reads, real = [], Path.read_text
 
     def counting(self, *a, **k):
         if self.name == "config.json":
@@ -36,9 +34,29 @@ def test_a_packed_load_reads_config_json_once(tmp_path, monkeypatch):
         return real(self, *a, **k)
 
     monkeypatch.setattr(Path, "read_text", counting)
+    return reads
+
+
+def test_a_packed_load_reads_config_json_once(tmp_path, monkeypatch):
+    d = packed_dir(tmp_path / "packed")
+    reads = config_reads(monkeypatch)
     model = bebert_cli.load_model(d)
     assert type(model).__name__ == "BertForSequenceClassification" and not model.training
-    assert len(reads) == 1
+    assert reads == [d / "config.json"]
+
+
+def test_an_ensemble_load_reads_each_members_config_json_once(tmp_path, monkeypatch):
+    from bebert_cli.ensemble.model import write_manifest
+
+    root = tmp_path / "ens"
+    for k in range(2):
+        packed_dir(root / f"member-{k}")
+    write_manifest(root, task="sst2", num_labels=2, strategy="bagging", teacher=None,
+                   members=[{"path": f"member-{k}", "weight": 1.0, "recipe": "bibert", "error": None} for k in range(2)])
+    reads = config_reads(monkeypatch)
+    model = bebert_cli.load_model(root)
+    assert len(model.members) == 2
+    assert sorted(reads) == [root / "member-0" / "config.json", root / "member-1" / "config.json"]
 
 
 def test_the_old_import_paths_still_work():

@@ -87,10 +87,10 @@ def load_ensemble(path, runtime: str = "simulated") -> EnsembleModel:
     """Load an ensemble directory: manifest checked first, then each member with `load_packed`."""
     from bebert_cli.quant.packed import load_packed
 
-    manifest, dirs = read_manifest(path)
+    manifest, dirs, configs = read_manifest(path)
     members = []
-    for entry, member_dir in zip(manifest["members"], dirs):
-        model = load_packed(member_dir, runtime=runtime)
+    for entry, member_dir, config in zip(manifest["members"], dirs, configs):
+        model = load_packed(member_dir, runtime=runtime, config=config)
         if int(model.config.num_labels) != manifest["num_labels"]:
             raise CheckpointError(f"{path}: member {entry['path']} has {model.config.num_labels} label(s), "
                                   f"the ensemble {manifest['num_labels']}")

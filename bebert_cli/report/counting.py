@@ -482,7 +482,7 @@ def count_checkpoint(path) -> Count:
 
 
 def _count_ensemble(root: Path) -> Count:
-    manifest, dirs = read_manifest(root)
+    manifest, dirs, _ = read_manifest(root)
     members = []
     for i, d in enumerate(dirs):
         try:
