@@ -2,27 +2,8 @@
 
 from pathlib import Path
 
-import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification
-
 import bebert_cli
-from bebert_cli.quant.convert import quantize_
-from bebert_cli.quant.packed import round_full_precision_, save_packed
-from bebert_cli.quant.recipes import resolve_recipe
-
-
-def packed_dir(path):
-    torch.manual_seed(0)
-    cfg = AutoConfig.for_model("bert", vocab_size=60, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                               intermediate_size=64, num_labels=2, max_position_embeddings=64)
-    model = AutoModelForSequenceClassification.from_config(cfg)
-    rec = resolve_recipe("bibert")
-    plan = quantize_(model, rec)
-    model.eval()
-    round_full_precision_(model, rec.fp_dtype)
-    path.mkdir(parents=True)
-    save_packed(model, path, rec, plan)
-    return path
+from tests.ensemble.test_model import packed_member
 
 
 def config_reads(monkeypatch) -> list:
@@ -38,7 +19,7 @@ def config_reads(monkeypatch) -> list:
 
 
 def test_a_packed_load_reads_config_json_once(tmp_path, monkeypatch):
-    d = packed_dir(tmp_path / "packed")
+    d = packed_member(tmp_path / "packed")
     reads = config_reads(monkeypatch)
     model = bebert_cli.load_model(d)
     assert type(model).__name__ == "BertForSequenceClassification" and not model.training
@@ -50,7 +31,7 @@ def test_an_ensemble_load_reads_each_members_config_json_once(tmp_path, monkeypa
 
     root = tmp_path / "ens"
     for k in range(2):
-        packed_dir(root / f"member-{k}")
+        packed_member(root / f"member-{k}", seed=k)
     write_manifest(root, task="sst2", num_labels=2, strategy="bagging", teacher=None,
                    members=[{"path": f"member-{k}", "weight": 1.0, "recipe": "bibert", "error": None} for k in range(2)])
     reads = config_reads(monkeypatch)
