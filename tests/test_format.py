@@ -60,7 +60,7 @@ def test_quant_config_validator(tmp_path):
     good = {"format_version": 1, "bit_order": "little", "pack_dtype": "uint8", "recipe": resolve_recipe("bibert").to_dict(),
             "binary_modules": ["a"], "binary_embeddings": [], "hashed_embeddings": []}
     assert fmt.validate_quant_config(good, "X").name == "bibert"
-    for bad, message in [({"format_version": 2}, "upgrade bebert"), ({"format_version": True}, "must be an integer"),
+    for bad, message in [({"format_version": fmt.PACKED_FORMAT_VERSION + 1}, "upgrade bebert"), ({"format_version": True}, "must be an integer"),
                          ({"bit_order": "big"}, "bit order"), ({"recipe": {"weight_bits": 3}}, "invalid recipe"),
                          ({"binary_modules": "a"}, "list of module names")]:
         with pytest.raises(CheckpointError, match=message):
