@@ -94,7 +94,8 @@ def output_lock(output: Path):
     output = Path(output)
     make_parent(output)
     lock_path = output.parent / f".{output.name}.lock"
-    lock = filelock.FileLock(lock_path, timeout=0, mode=0o644)
+    # flock only: a soft (file-exists) lock would outlive a killed process and refuse every later writer
+    lock = filelock.UnixFileLock(lock_path, timeout=0, mode=0o644, fallback_to_soft=False)
     try:
         lock.acquire()
     except filelock.Timeout:  # before OSError: filelock's Timeout is a TimeoutError
