@@ -133,3 +133,20 @@ def test_replacing_an_output_keeps_the_old_one_until_the_new_one_is_complete(tmp
     with atomic_output_dir(out, overwrite=True) as tmp:
         (tmp / "v").write_text("2")
     assert (out / "v").read_text() == "2" and leftovers(out) == []
+
+
+def test_a_filesystem_without_flock_is_an_error_not_a_lock_that_outlives_its_writer(tmp_path, monkeypatch):
+    """No soft (file-exists) fallback: such a lock is not dropped by the kernel when its writer is killed,
+    and would refuse every later writer of the output."""
+    import errno
+    import fcntl
+
+    from bebert_cli.atomic import OutputWriteError
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    with pytest.raises(OutputWriteError, match="cannot write"):
+        with output_lock(tmp_path / "out"):
+            pass
