@@ -8,7 +8,7 @@ def load_model(path, **kwargs):
 
     Imported lazily so that `import bebert_cli` stays cheap (no torch import).
     """
-    from bebert_cli.checkpoint import load_model as _load
+    from bebert_cli.loading import load_model as _load
 
     return _load(path, **kwargs)
 

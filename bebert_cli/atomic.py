@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import re
 import shutil
 import sys
 from pathlib import Path
+
+import filelock
 
 from bebert_cli.errors import BebertError, OutputLocked, UsageError
 
@@ -85,40 +86,29 @@ def _clean_after_killed_publish(output: Path) -> None:
 def output_lock(output: Path):
     """Hold an exclusive lock on `.OUT.lock` beside `output`; a second writer gets OutputLocked.
 
-    The lock file is removed on release while still locked; a contender that opened the removed file
-    notices (its file is no longer the one at the path) and retries on the current one, so unlinking
-    never lets two writers in at once. A contender that fails never removes anything.
+    The lock is `filelock`'s flock (the kernel drops it with a killed process). The lock file is
+    removed on release while still locked; a contender that opened the removed file finds it unlinked
+    after locking it (filelock checks) and does not get in, so unlinking never lets two writers in at
+    once. A contender that fails never removes anything.
     """
     output = Path(output)
     make_parent(output)
     lock_path = output.parent / f".{output.name}.lock"
-    while True:
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise _write_error(output, exc) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise OutputLocked(f"another bebert process is writing {output}; refusing to interleave") from None
-        except BaseException:
-            os.close(fd)
-            raise
-        try:
-            current = os.stat(lock_path)
-        except OSError:
-            current = None
-        if current is not None and os.path.samestat(os.fstat(fd), current):
-            break
-        os.close(fd)  # the previous holder removed this file after we opened it: lock the current one
+    # flock only: a soft (file-exists) lock would outlive a killed process and refuse every later writer
+    lock = filelock.UnixFileLock(lock_path, timeout=0, mode=0o644, fallback_to_soft=False)
+    try:
+        lock.acquire()
+    except filelock.Timeout:  # before OSError: filelock's Timeout is a TimeoutError
+        raise OutputLocked(f"another bebert process is writing {output}; refusing to interleave") from None
+    except OSError as exc:
+        raise _write_error(output, exc) from None
     try:
         _clean_after_killed_publish(output)
         yield
     finally:
         with contextlib.suppress(OSError):
             lock_path.unlink()
-        os.close(fd)
+        lock.release()
 
 
 def make_parent(output: Path) -> None:

@@ -6,9 +6,8 @@ import os
 from pathlib import Path
 
 from bebert_cli.errors import ModelError
+from bebert_cli.families import SUPPORTED_MODEL_TYPES
 from bebert_cli.tasks import GlueTask
-
-SUPPORTED_MODEL_TYPES = ("bert", "roberta", "electra", "distilbert")
 
 
 def _looks_like_path(name: str) -> bool:

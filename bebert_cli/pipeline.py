@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bebert_cli import data as data_mod
 from bebert_cli.evaluation import evaluate
+from bebert_cli.files import write_json  # noqa: F401 - the commands write their side files with it
 from bebert_cli.tasks import GlueTask, resolve_split
 
 RUN_FILE = "bebert_run.json"  # how a checkpoint was made: command, options, versions
@@ -42,6 +43,13 @@ def make_accelerator(cpu: bool = False, mixed_precision: str = "no", out=None):
     use_cpu = cpu or no_accelerator
     device_type = "cpu" if use_cpu else "cuda" if torch.cuda.is_available() else "xpu"
     resolved, reason = resolve_mixed_precision(mixed_precision, device_type, warn=None if out is None else out.warn)
+    from accelerate.state import AcceleratorState
+
+    shared = AcceleratorState._shared_state
+    if shared.get("_mixed_precision") not in (None, resolved):
+        # One process running several commands (library use, the test suite): accelerate keeps the first
+        # command's precision in a process-wide singleton and refuses another; each command has its own.
+        AcceleratorState._reset_state()
     accelerator = Accelerator(cpu=cpu or (launched and no_accelerator), mixed_precision=resolved)
     accelerator.bebert_precision_reason = reason
     if out is not None and mixed_precision != "no":
@@ -95,10 +103,6 @@ def eval_payload(task: GlueTask, results: dict, **extra) -> dict:
         "splits": results,
         **extra,
     }
-
-
-def write_json(path: Path, payload: dict) -> None:
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def read_run_info(path: Path) -> dict:

@@ -39,7 +39,7 @@ def eval_command(
     if fail_under is not None and fail_under > 1.0:
         raise UsageError("--fail-under is a fraction (0.85), not a percentage")
 
-    from bebert_cli.checkpoint import load_model, tokenizer_path
+    from bebert_cli.loading import load_model, tokenizer_path
     from bebert_cli.data import make_collator
     from bebert_cli.models import load_tokenizer
     from bebert_cli.pipeline import evaluate_splits, eval_payload, load_eval_split, make_accelerator, read_run_info
@@ -48,7 +48,7 @@ def eval_command(
     tokenizer = load_tokenizer(tokenizer_path(path), trust_remote_code=trust_remote_code)
     seq_len = max_seq_length or read_run_info(Path(path)).get("max_seq_length") or 128
     splits = load_eval_split(task_, split, tokenizer, data_dir=data_dir, max_seq_length=seq_len, max_samples=max_samples)
-    from bebert_cli.quant.convert import runtime_of
+    from bebert_cli.quant.runtime import runtime_of
 
     used = runtime_of(model)
     if runtime == "packed" and used != "packed":

@@ -109,7 +109,8 @@ def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
         EVAL_FILE, RUN_FILE, evaluate_splits, eval_payload, load_eval_split, load_train_data, make_accelerator, write_json,
     )
     from bebert_cli.quant.packed import fast_inference_twin, fastest_runtime, load_packed, save_packed
-    from bebert_cli.quant.student import dir_size, finalize_student, load_eval_texts, make_student, train_student
+    from bebert_cli.files import dir_size
+    from bebert_cli.quant.student import finalize_student, load_eval_texts, make_student, train_student
     from bebert_cli.report.card import write_model_card
     from bebert_cli.report.lineage import lineage
     from bebert_cli.reproducibility import seed_all
@@ -318,7 +319,7 @@ class MemberInfo:
 
 def inspect_member(path, task: GlueTask) -> MemberInfo:
     """Check that `path` is a packed checkpoint made for `task` (reads only its small JSON files)."""
-    from bebert_cli.checkpoint import checkpoint_kind, read_config_json
+    from bebert_cli.format import checkpoint_kind, read_config_json
     from bebert_cli.ensemble.model import _recorded_task, member_num_labels
     from bebert_cli.pipeline import read_run_info
 
@@ -380,7 +381,8 @@ def run_from(paths: list, task: GlueTask, output: Path, *, out, data_dir, overwr
         EVAL_FILE, RUN_FILE, evaluate_splits, eval_payload, load_eval_split, load_train_data, make_accelerator, write_json,
     )
     from bebert_cli.quant.packed import fastest_runtime, load_packed
-    from bebert_cli.quant.student import dir_size, load_eval_texts
+    from bebert_cli.files import dir_size
+    from bebert_cli.quant.student import load_eval_texts
     from bebert_cli.report.card import write_model_card
     from bebert_cli.report.lineage import lineage
     from bebert_cli.runner import environment_info

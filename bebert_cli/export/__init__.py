@@ -25,83 +25,26 @@ published: its logits on a fixed batch must equal the source model's exactly.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 from bebert_cli.errors import CheckpointError, UsageError
-
-FORMATS = ("packed", "dense", "remote-code")
-TEMPLATE_DIR = Path(__file__).with_name("remote_template")
-TEMPLATE_FILES = ("modeling_bebert.py", "configuration_bebert.py")
-MODEL_CLASS = "BebertForSequenceClassification"
-CONFIG_CLASS = "BebertConfig"
-# Files of a packed checkpoint that an export rewrites rather than copies.
-_REWRITTEN = {"config.json", "model.safetensors"}
-
-
-def _dir_size(path: Path) -> int:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
-
-
-def copy_side_files(src: Path, out: Path, *, skip=frozenset()) -> list[str]:
-    """Copy tokenizer files, recipe, eval results and run info (every top-level regular file not rewritten)."""
-    copied = []
-    for f in sorted(Path(src).iterdir()):
-        if f.is_file() and not f.is_symlink() and not f.name.startswith(".") and f.name not in _REWRITTEN | set(skip):
-            shutil.copy2(f, out / f.name)
-            copied.append(f.name)
-    return copied
-
-
-def copy_template(out: Path) -> None:
-    for name in TEMPLATE_FILES:
-        shutil.copy2(TEMPLATE_DIR / name, out / name)
-
-
-# How bebert's binary Linear orders its float ops, which the standalone code must follow:
-# linear(integers, signs) * (w_scale * a_scale), an exact integer dot first (docs/performance.md).
-LINEAR_FORM = "split"
-
-
-def source_config(src: Path) -> tuple[dict, dict]:
-    """(config without quantization_config, quantization_config + the linear form) of a packed checkpoint."""
-    from bebert_cli.checkpoint import read_config_json
-
-    config = read_config_json(src)
-    qc = config.pop("quantization_config")
-    qc["linear_form"] = LINEAR_FORM
-    return config, qc
-
-
-def verification_batch(model, *, seed: int = 0):
-    """A fixed batch of token ids (with padding) that every export must reproduce exactly."""
-    import torch
-
-    vocab = int(model.config.vocab_size)
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(min(5, vocab - 1), vocab, (3, 16), generator=g)
-    mask = torch.ones_like(ids)
-    mask[1, 11:] = 0
-    mask[2, 5:] = 0
-    batch = {"input_ids": ids, "attention_mask": mask}
-    if model.config.model_type != "distilbert":
-        batch["token_type_ids"] = torch.zeros_like(ids)
-    return batch
-
-
-def _logits(model, batch):
-    import torch
-
-    with torch.no_grad():
-        return model(**batch).logits
-
-
-def load_remote_code_class():
-    """The bundled modeling class (the copy shipped in bebert; exports carry byte-identical copies)."""
-    from bebert_cli.export.remote_template import modeling_bebert
-
-    return modeling_bebert.BebertForSequenceClassification
+from bebert_cli.export.common import (  # noqa: F401 - re-exported: the exporters' shared names
+    CONFIG_CLASS,
+    FORMATS,
+    MODEL_CLASS,
+    TEMPLATE_DIR,
+    TEMPLATE_FILES,
+    _logits,
+    copy_side_files,
+    copy_template,
+    dir_size,
+    LINEAR_FORM,
+    load_remote_code_class,
+    source_config,
+    verification_batch,
+    write_json,
+)
 
 
 def verify_export(model, out: Path, fmt: str) -> dict:
@@ -134,7 +77,7 @@ def verify_export(model, out: Path, fmt: str) -> dict:
 def export_checkpoint(src, output, fmt: str, *, overwrite: bool = False, verify: bool = True, log=None) -> dict:
     """Export the packed checkpoint `src` to `output` in format `fmt`; returns the JSON payload."""
     from bebert_cli.atomic import atomic_output_dir, check_output
-    from bebert_cli.checkpoint import checkpoint_kind
+    from bebert_cli.format import checkpoint_kind
     from bebert_cli.quant.packed import load_packed
 
     if fmt not in FORMATS:
@@ -173,7 +116,7 @@ def export_checkpoint(src, output, fmt: str, *, overwrite: bool = False, verify:
                 log("verifying the export (reload + exact logits check) ...")
             info["verification"] = verify_export(model, tmp, fmt)
         files = sorted(f.name for f in tmp.iterdir() if f.is_file())
-        size = _dir_size(tmp)
+        size = dir_size(tmp)
     recipe = qc.get("recipe", {})
     return {
         "format": fmt,
@@ -181,14 +124,10 @@ def export_checkpoint(src, output, fmt: str, *, overwrite: bool = False, verify:
         "output": str(output),
         "files": files,
         "size_bytes": size,
-        "source_size_bytes": _dir_size(src),
+        "source_size_bytes": dir_size(src),
         "recipe": recipe.get("name"),
         "bits": qc.get("bits_label"),
         "model_type": config.get("model_type"),
         "verified": bool(verify),
         **info,
     }
-
-
-def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

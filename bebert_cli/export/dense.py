@@ -17,15 +17,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bebert_cli.export import (
+from bebert_cli.export.common import (
     MODEL_CLASS,
     copy_side_files,
     copy_template,
     write_json,
 )
+from bebert_cli.format import is_quantizer_tensor
 
 EXTRA_NAME = "bebert_binary.safetensors"
-_QUANTIZER_MARKERS = ("act_quant.", "bebert_attn.")
 
 
 def dense_state(model, qc: dict) -> tuple[dict, dict]:
@@ -48,7 +48,7 @@ def dense_state(model, qc: dict) -> tuple[dict, dict]:
                     scale = sd[f"{owner}.weight_scale"].float().unsqueeze(-1)
                     state[f"{owner}.weight"] = (unpack_signs(t, k) * scale).contiguous()  # -0.0 where scale is 0
                 continue
-            if any(m in name for m in _QUANTIZER_MARKERS) or any(name.startswith(h + ".") for h in hashed):
+            if is_quantizer_tensor(name) or any(name.startswith(h + ".") for h in hashed):
                 extra[name] = t.detach().clone().contiguous()
                 continue
             t = t.detach()

@@ -13,7 +13,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from bebert_cli.export import CONFIG_CLASS, MODEL_CLASS, copy_side_files, copy_template, write_json
+from bebert_cli.export.common import (
+    CONFIG_CLASS,
+    MODEL_CLASS,
+    copy_side_files,
+    copy_template,
+    write_json,
+)
 
 
 def remote_config(config: dict, qc: dict) -> dict:

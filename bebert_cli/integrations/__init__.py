@@ -20,41 +20,30 @@ from __future__ import annotations
 import _thread  # not threading: that costs an import at every CLI start
 import os
 import sys
-import warnings
+
+from bebert_cli.integrations.notice import registration_failed
 
 _TARGET = "transformers.quantizers.auto"
 _QUANTIZER_MODULE = __name__ + ".transformers_quantizer"
 _OPT_OUT = "BEBERT_NO_TRANSFORMERS_HOOK"
 _lock = _thread.allocate_lock()
-_deferred = False
 
 
 def _register_quietly() -> None:
     """Automatic registration: a failure (e.g. a transformers API change) must never break an import."""
-    global _deferred
     module = sys.modules.get(_QUANTIZER_MODULE)
     if module is not None and not getattr(module, "_DEFINED", False):
         # Someone imported transformers_quantizer directly: its own first lines imported transformers'
-        # registry and fired the hook, before there is anything to register. It finishes the job at its
-        # end (finish_deferred_registration); importing it here would be a circular import.
-        _deferred = True
+        # registry and fired the hook, before there is anything to register. The flag asks the module
+        # to register itself at its end (importing it from here would be a circular import).
+        module._REGISTER_WHEN_DEFINED = True
         return
     try:
         from bebert_cli.integrations.transformers_quantizer import register
 
         register()
     except Exception as exc:  # noqa: BLE001 - reported, not raised: the user's import must go on
-        warnings.warn(f"bebert could not register its quantizer with transformers ({type(exc).__name__}: {exc}); "
-                      "from_pretrained will not read bebert packed checkpoints (bebert_cli.load_model still does)",
-                      RuntimeWarning, stacklevel=2)
-
-
-def finish_deferred_registration() -> None:
-    """Called at the end of transformers_quantizer: the registration the hook had to postpone."""
-    global _deferred
-    if _deferred:
-        _deferred = False
-        _register_quietly()
+        registration_failed(exc)
 
 
 class _RegisteringLoader:

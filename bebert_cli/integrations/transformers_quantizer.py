@@ -38,6 +38,7 @@ from transformers.utils import logging
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from bebert_cli.errors import CheckpointError
+from bebert_cli.integrations.notice import registration_failed
 
 QUANT_METHOD = "bebert"
 RUNTIMES = ("simulated", "packed")
@@ -177,9 +178,12 @@ def is_registered() -> bool:
 
 
 # Last: when this module is the first to import transformers' registry (imported directly, after
-# bebert_cli armed its hook), the hook fired at the imports above and left the registration to here.
+# bebert_cli armed its hook), the hook fired at the imports above and left the registration to here
+# (it set _REGISTER_WHEN_DEFINED on this half-defined module).
 _DEFINED = True
 
-from bebert_cli.integrations import finish_deferred_registration  # noqa: E402
-
-finish_deferred_registration()
+if globals().pop("_REGISTER_WHEN_DEFINED", False):
+    try:
+        register()
+    except Exception as exc:  # noqa: BLE001 - reported, not raised: the user's import must go on
+        registration_failed(exc)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from bebert_cli.quant import ops
 from bebert_cli.quant.quantizers import bool_ste, make_activation_quantizer
 
 ATTN_IMPLEMENTATION = "bebert"
@@ -49,9 +50,7 @@ def bebert_attention(module, query, key, value, attention_mask, scaling=None, dr
 
     if aq.mode == "bi":
         if aq.runtime == "packed" and not torch.is_grad_enabled():
-            from bebert_cli.quant.runtime import packed_bi_attention
-
-            out = packed_bi_attention(query, key, value, attention_mask)
+            out = ops.packed_bi_attention(query, key, value, attention_mask)
             if out is not None:
                 return out.transpose(1, 2).contiguous(), None
         scores = torch.matmul(aq.q_quant(query), aq.k_quant(key).transpose(2, 3)) * scaling

@@ -13,20 +13,12 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from bebert_cli.errors import ModelError
-from bebert_cli.models import SUPPORTED_MODEL_TYPES
+from bebert_cli.families import FAMILIES, SUPPORTED_MODEL_TYPES, encoder_layers, family
 from bebert_cli.quant.attention import ATTN_IMPLEMENTATION, AttentionQuant, register_attention
-from bebert_cli.quant.ffn_sign import FFN_ACTIVATION, SIGN_OF_INPUT_SINCE, SignOfInput, define_ffn_sign_by_input_, is_sign_preserving
+from bebert_cli.quant.ffn_sign import SIGN_OF_INPUT_SINCE, SignOfInput, define_ffn_sign_by_input_, is_sign_preserving
 from bebert_cli.quant.layers import PackedEmbedding, PackedLinear, QuantEmbedding, QuantLinear
 from bebert_cli.quant.quantizers import make_activation_quantizer
 from bebert_cli.quant.recipes import Recipe
-
-# Names (relative to a layer) of the Q, K, V projections, per architecture; DMD hooks them.
-QKV_NAMES = {
-    "bert": ("attention.self.query", "attention.self.key", "attention.self.value"),
-    "roberta": ("attention.self.query", "attention.self.key", "attention.self.value"),
-    "electra": ("attention.self.query", "attention.self.key", "attention.self.value"),
-    "distilbert": ("attention.q_lin", "attention.k_lin", "attention.v_lin"),
-}
 
 KEEP_REASONS = {
     "position_embeddings": "position embeddings: small, and binarizing them breaks word order (BiBERT keeps them)",
@@ -48,22 +40,14 @@ class QuantPlan:
     full_precision: dict[str, str] = field(default_factory=dict)  # module name -> reason
 
 
-def encoder_layers(model) -> list[nn.Module]:
-    mt = model.config.model_type
-    base = getattr(model, model.base_model_prefix)
-    if mt == "distilbert":
-        return list(base.transformer.layer)
-    return list(base.encoder.layer)
-
-
 def check_architecture(model) -> None:
     mt = getattr(model.config, "model_type", None)
     if mt not in SUPPORTED_MODEL_TYPES:
         raise ModelError(f"cannot binarize a {mt!r} model; supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
 
 
-def _is_binarized(name: str) -> bool:
-    inside_layer = ".encoder.layer." in f".{name}" or ".transformer.layer." in f".{name}"
+def _is_binarized(name: str, model_type: str) -> bool:
+    inside_layer = f".{FAMILIES[model_type].layers}." in f".{name}"
     return inside_layer or name.endswith("pooler.dense")
 
 
@@ -93,7 +77,7 @@ def quantize_(model, recipe: Recipe, *, packed: bool = False, runtime: str = "si
 
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.Linear):
-            if recipe.weight_bits == 1 and _is_binarized(name):
+            if recipe.weight_bits == 1 and _is_binarized(name, mt):
                 # FFN output input is GELU output: mostly non-negative, but GELU dips below 0, so
                 # a signed quantizer (with a learned shift for BiT) is kept there too.
                 act = make_activation_quantizer(act_bits, mode)
@@ -104,7 +88,7 @@ def quantize_(model, recipe: Recipe, *, packed: bool = False, runtime: str = "si
                 _set(model, name, new)
                 plan.binary_linears.append(name)
             else:
-                plan.full_precision[name] = "encoder kept full precision (weight bits 32)" if _is_binarized(name) else _reason(name)
+                plan.full_precision[name] = "encoder kept full precision (weight bits 32)" if _is_binarized(name, mt) else _reason(name)
         elif isinstance(module, nn.Embedding):
             if name.endswith("word_embeddings") and recipe.embeddings == "binary":
                 new = PackedEmbedding(module.num_embeddings, module.embedding_dim, module.padding_idx) if packed else QuantEmbedding(module)
@@ -127,8 +111,7 @@ def quantize_(model, recipe: Recipe, *, packed: bool = False, runtime: str = "si
     if act_bits < 32:
         attn_mode = recipe.attention
         for i, layer in enumerate(encoder_layers(model)):
-            q_name = QKV_NAMES[mt][0]
-            self_attn = layer.get_submodule(q_name.rpartition(".")[0])
+            self_attn = layer.get_submodule(family(mt).attention)
             aq = AttentionQuant(attn_mode, act_bits, mode)
             aq.runtime = runtime
             self_attn.bebert_attn = aq
@@ -143,25 +126,9 @@ def ffn_sign_definition(model, recipe: Recipe) -> int:
     """The packed format version whose FFN-sign definition `model` computes: 1 if a layer binarizes
     torch's rounded GELU output (a format-1 checkpoint loaded as such), else the current one."""
     if recipe.weight_bits == 1 and recipe.activation_bits == 1 and recipe.activation_mode == "sign":
-        holder_name, attr = FFN_ACTIVATION[model.config.model_type]
+        holder_name, attr = family(model.config).ffn_activation
         for layer in encoder_layers(model):
             act = getattr(layer.get_submodule(holder_name), attr)
             if not isinstance(act, SignOfInput) and is_sign_preserving(act):
                 return 1
     return SIGN_OF_INPUT_SINCE
-
-
-def set_runtime(model, runtime: str) -> None:
-    """Switch every packed layer between the simulated and the bit-kernel runtime."""
-    for m in model.modules():
-        if isinstance(m, (PackedLinear, AttentionQuant)):
-            m.runtime = runtime
-
-
-def runtime_of(model) -> str:
-    """The runtime `model` really runs: "packed" (bit kernels), "simulated" (fake-quant), or "fp" when it
-    has no binary layer at all (a full-precision checkpoint, whatever --runtime asked for)."""
-    runtimes = {m.runtime for m in model.modules() if isinstance(m, (PackedLinear, AttentionQuant))}
-    if not runtimes:
-        return "simulated" if any(isinstance(m, PackedEmbedding) for m in model.modules()) else "fp"
-    return "packed" if runtimes == {"packed"} else "simulated"

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from bebert_cli.errors import UsageError
-from bebert_cli.quant.convert import QKV_NAMES, encoder_layers
+from bebert_cli.families import encoder_layers, family
 
 
 def _normalised_diff(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -33,11 +33,11 @@ class _Capture:
     def __init__(self, model):
         self.outputs: dict[tuple[int, int], torch.Tensor] = {}
         self.handles = []
-        names = QKV_NAMES[model.config.model_type]
+        names = family(model.config).qkv
         for i, layer in enumerate(encoder_layers(model)):
             for j, name in enumerate(names):
                 self.handles.append(layer.get_submodule(name).register_forward_hook(self._hook(i, j)))
-        self.heads = getattr(model.config, "num_attention_heads", None) or model.config.n_heads
+        self.heads = getattr(model.config, family(model.config).heads_key)
 
     def _hook(self, i, j):
         def hook(module, args, output):
@@ -69,8 +69,7 @@ class Distiller:
         if self.terms and teacher is None:
             raise UsageError("distillation needs a teacher")
         if self.terms & {"hidden", "dmd"}:
-            s_width, t_width = student.config.hidden_size if hasattr(student.config, "hidden_size") else student.config.dim, \
-                teacher.config.hidden_size if hasattr(teacher.config, "hidden_size") else teacher.config.dim
+            s_width, t_width = (getattr(m.config, family(m.config).hidden_key) for m in (student, teacher))
             if s_width != t_width:
                 raise UsageError(f"--distill hidden/dmd need equal widths (student {s_width}, teacher {t_width}); use --distill logits")
         # student layer i imitates teacher layer map[i] (uniform when depths differ)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from bebert_cli.families import family
+
 SIGN_OF_INPUT_SINCE = 2  # the packed format version that introduced this definition
 
 # Activations with act(y) = y * (a positive function of y): their sign is y's.
@@ -25,14 +27,6 @@ _SIGN_PRESERVING = frozenset(
     {"GELUActivation", "AccurateGELUActivation", "FastGELUActivation", "NewGELUActivation", "GELUTanh",
      "QuickGELUActivation", "ClippedGELUActivation", "SiLUActivation", "GELU", "SiLU"}
 )
-
-# Where each architecture keeps the FFN's activation: (module holding it, attribute), relative to a layer.
-FFN_ACTIVATION = {
-    "bert": ("intermediate", "intermediate_act_fn"),
-    "roberta": ("intermediate", "intermediate_act_fn"),
-    "electra": ("intermediate", "intermediate_act_fn"),
-    "distilbert": ("ffn", "activation"),
-}
 
 
 class SignOfInput(nn.Module):
@@ -61,7 +55,7 @@ def is_sign_preserving(act) -> bool:
 
 def define_ffn_sign_by_input_(layer, model_type: str) -> bool:
     """Wrap `layer`'s FFN activation in SignOfInput (once); False where it is not sign-preserving."""
-    holder_name, attr = FFN_ACTIVATION[model_type]
+    holder_name, attr = family(model_type).ffn_activation
     holder = layer.get_submodule(holder_name)
     act = getattr(holder, attr)
     if isinstance(act, SignOfInput):

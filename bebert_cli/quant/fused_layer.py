@@ -118,6 +118,11 @@ class FusedForward:
 
 def install(model) -> int:
     """Give every fusable layer of `model` the fused forward; returns how many."""
+    from bebert_cli.families import FAMILIES
+
+    fam = FAMILIES.get(getattr(getattr(model, "config", None), "model_type", None))
+    if fam is not None and not fam.bert_layer:
+        return 0  # the fused forward computes transformers' BertLayer; this family's layers are not one
     count = 0
     for m in model.modules():
         if isinstance(m.__dict__.get("forward"), FusedForward):
@@ -178,14 +183,14 @@ class _QKV:
 
 def _fused_forward(fused: FusedForward, hidden_states, attention_mask):
     from bebert_cli import kernels
-    from bebert_cli.quant.runtime import _key_mask, _prepared
+    from bebert_cli.quant.ops import key_mask
 
     parts = fused.parts
-    states = [_prepared(m) for m in parts.linears]
+    states = [m.kernel_state() for m in parts.linears]
     if any(p is None or p.kind != "sign" for p in states):  # only sign(x) . signs, no shift
         return None
-    key_mask = _key_mask(attention_mask)
-    if key_mask is False:
+    mask = key_mask(attention_mask)
+    if mask is False:
         return None
     B, L, hidden = hidden_states.shape
     x = hidden_states.reshape(B * L, hidden).contiguous()
@@ -193,7 +198,7 @@ def _fused_forward(fused: FusedForward, hidden_states, attention_mask):
     attn_out, inter, out = states[3], states[4], states[5]
 
     qkv_bits = kernels.binary_gemm(x, qkv.weight, qkv.scale, qkv.bias, out="sign")
-    ctx_bits = kernels.bi_attention_bits(qkv_bits, key_mask, B, parts.heads, L, parts.head_size)
+    ctx_bits = kernels.bi_attention_bits(qkv_bits, mask, B, parts.heads, L, parts.head_size)
     h = kernels.binary_gemm(ctx_bits, attn_out.weight, attn_out.scale, attn_out.bias, residual=x)
     h = parts.attn_norm(h)
     ffn = kernels.binary_gemm(h, inter.weight, inter.scale, inter.bias, out="sign")  # sign(y) = the FFN's input

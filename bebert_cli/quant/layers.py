@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bebert_cli.quant import ops
 from bebert_cli.quant.packing import pack_signs, packed_width, unpack_signs
 from bebert_cli.quant.quantizers import binarize_weight, hard_sign
 
@@ -57,7 +58,8 @@ class PackedLinear(nn.Module):
     """Inference form of QuantLinear: holds only packed signs and fp16 scales.
 
     runtime "simulated" unpacks the signs once (cached) and runs the same float ops as training;
-    runtime "packed" calls the XNOR/popcount kernels of `bebert_cli.kernels`.
+    runtime "packed" calls the XNOR/popcount kernels of `bebert_cli.kernels` (through `ops`). The layer
+    owns both caches; `runtime.set_runtime` switches between them.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool, act_quant: nn.Module, runtime: str = "simulated"):
@@ -68,14 +70,27 @@ class PackedLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
         self.act_quant = act_quant
         self._signs = None  # unpacked +-1 cache for the simulated runtime
-        self._kernel_weight = None  # kernel layout cache for the packed runtime
+        self._kernel = None  # ops.KernelState cache for the packed runtime
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, weight_bits=1, runtime={self.runtime}"
 
     def _apply(self, fn, *args, **kwargs):
-        self._signs, self._kernel_weight = None, None  # device/dtype moves invalidate caches
+        self._signs, self._kernel = None, None  # device/dtype moves invalidate caches
         return super()._apply(fn, *args, **kwargs)
+
+    def kernel_state(self) -> ops.KernelState | None:
+        """This layer as the bit kernels take it, or None where its quantizer has no kernel form.
+
+        Prepared once and kept; rebuilt when a tensor it was made from has changed in place.
+        """
+        state = self._kernel
+        if state is None or not state.is_current(self):
+            state = self._kernel = ops.prepare_linear(self, previous=state)
+        return state
+
+    def drop_kernel_state(self) -> None:
+        self._kernel = None
 
     def signs(self) -> torch.Tensor:
         if self._signs is None:
@@ -84,9 +99,7 @@ class PackedLinear(nn.Module):
 
     def forward(self, x):
         if self.runtime == "packed" and not torch.is_grad_enabled():
-            from bebert_cli.quant.runtime import packed_linear
-
-            out = packed_linear(self, x)
+            out = ops.packed_linear(self, x)
             if out is not None:
                 return out
         y = quantized_linear(self.act_quant, x, self.signs(), self.weight_scale.float())

@@ -17,22 +17,17 @@ from pathlib import Path
 import torch
 
 from bebert_cli.errors import CheckpointError
+from bebert_cli.families import SUPPORTED_MODEL_TYPES
+from bebert_cli.format import (
+    BIT_ORDER, CONFIG_FILE, PACK_DTYPE, PACKED_FORMAT_VERSION, QUANT_METHOD, RECIPE_FILE, SCALE_DTYPE, WEIGHTS_FILE,
+    keeps_own_dtype, read_config_json, validate_quant_config,
+)
 from bebert_cli.quant.layers import PackedEmbedding, PackedLinear, QuantEmbedding, QuantLinear
-from bebert_cli.quant.packing import BIT_ORDER
 from bebert_cli.quant.recipes import Recipe
 
-# 1: first release. 2: a 1-1-1 FFN's binary input is sign(y), not sign of torch's rounded GELU(y)
-# (`quant/ffn_sign.py`); format-1 checkpoints load with their own definition.
-FORMAT_VERSION = 2
-WEIGHTS_FILE = "model.safetensors"
-RECIPE_FILE = "recipe.json"
-_QUANTIZER_MARKERS = ("act_quant.", "bebert_attn.")
+FORMAT_VERSION = PACKED_FORMAT_VERSION  # see format.py: 2 = the FFN's binary input is sign(y)
 _TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 _ST_NAMES = {torch.uint8: "U8", torch.float16: "F16", torch.float32: "F32", torch.int64: "I64", torch.bfloat16: "BF16"}
-
-
-def _is_quantizer_param(name: str) -> bool:
-    return any(m in name for m in _QUANTIZER_MARKERS)
 
 
 def _binary_modules(model) -> dict[str, torch.nn.Module]:
@@ -51,7 +46,7 @@ def round_full_precision_(model, fp_dtype: str) -> None:
             owner = name.rpartition(".")[0]
             if owner in binary and name.endswith(".weight"):
                 continue  # latent weights are binarized on save
-            if _is_quantizer_param(name) or not t.is_floating_point():
+            if keeps_own_dtype(name, is_float=t.is_floating_point()):
                 continue
             t.data.copy_(t.data.to(target).to(t.dtype))
 
@@ -69,9 +64,8 @@ def packed_state_dict(model, fp_dtype: str) -> dict[str, torch.Tensor]:
             continue
         t = t.detach().cpu()
         # An already packed layer's fp16 scales keep their dtype whatever fp_dtype is (the format's rule,
-        # see check_against_header); only tensors that stay full precision take fp_dtype.
-        keep = _is_quantizer_param(name) or (owner in binary and leaf == "weight_scale")
-        if t.is_floating_point() and not keep:
+        # `format.keeps_own_dtype`); only tensors that stay full precision take fp_dtype.
+        if not keeps_own_dtype(name, is_float=t.is_floating_point()):
             t = t.to(target)
         out[name] = t.contiguous()
     return out
@@ -79,15 +73,15 @@ def packed_state_dict(model, fp_dtype: str) -> dict[str, torch.Tensor]:
 
 def quantization_config(recipe: Recipe, plan, format_version: int = FORMAT_VERSION) -> dict:
     return {
-        "quant_method": "bebert",
+        "quant_method": QUANT_METHOD,
         "format_version": format_version,
         "recipe": recipe.to_dict(),
         "bits": {"weights": recipe.weight_bits, "embeddings": "hash" if recipe.embeddings == "hash" else recipe.embedding_bits,
                  "activations": recipe.activation_bits},
         "bits_label": recipe.bits_label,
         "bit_order": BIT_ORDER,
-        "pack_dtype": "uint8",
-        "scale_dtype": "float16",
+        "pack_dtype": PACK_DTYPE,
+        "scale_dtype": SCALE_DTYPE,
         "fp_dtype": recipe.fp_dtype,
         "attention": recipe.attention if recipe.activation_bits < 32 else "softmax",
         "binary_modules": plan.binary_linears,
@@ -109,35 +103,13 @@ def save_packed(model, out_dir: Path, recipe: Recipe, plan) -> None:
     config.pop("_attn_implementation", None)
     config.pop("_attn_implementation_autoset", None)
     config["quantization_config"] = quantization_config(recipe, plan, ffn_sign_definition(model, recipe))
-    (out_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     (out_dir / RECIPE_FILE).write_text(json.dumps(recipe.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
-def validate_quant_config(qc, where) -> Recipe:
-    """The recipe a `quantization_config` block describes, after checking the block can be read."""
-    if not isinstance(qc, dict):
-        raise CheckpointError(f"{where}: quantization_config must be an object")
-    version = qc.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise CheckpointError(f"{where}: quantization_config.format_version must be an integer")
-    if version > FORMAT_VERSION:
-        raise CheckpointError(f"{where} uses packed format {version}; this bebert reads up to {FORMAT_VERSION} (upgrade bebert)")
-    if qc.get("bit_order") != BIT_ORDER or qc.get("pack_dtype") != "uint8":
-        raise CheckpointError(f"{where}: unsupported bit order or pack dtype ({qc.get('bit_order')!r}, {qc.get('pack_dtype')!r})")
-    try:
-        recipe = Recipe.from_dict(qc.get("recipe")).validate()
-    except Exception as exc:
-        raise CheckpointError(f"{where}: invalid recipe in quantization_config: {exc}") from None
-    for key in ("binary_modules", "binary_embeddings", "hashed_embeddings"):
-        if not isinstance(qc.get(key, []), list) or not all(isinstance(x, str) for x in qc.get(key, [])):
-            raise CheckpointError(f"{where}: quantization_config.{key} must be a list of module names")
-    return recipe
-
-
-def _read_quant_config(path: Path) -> tuple[dict, dict, Recipe]:
-    from bebert_cli.checkpoint import read_config_json
-
-    config = read_config_json(path)
+def _read_quant_config(path: Path, config: dict | None = None) -> tuple[dict, dict, Recipe]:
+    """config.json (as read by the caller, or read here), its quantization_config and recipe."""
+    config = dict(read_config_json(path) if config is None else config)
     qc = config.pop("quantization_config")
     return config, qc, validate_quant_config(qc, path)
 
@@ -156,7 +128,6 @@ def convert_to_packed_(model, qc: dict, recipe: Recipe, where, *, runtime: str =
     Shared by `load_packed` and the transformers quantizer (`bebert_cli.integrations`), so both build
     exactly the same modules, names, shapes and dtypes. Returns the plan, checked against `qc`.
     """
-    from bebert_cli.models import SUPPORTED_MODEL_TYPES
     from bebert_cli.quant.convert import quantize_
 
     model_type = getattr(model.config, "model_type", None)
@@ -184,14 +155,14 @@ def finish_packed_model(model, recipe: Recipe, plan, runtime: str = "simulated")
     return model
 
 
-def build_packed_skeleton(path: Path, runtime: str = "simulated"):
+def build_packed_skeleton(path: Path, runtime: str = "simulated", config: dict | None = None):
     """An empty inference model shaped as the checkpoint says, plus its recipe and plan."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from bebert_cli.models import SUPPORTED_MODEL_TYPES, quiet_transformers
+    from bebert_cli.models import quiet_transformers
 
     quiet_transformers()
-    config_dict, qc, recipe = _read_quant_config(path)
+    config_dict, qc, recipe = _read_quant_config(path, config)
     model_type = config_dict.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise CheckpointError(f"{path}: model_type {model_type!r} is not one bebert supports")
@@ -213,8 +184,7 @@ def check_against_header(where, expected: dict, header: dict, fp_dtype: str | to
     if missing or unexpected:
         raise CheckpointError(f"{where}: tensors do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
     for name, t in expected.items():
-        keep = not t.is_floating_point() or _is_quantizer_param(name) or name.endswith(".weight_scale")
-        want_dtype = t.dtype if keep else fp_dtype
+        want_dtype = t.dtype if keeps_own_dtype(name, is_float=t.is_floating_point()) else fp_dtype
         got = header[name]
         if got["shape"] != list(t.shape) or got["dtype"] != _ST_NAMES.get(want_dtype):
             raise CheckpointError(
@@ -222,8 +192,11 @@ def check_against_header(where, expected: dict, header: dict, fp_dtype: str | to
             )
 
 
-def load_packed(path, runtime: str = "simulated"):
-    """Rebuild a packed model; shapes, dtypes and metadata are checked against each other first."""
+def load_packed(path, runtime: str = "simulated", *, config: dict | None = None):
+    """Rebuild a packed model; shapes, dtypes and metadata are checked against each other first.
+
+    `config`: the directory's config.json when the caller has read it already (`loading.load_model`).
+    """
     from safetensors import safe_open
 
     from bebert_cli.quant.safetensors_check import read_header
@@ -235,8 +208,10 @@ def load_packed(path, runtime: str = "simulated"):
     header = read_header(weights)  # before building anything large
     # A config.json can claim any size: check it against the header on the meta device (no memory)
     # before allocating the real model.
+    if config is None:
+        config = read_config_json(path)
     with torch.device("meta"):
-        model, recipe, plan = build_packed_skeleton(path, runtime)
+        model, recipe, plan = build_packed_skeleton(path, runtime, config)
     expected = model.state_dict()
     check_against_header(path, expected, header, recipe.fp_dtype)
     try:
@@ -248,7 +223,7 @@ def load_packed(path, runtime: str = "simulated"):
     if not _materialize(model, state):
         # the skeleton has state the file does not carry and transformers cannot rebuild (hash tables):
         # build it for real (the fp32 architecture first, so the peak is that of the fp32 model)
-        model, recipe, plan = build_packed_skeleton(path, runtime)
+        model, recipe, plan = build_packed_skeleton(path, runtime, config)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -1,15 +1,19 @@
-"""Bit packing of signs: 8 per uint8, bit 1 = +1, little bit order.
+"""Bit packing of signs: 8 per uint8, bit 1 = +1, little bit order (`format.BIT_ORDER`).
 
 Bit i (value 1 << i) of byte j holds column 8*j + i; padding bits of the last byte are 0.
-This is the on-disk layout of every binarized matrix (`quantization_config.bit_order`).
+This is the on-disk layout of every binarized matrix (`quantization_config.bit_order`). The packer
+itself is the kernels' reference one (`kernels._reference`), so the layers, the exporters and the
+kernels' oracle share one implementation; this module adds the checks a caller
+reading a file needs. (The remote-code template keeps its own copy by design: an export must run
+without bebert; its round-trip test checks the two agree.)
 """
 
 from __future__ import annotations
 
 import torch
 
-BIT_ORDER = "little"
-_SHIFTS = torch.arange(8, dtype=torch.uint8)
+from bebert_cli.format import BIT_ORDER  # noqa: F401 - re-exported: the layout these functions implement
+from bebert_cli.kernels._reference import pack_signs_u8, unpack_bits
 
 
 def packed_width(k: int) -> int:
@@ -18,13 +22,7 @@ def packed_width(k: int) -> int:
 
 def pack_signs(x: torch.Tensor) -> torch.Tensor:
     """[..., K] real values -> [..., ceil(K/8)] uint8, bit set where x >= 0 (sign(0) = +1)."""
-    bits = (x >= 0).to(torch.uint8)
-    k = bits.shape[-1]
-    pad = packed_width(k) * 8 - k
-    if pad:
-        bits = torch.nn.functional.pad(bits, (0, pad))
-    bits = bits.reshape(*bits.shape[:-1], -1, 8)
-    return (bits << _SHIFTS.to(bits.device)).sum(dim=-1, dtype=torch.uint8)
+    return pack_signs_u8(x)
 
 
 def unpack_signs(packed: torch.Tensor, k: int, dtype=torch.float32) -> torch.Tensor:
@@ -33,6 +31,5 @@ def unpack_signs(packed: torch.Tensor, k: int, dtype=torch.float32) -> torch.Ten
         raise TypeError(f"packed signs must be uint8, got {packed.dtype}")
     if packed.shape[-1] != packed_width(k):
         raise ValueError(f"packed width {packed.shape[-1]} does not hold {k} columns")
-    bits = (packed.unsqueeze(-1) >> _SHIFTS.to(packed.device)) & 1
-    bits = bits.reshape(*packed.shape[:-1], -1)[..., :k]
-    return bits.to(dtype) * 2 - 1
+    signs = unpack_bits(packed, k)  # float32 +-1
+    return signs if dtype == torch.float32 else signs.to(dtype)

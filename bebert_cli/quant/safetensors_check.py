@@ -12,9 +12,8 @@ import struct
 from pathlib import Path
 
 from bebert_cli.errors import CheckpointError
+from bebert_cli.format import DTYPE_SIZES
 
-DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4,
-               "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 MAX_HEADER = 100 * 1024 * 1024
 
 

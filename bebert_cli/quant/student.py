@@ -6,6 +6,7 @@ import copy
 from dataclasses import dataclass
 from pathlib import Path
 
+from bebert_cli.files import dir_size
 from bebert_cli.quant.recipes import Recipe, student_heads
 from bebert_cli.tasks import GlueTask
 
@@ -18,29 +19,22 @@ class StudentRun:
     dev: dict  # split -> {"metrics", "samples"}
 
 
-def dir_size(path: Path) -> int:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
-
-
 def _smaller_student(teacher, recipe: Recipe):
     """A randomly initialised student of the teacher's family with fewer layers and/or a smaller width."""
     from transformers import AutoModelForSequenceClassification
 
+    from bebert_cli.families import family
+
     cfg = copy.deepcopy(teacher.config)
-    if cfg.model_type == "distilbert":
-        if recipe.student_layers:
-            cfg.n_layers = recipe.student_layers
-        if recipe.student_width:
-            cfg.dim, cfg.hidden_dim = recipe.student_width, 4 * recipe.student_width
-            cfg.n_heads = student_heads(recipe.student_width)
-    else:
-        if recipe.student_layers:
-            cfg.num_hidden_layers = recipe.student_layers
-        if recipe.student_width:
-            cfg.hidden_size, cfg.intermediate_size = recipe.student_width, 4 * recipe.student_width
-            cfg.num_attention_heads = student_heads(recipe.student_width)
-            if hasattr(cfg, "embedding_size"):
-                cfg.embedding_size = recipe.student_width
+    fam = family(cfg)
+    if recipe.student_layers:
+        setattr(cfg, fam.layers_key, recipe.student_layers)
+    if recipe.student_width:
+        setattr(cfg, fam.hidden_key, recipe.student_width)
+        setattr(cfg, fam.ffn_key, 4 * recipe.student_width)
+        setattr(cfg, fam.heads_key, student_heads(recipe.student_width))
+        if fam.embedding_key and hasattr(cfg, fam.embedding_key):
+            setattr(cfg, fam.embedding_key, recipe.student_width)
     return AutoModelForSequenceClassification.from_config(cfg)
 
 

@@ -21,7 +21,7 @@ import math
 from pathlib import Path
 
 from bebert_cli.errors import BebertError
-from bebert_cli.report import (
+from bebert_cli.report.summary import (
     CONVENTIONS, compare, count_checkpoint, fmt_bytes, fmt_count, fmt_delta, fmt_ratio, md_table, summarize,
 )
 from bebert_cli.report.counting import CARD_FILE, PRECISION_LABELS, PRECISIONS, Count

@@ -22,28 +22,23 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from bebert_cli.errors import CheckpointError, ModelError
-
-WEIGHTS_FILE = "model.safetensors"
-CARD_FILE = "README.md"
-EVAL_FILE = "eval_results.json"
-RUN_FILE = "bebert_run.json"
-ENSEMBLE_MANIFEST = "ensemble.json"
-SUPPORTED_MODEL_TYPES = ("bert", "roberta", "electra", "distilbert")
+from bebert_cli.families import FAMILIES, SUPPORTED_MODEL_TYPES
+from bebert_cli.files import dir_size
+from bebert_cli.format import (
+    CARD_FILE, DTYPE_SIZES, EVAL_FILE, RUN_FILE, WEIGHTS_FILE, describe_checkpoint, is_packed_config,
+    is_quantizer_tensor, module_list, read_manifest, validate_quant_config,
+)
 
 PRECISIONS = ("fp32", "fp16", "bf16", "fp64", "int8", "1bit", "on_the_fly")
 PRECISION_LABELS = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "fp64": "fp64", "int8": "8-bit", "1bit": "1-bit",
                     "on_the_fly": "on-the-fly", "scales": "scales (fp16)"}
 BYTE_CLASSES = (*PRECISIONS, "scales", "buffers")
 _FLOAT_CLASSES = {"F32": "fp32", "F16": "fp16", "BF16": "bf16", "F64": "fp64"}
-_DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4,
-                "F32": 4, "I64": 8, "U64": 8, "F64": 8}
-_QUANTIZER_MARKERS = (".act_quant.", ".bebert_attn.")
 # Heads a sequence classifier never runs (pre-training heads left in a checkpoint): counted, no FLOPs.
 _UNUSED_HEADS = ("cls.", "lm_head.", "discriminator_predictions.", "generator_", "vocab_transform.", "vocab_projector.",
                  "vocab_layer_norm.")
@@ -185,21 +180,8 @@ def _read_json(path: Path) -> dict | None:
 
 
 def disk_bytes(root: Path) -> int:
-    """Bytes of every file under `root`, links not followed; hidden entries and the model card excluded."""
-    total = 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for f in filenames:
-            if f.startswith(".") or (f == CARD_FILE and Path(dirpath) == Path(root)):
-                continue
-            p = Path(dirpath) / f
-            try:
-                if p.is_symlink():
-                    continue
-                total += p.stat().st_size
-            except OSError:
-                continue
-    return total
+    """Bytes of every file of the checkpoint at `root` but its model card (`files.dir_size`)."""
+    return dir_size(root, exclude_top=(CARD_FILE,))
 
 
 def weight_files(path: Path) -> list[Path]:
@@ -242,26 +224,30 @@ def _cfg_int(config: dict, *keys: str) -> int:
     raise CheckpointError(f"config.json has no valid {' / '.join(keys)}")
 
 
+def _family(config: dict):
+    return FAMILIES.get(config.get("model_type"), FAMILIES["bert"])  # check_model_type has refused the others
+
+
 def hidden_size(config: dict) -> int:
-    return _cfg_int(config, "dim") if config.get("model_type") == "distilbert" else _cfg_int(config, "hidden_size")
+    return _cfg_int(config, _family(config).hidden_key)
 
 
 def num_layers(config: dict) -> int:
-    return _cfg_int(config, "n_layers") if config.get("model_type") == "distilbert" else _cfg_int(config, "num_hidden_layers")
+    return _cfg_int(config, _family(config).layers_key)
 
 
 def embedding_dim(config: dict) -> int:
-    if config.get("model_type") == "electra" and config.get("embedding_size"):
-        return _cfg_int(config, "embedding_size")
+    key = _family(config).embedding_key
+    if key and config.get(key):
+        return _cfg_int(config, key)
     return hidden_size(config)
 
 
 def linear_in_features(name: str, config: dict) -> int:
     """Input width of a binarized Linear, from the architecture's naming (the K of a packed tensor)."""
-    if config.get("model_type") == "distilbert":
-        return _cfg_int(config, "hidden_dim") if name.endswith("ffn.lin2") else _cfg_int(config, "dim")
-    if name.endswith(".output.dense") and not name.endswith("attention.output.dense"):
-        return _cfg_int(config, "intermediate_size")  # FFN down-projection
+    fam = _family(config)
+    if fam.is_ffn_down(name):
+        return _cfg_int(config, fam.ffn_key)  # FFN down-projection
     return hidden_size(config)
 
 
@@ -324,12 +310,11 @@ def count_parts(config: dict, header: dict[str, dict], *, path: Path | str = "<c
     """
     path = Path(path)
     check_model_type(config, path)
-    qc = config.get("quantization_config") if isinstance(config.get("quantization_config"), dict) else None
-    packed = qc is not None and qc.get("quant_method") == "bebert"
-    qc = qc if packed else {}
-    binary_linears = set(_str_list(qc, "binary_modules", path))
-    binary_embeddings = set(_str_list(qc, "binary_embeddings", path))
-    hashed = _str_list(qc, "hashed_embeddings", path)
+    packed = is_packed_config(config)
+    qc = config["quantization_config"] if packed else {}
+    binary_linears = set(module_list(qc, "binary_modules", path))
+    binary_embeddings = set(module_list(qc, "binary_embeddings", path))
+    hashed = module_list(qc, "hashed_embeddings", path)
     reasons = qc.get("full_precision_modules") if isinstance(qc.get("full_precision_modules"), dict) else {}
     bits = qc.get("bits") if isinstance(qc.get("bits"), dict) else {}
     act_bits = bits.get("activations", 32) if packed else 32
@@ -349,7 +334,7 @@ def count_parts(config: dict, header: dict[str, dict], *, path: Path | str = "<c
         info = header[tname]
         dtype, shape = info["dtype"], list(info["shape"])
         numel = math.prod(shape)
-        nbytes = numel * _DTYPE_SIZES[dtype]
+        nbytes = numel * DTYPE_SIZES[dtype]
         owner = _owner(tname)
         leaf = tname.rpartition(".")[2]
         m = module(owner)
@@ -378,7 +363,7 @@ def count_parts(config: dict, header: dict[str, dict], *, path: Path | str = "<c
             cls, count = _FLOAT_CLASSES[dtype], numel
             if leaf == "weight" and len(shape) == 2:
                 m.shape = (shape[0], shape[1])
-        elif dtype in ("I8", "U8") and leaf == "weight" and not any(q in f".{tname}" for q in _QUANTIZER_MARKERS):
+        elif dtype in ("I8", "U8") and leaf == "weight" and not is_quantizer_tensor(tname):
             cls, count = "int8", numel
             if len(shape) == 2:
                 m.shape = (shape[0], shape[1])
@@ -430,13 +415,6 @@ def count_parts(config: dict, header: dict[str, dict], *, path: Path | str = "<c
     return params, tbytes, ordered, linears, attention
 
 
-def _str_list(qc: dict, key: str, path: Path) -> list[str]:
-    v = qc.get(key, [])
-    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise CheckpointError(f"{path}: quantization_config.{key} must be a list of module names")
-    return v
-
-
 def _module_kind(owner: str, binary_linears: set, binary_embeddings: set) -> str:
     if owner in binary_linears:
         return KIND_BINARY_LINEAR
@@ -473,9 +451,8 @@ def _natural_key(name: str):
 
 
 def _bits_label(config: dict, params: dict) -> str:
-    qc = config.get("quantization_config")
-    if isinstance(qc, dict) and qc.get("quant_method") == "bebert":
-        label = qc.get("bits_label")
+    if is_packed_config(config):
+        label = config["quantization_config"].get("bits_label")
         if isinstance(label, str):
             return label
         return "binary"
@@ -485,13 +462,12 @@ def _bits_label(config: dict, params: dict) -> str:
 
 def count_checkpoint(path) -> Count:
     """Count a checkpoint directory: full precision, packed, or ensemble (every member)."""
-    from bebert_cli.checkpoint import checkpoint_kind, read_config_json
-
     path = Path(path).expanduser()
-    kind = checkpoint_kind(path)  # ModelError for a missing path, a file, no config.json
+    kind, config = describe_checkpoint(path)  # ModelError for a missing path, a file, no config.json
     if kind == "ensemble":
         return _count_ensemble(path)
-    config = read_config_json(path)
+    if kind == "packed":  # the format's own validator: what loading would refuse, the report refuses too
+        validate_quant_config(config["quantization_config"], path)
     files = weight_files(path)
     header, weights_size = read_headers(files)
     params, tbytes, modules, linears, attention = count_parts(config, header, path=path)
@@ -505,47 +481,8 @@ def count_checkpoint(path) -> Count:
     )
 
 
-def read_ensemble_manifest(root: Path) -> tuple[dict, list[Path]]:
-    """The manifest and its member directories, confined to `root` (validated lightly: no weights, no torch)."""
-    f = root / ENSEMBLE_MANIFEST
-    manifest = _read_json(f)
-    if manifest is None:
-        raise CheckpointError(f"{f} is not a valid JSON object")
-    if manifest.get("format") != "bebert-ensemble":
-        raise CheckpointError(f"{f}: format must be 'bebert-ensemble', not {manifest.get('format')!r}")
-    version = manifest.get("format_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise CheckpointError(f"{f}: format_version must be a positive integer")
-    if version > 1:
-        raise CheckpointError(f"{f} uses ensemble format {version}; this bebert reads up to 1 (upgrade bebert)")
-    members = manifest.get("members")
-    if not isinstance(members, list) or not members:
-        raise CheckpointError(f"{f}: members must be a non-empty list")
-    root_real = Path(os.path.realpath(root))
-    dirs: list[Path] = []
-    for i, entry in enumerate(members):
-        rel = entry.get("path") if isinstance(entry, dict) else None
-        if not isinstance(rel, str) or not rel.strip():
-            raise CheckpointError(f"{f}: members[{i}].path must be a non-empty string")
-        pure = PurePosixPath(rel)
-        if pure.is_absolute() or ".." in pure.parts or "\\" in rel or rel.startswith("~"):
-            raise CheckpointError(f"{f}: members[{i}].path {rel!r} must be a relative path inside the ensemble")
-        member = root.joinpath(*pure.parts)
-        real = Path(os.path.realpath(member))
-        if real == root_real or root_real not in real.parents:
-            raise CheckpointError(f"{f}: members[{i}].path {rel!r} resolves outside the ensemble directory")
-        if real in {Path(os.path.realpath(d)) for d in dirs}:
-            raise CheckpointError(f"{f}: members[{i}].path {rel!r} names a member twice")
-        if not member.is_dir():
-            raise CheckpointError(f"{f}: member directory {rel!r} is missing")
-        if (member / ENSEMBLE_MANIFEST).exists():
-            raise CheckpointError(f"{f}: member {rel!r} is itself an ensemble")
-        dirs.append(member)
-    return manifest, dirs
-
-
 def _count_ensemble(root: Path) -> Count:
-    manifest, dirs = read_ensemble_manifest(root)
+    manifest, dirs, _ = read_manifest(root)
     members = []
     for i, d in enumerate(dirs):
         try:

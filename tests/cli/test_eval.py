@@ -101,7 +101,7 @@ def test_packed_runtime_is_prepared_once(tmp_path, small_glue, tokenizer, monkey
     # Every binary layer's kernel weights are prepared at load time and reused by every batch; a
     # model.to() after preparing would drop them and the first batch would prepare each layer again.
     from bebert_cli.cli.main import main
-    from bebert_cli.quant import runtime
+    from bebert_cli.quant import ops
     from bebert_cli.quant.layers import PackedLinear
     from bebert_cli.quant.packed import load_packed
     from tests.quant.test_runtime import packed_checkpoint
@@ -109,8 +109,8 @@ def test_packed_runtime_is_prepared_once(tmp_path, small_glue, tokenizer, monkey
     d = packed_checkpoint(tmp_path / "student", "w1a4", tokenizer=tokenizer)
     layers = sum(isinstance(m, PackedLinear) for m in load_packed(d).modules())
     calls = []
-    real = runtime._prepare
-    monkeypatch.setattr(runtime, "_prepare", lambda layer: calls.append(layer) or real(layer))
+    real = ops.prepare_linear
+    monkeypatch.setattr(ops, "prepare_linear", lambda layer, **kw: calls.append(layer) or real(layer, **kw))
     main(["eval", str(d), "--task", "sst2", "--data-dir", str(small_glue), "--max-samples", "16", "--batch-size", "4",
           "--runtime", "packed", "--json"])
     assert one_json(capsys.readouterr().out)["runtime"] == "packed"

@@ -304,3 +304,19 @@ def test_every_export_has_its_own_card(tmp_path):
 
     model = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "remote-code"), trust_remote_code=True)
     assert torch.equal(logits(model, batch()), logits(load_packed(src), batch()))
+
+
+@pytest.mark.parametrize("k", [1, 7, 8, 9, 65, 383])
+def test_the_templates_own_packer_agrees_with_bebert_s(k):
+    """The remote-code template keeps a copy of the bit packer (an export must run without bebert):
+    it must read and write exactly bebert's layout (`quant.packing`, i.e. `kernels._reference`)."""
+    import torch
+
+    from bebert_cli.export.remote_template import modeling_bebert as template
+    from bebert_cli.quant.packing import pack_signs, unpack_signs
+
+    x = torch.randn(4, k)
+    x[0, 0] = 0.0  # sign(0) = +1
+    packed = pack_signs(x)
+    assert torch.equal(template.pack_bits(x >= 0), packed)
+    assert torch.equal(template.unpack_signs(packed, k), unpack_signs(packed, k))

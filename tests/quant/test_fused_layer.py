@@ -6,7 +6,7 @@ import torch
 
 from bebert_cli import kernels
 from bebert_cli.quant import fused_layer
-from bebert_cli.quant.convert import set_runtime
+from bebert_cli.quant.runtime import set_runtime
 from bebert_cli.quant.packed import load_packed
 from tests.conftest import backends_to_test
 from tests.quant.test_runtime import batch, logits, packed_checkpoint

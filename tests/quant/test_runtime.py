@@ -111,33 +111,23 @@ def test_kernel_layout_is_prepared_once_and_refreshed_on_change(tmp_path):
     d = packed_checkpoint(tmp_path / "ckpt", "bit")
     packed, simulated = load_packed(d, runtime="packed"), load_packed(d)
     layer = packed.bert.encoder.layer[0].attention.self.query
-    prepared = layer._bebert_prepared
+    prepared = layer._kernel
     logits(packed, batch())
-    assert layer._bebert_prepared is prepared  # no per-call re-preparation
+    assert layer._kernel is prepared  # no per-call re-preparation
     # In-place edits (a different scale, a different activation shift) must not be served from a stale cache.
     for m in (packed, simulated):
         q = m.bert.encoder.layer[0].attention.self.query
         with torch.no_grad():
             q.weight_scale.mul_(2)
             q.act_quant.beta.add_(0.25)
-    assert layer._bebert_prepared is prepared
+    assert layer._kernel is prepared
     torch.testing.assert_close(logits(packed, batch()), logits(simulated, batch()), rtol=0, atol=1e-5)
-    assert layer._bebert_prepared is not prepared
+    assert layer._kernel is not prepared
+    assert layer._kernel.weight is prepared.weight  # the packed signs did not change: their layout is reused
     packed.to(torch.float32)  # a dtype/device move drops the kernel layout; the next call rebuilds it
-    assert layer._kernel_weight is None
+    assert layer._kernel is None
     torch.testing.assert_close(logits(packed, batch()), logits(simulated, batch()), rtol=0, atol=1e-5)
-    assert layer._kernel_weight is layer._bebert_prepared.weight
-
-
-def test_per_query_mask_falls_back_to_the_simulated_path():
-    from bebert_cli.quant.runtime import packed_bi_attention
-
-    q = torch.randn(2, 2, 5, 8)
-    padding = torch.zeros(2, 1, 5, 5)
-    padding[1, :, :, 3:] = torch.finfo(torch.float32).min
-    assert packed_bi_attention(q, q, q, padding) is not None
-    causal = torch.triu(torch.full((5, 5), torch.finfo(torch.float32).min), 1).expand(2, 1, 5, 5).contiguous()
-    assert packed_bi_attention(q, q, q, causal) is None
+    assert layer._kernel is not None and layer._kernel.weight is not prepared.weight
 
 
 def test_eval_cli_packed_equals_simulated(tmp_path, small_glue, tokenizer):

@@ -65,9 +65,7 @@ def test_contender_that_opened_a_just_removed_lock_file_does_not_get_in(tmp_path
     """Race: between a contender's open() and flock(), the holder finishes (removing the lock file) and a
     new writer creates and locks a fresh one. The contender's flock on the removed file succeeds; it must
     notice that file is no longer the lock and be refused by the real one."""
-    import fcntl
-
-    import bebert_cli.atomic as atomic
+    import fcntl  # the lock (filelock) calls fcntl.flock
 
     out = tmp_path / "out"
     lock = tmp_path / ".out.lock"
@@ -80,7 +78,7 @@ def test_contender_that_opened_a_just_removed_lock_file_does_not_get_in(tmp_path
             procs.append(holder(out))  # ...and another process became the writer
         return real_flock(fd, op)
 
-    monkeypatch.setattr(atomic.fcntl, "flock", racing_flock)
+    monkeypatch.setattr(fcntl, "flock", racing_flock)
     try:
         with pytest.raises(OutputLocked):
             with output_lock(out):
@@ -135,3 +133,20 @@ def test_replacing_an_output_keeps_the_old_one_until_the_new_one_is_complete(tmp
     with atomic_output_dir(out, overwrite=True) as tmp:
         (tmp / "v").write_text("2")
     assert (out / "v").read_text() == "2" and leftovers(out) == []
+
+
+def test_a_filesystem_without_flock_is_an_error_not_a_lock_that_outlives_its_writer(tmp_path, monkeypatch):
+    """No soft (file-exists) fallback: such a lock is not dropped by the kernel when its writer is killed,
+    and would refuse every later writer of the output."""
+    import errno
+    import fcntl
+
+    from bebert_cli.atomic import OutputWriteError
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    with pytest.raises(OutputWriteError, match="cannot write"):
+        with output_lock(tmp_path / "out"):
+            pass

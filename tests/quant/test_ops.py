@@ -1,0 +1,25 @@
+"""quant/ops.py: the kernel-backed operations (what the packed runtime calls per layer)."""
+
+import torch
+
+from bebert_cli.quant.ops import key_mask, packed_bi_attention
+
+
+def test_per_query_mask_falls_back_to_the_simulated_path():
+    q = torch.randn(2, 2, 5, 8)
+    padding = torch.zeros(2, 1, 5, 5)
+    padding[1, :, :, 3:] = torch.finfo(torch.float32).min
+    assert packed_bi_attention(q, q, q, padding) is not None
+    causal = torch.triu(torch.full((5, 5), torch.finfo(torch.float32).min), 1).expand(2, 1, 5, 5).contiguous()
+    assert packed_bi_attention(q, q, q, causal) is None
+
+
+def test_key_mask_is_converted_once_per_mask_tensor_and_refreshed_after_an_in_place_change():
+    mask = torch.zeros(2, 1, 1, 4)
+    mask[1, :, :, 2:] = torch.finfo(torch.float32).min
+    first = key_mask(mask)
+    assert first.dtype == torch.bool and first.tolist() == [[True] * 4, [True, True, False, False]]
+    assert key_mask(mask) is first  # every layer of one forward shares the conversion
+    mask[0, :, :, 3] = torch.finfo(torch.float32).min
+    assert key_mask(mask).tolist()[0] == [True, True, True, False]
+    assert key_mask(None) is None
