@@ -81,7 +81,8 @@ def train_student(teacher, tokenizer, task: GlueTask, recipe: Recipe, data, *, a
     for p in teacher.parameters():
         p.requires_grad_(False)
     distiller = Distiller(student, teacher if recipe.distill else None, recipe.distill,
-                          regression=task.is_regression, hard_label_weight=recipe.hard_label_weight)
+                          regression=task.is_regression, hard_label_weight=recipe.hard_label_weight,
+                          temperature=recipe.temperature, hidden_layers=recipe.hidden_layers)
 
     def loss_fn(model, batch):
         with accelerator.autocast():
@@ -91,17 +92,28 @@ def train_student(teacher, tokenizer, task: GlueTask, recipe: Recipe, data, *, a
         metrics, _ = evaluate(model, task, data.select, data.collator, batch_size=eval_batch_size, device=accelerator.device)
         return main_score(task, metrics)
 
-    cfg = TrainConfig(epochs=recipe.epochs, lr=recipe.lr, batch_size=recipe.batch_size, seed=recipe.seed, save_every=save_every)
+    cfg = TrainConfig(epochs=recipe.epochs, lr=recipe.lr, batch_size=recipe.batch_size, seed=recipe.seed,
+                      save_every=save_every, warmup_ratio=recipe.warmup_ratio, group_by_length=recipe.group_by_length,
+                      scale_lr=recipe.scale_lr)
     try:
         result = train(student, train_ds=train_ds if train_ds is not None else data.train, collator=data.collator, cfg=cfg,
                        loss_fn=loss_fn, accelerator=accelerator, work_dir=work_dir, resume=resume,
                        select_fn=select_fn if data.select is not None else None, output=out,
                        description=description or f"binarize {recipe.name}",
-                       fingerprint={"recipe": recipe.to_dict(), **(fingerprint or {})})
+                       fingerprint={"recipe": recipe.to_dict(), **(fingerprint or {})},
+                       scale_params=activation_scale_names(student))
     finally:
         distiller.close()
     student = accelerator.unwrap_model(student, keep_fp32_wrapper=False)
     return student, plan, result
+
+
+def activation_scale_names(model) -> set[str]:
+    """Parameters of the activation quantizers (elastic alpha/beta, LSQ steps): trained at recipe.scale_lr."""
+    from bebert_cli.quant.quantizers import BinaryActivation, LsqActivation
+
+    return {f"{mname}.{pname}" for mname, m in model.named_modules() if isinstance(m, (BinaryActivation, LsqActivation))
+            for pname, _ in m.named_parameters(recurse=False)}
 
 
 def finalize_student(student, recipe: Recipe):
