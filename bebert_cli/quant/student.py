@@ -248,7 +248,8 @@ def run_binarize(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
             train_ds = augment_dataset(data.train, teacher.get_input_embeddings().weight, tokenizer,
                                        copies=recipe.augment, top_k=recipe.augment_top_k, prob=recipe.augment_prob,
                                        seed=recipe.seed)
-            out.log(f"Augmented: {len(train_ds)} training rows ({recipe.augment} copies of each, soft labels only)")
+            copies = "1 augmented copy" if recipe.augment == 1 else f"{recipe.augment} augmented copies"
+            out.log(f"Augmented: {len(train_ds)} training rows (each row and {copies}; soft labels only)")
         fingerprint = {"teacher": str(teacher_path), "task": task.name}
         stages = []
         if recipe.stages:
