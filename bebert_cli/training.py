@@ -66,18 +66,19 @@ class LengthGroupedBatchSampler(torch.utils.data.Sampler):
     so each batch pads to a length close to its rows' own (far fewer wasted token positions)
     while batches still come in random order. `set_epoch(epoch, start)` skips the first `start`
     batches: a resumed run sees exactly the batches an uninterrupted one would have.
-    A last batch smaller than `min_size` (the process count) is folded into another, so every
-    process always gets a non-empty slice.
+    The batches do not depend on the process count. A process whose slice of a (last, small) batch
+    is empty gets the batch's first row to run with, at weight zero (see `slice_size`): every
+    process still joins the gradient exchange, and the update is the batch's own.
     """
 
     def __init__(self, n: int, batch_size: int, *, seed: int, lengths=None, group_by_length: bool = True,
-                 min_size: int = 1, rank: int = 0, world: int = 1, mega_batches: int = 50):
+                 rank: int = 0, world: int = 1, mega_batches: int = 50):
         self.lengths = None if lengths is None else torch.as_tensor(list(lengths), dtype=torch.long)
         if group_by_length and (self.lengths is None or len(self.lengths) != n):
             raise TrainingError("grouping batches by length needs every row's length (an input_ids column)")
         self.n = n
         self.batch_size, self.seed, self.group = batch_size, seed, group_by_length
-        self.min_size, self.rank, self.world, self.mega = min_size, rank, world, mega_batches
+        self.rank, self.world, self.mega = rank, world, mega_batches
         self.epoch, self.start, self._cache = 0, 0, (None, None)
 
     @classmethod
@@ -100,8 +101,6 @@ class LengthGroupedBatchSampler(torch.utils.data.Sampler):
             chunks = [c[torch.sort(self.lengths[c], descending=True, stable=True).indices] for c in perm.split(mega)]
             perm = torch.cat(chunks)
         out = [b.tolist() for b in perm.split(bs)]
-        if len(out) > 1 and len(out[-1]) < self.min_size:
-            out[-2].extend(out.pop())
         if self.group and len(out) > 1:
             order = torch.randperm(len(out), generator=g).tolist()
             out = [out[i] for i in order]
@@ -110,7 +109,11 @@ class LengthGroupedBatchSampler(torch.utils.data.Sampler):
 
     def __iter__(self):
         for batch in self.global_batches(self.epoch)[self.start:]:
-            yield batch[self.rank :: self.world]
+            yield batch[self.rank :: self.world] or batch[:1]
+
+    def slice_size(self, global_size: int) -> int:
+        """Rows of a global batch of this size that count on this process (0 for a stand-in row)."""
+        return len(range(self.rank, global_size, self.world))
 
     def __len__(self) -> int:
         return len(self.global_batches(self.epoch)) - self.start
@@ -125,9 +128,9 @@ def row_lengths(ds) -> list[int]:
     return [len(x) for x in column]
 
 
-def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int, min_size: int = 1) -> list[list[int]]:
+def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     """Global batches of one epoch in random (ungrouped) order."""
-    return LengthGroupedBatchSampler(n, batch_size, seed=seed, group_by_length=False, min_size=min_size).global_batches(epoch)
+    return LengthGroupedBatchSampler(n, batch_size, seed=seed, group_by_length=False).global_batches(epoch)
 
 
 def padded_positions(batches: list[list[int]], lengths) -> int:
@@ -263,7 +266,7 @@ def train(
     if cfg.batch_size < world:
         raise TrainingError(f"--batch-size {cfg.batch_size} is smaller than the {world} processes")
     torch.manual_seed(cfg.seed)
-    sampler = LengthGroupedBatchSampler.for_dataset(train_ds, cfg.batch_size, seed=cfg.seed, min_size=world, rank=rank,
+    sampler = LengthGroupedBatchSampler.for_dataset(train_ds, cfg.batch_size, seed=cfg.seed, rank=rank,
                                                     world=world, group_by_length=cfg.group_by_length)
     # No worker processes: nothing is pickled, and the data order is the sampler's alone. Its own
     # generator: each new iterator draws a seed from it, which must not move the global RNG (dropout),
@@ -312,7 +315,6 @@ def train(
             sizes = [len(b) for b in sampler.global_batches(epoch)[offset:]]
             for global_size, batch in zip(sizes, loader):
                 batch = {k: v.to(device) for k, v in batch.items()}
-                local_size = next(iter(batch.values())).shape[0]
                 loss, logs = loss_fn(model, batch)
                 if not torch.isfinite(loss):
                     raise TrainingError(
@@ -320,7 +322,7 @@ def train(
                         f"(last good state: {state_path if state_path.exists() else 'none'})"
                     )
                 if world > 1:  # this slice's share of the global batch (exactly 1 on one process)
-                    loss = loss * (local_size * world / global_size)
+                    loss = loss * (sampler.slice_size(global_size) * world / global_size)
                 accelerator.backward(loss)
                 if cfg.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)

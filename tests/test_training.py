@@ -35,10 +35,13 @@ def test_data_order_depends_only_on_seed_and_epoch():
     assert sorted(i for b in a for i in b) == list(range(50)) and len(a) == math.ceil(50 / 8)
 
 
-def test_last_batch_never_leaves_a_process_empty():
-    batches = _epoch_batches(33, 8, seed=0, epoch=0, min_size=2)  # 8,8,8,8,1 -> the 1 is folded in
-    assert [len(b) for b in batches] == [8, 8, 8, 9]
-    assert sorted(i for b in batches for i in b) == list(range(33))
+def test_a_process_with_an_empty_slice_runs_a_stand_in_row_at_weight_zero():
+    ranks = [LengthGroupedBatchSampler(33, 8, seed=0, group_by_length=False, rank=r, world=2) for r in (0, 1)]
+    batches = ranks[0].global_batches(0)
+    assert [len(b) for b in batches] == [8, 8, 8, 8, 1]  # the same batches as on one process
+    last = [list(r)[-1] for r in ranks]
+    assert last == [batches[-1], batches[-1]]
+    assert [r.slice_size(1) for r in ranks] == [1, 0] and [r.slice_size(8) for r in ranks] == [4, 4]
 
 
 # --- length-grouped batching -------------------------------------------------------------------
@@ -84,12 +87,12 @@ def test_ungrouped_order_is_the_plain_seeded_permutation():
 
 
 def test_resume_position_and_process_slices():
-    s = _sampler(n=100, bs=7, rank=1, world=2, min_size=2)
+    s = _sampler(n=100, bs=7, rank=1, world=2)
     full = s.global_batches(1)
     s.set_epoch(1, start=4)
     mine = list(s)
     assert len(s) == len(full) - 4 and mine == [b[1::2] for b in full[4:]]
-    r0 = _sampler(n=100, bs=7, rank=0, world=2, min_size=2)
+    r0 = _sampler(n=100, bs=7, rank=0, world=2)
     r0.set_epoch(1, start=4)
     assert [sorted(a + b) for a, b in zip(list(r0), mine)] == [sorted(b) for b in full[4:]]
 
@@ -117,9 +120,9 @@ import torch
 from bebert_cli.pipeline import make_accelerator
 from bebert_cli.training import TrainConfig, train
 
-out, epochs, group = Path(sys.argv[1]), float(sys.argv[2]), sys.argv[3] == "1"
+out, epochs, group, n = Path(sys.argv[1]), float(sys.argv[2]), sys.argv[3] == "1", int(sys.argv[4])
 torch.manual_seed(0)
-rows = [{"input_ids": list(range(3 + (7 * i) % 11)), "x": torch.randn(3), "y": torch.randn(1)} for i in range(20)]
+rows = [{"input_ids": list(range(3 + (7 * i) % 11)), "x": torch.randn(3), "y": torch.randn(1)} for i in range(n)]
 model = torch.nn.Linear(3, 1)
 collate = lambda rs: {"x": torch.stack([r["x"] for r in rs]), "y": torch.stack([r["y"] for r in rs])}
 loss_fn = lambda m, b: (torch.nn.functional.mse_loss(m(b["x"]), b["y"]), {})
@@ -133,9 +136,10 @@ if acc.is_main_process:
 '''
 
 
-@pytest.mark.parametrize("epochs,group", [(0.25, "1"), (1.0, "0")])
-def test_one_and_two_processes_train_the_same_model(tmp_path, epochs, group):
-    """Global batch 5 over 2 processes: slices of 3 and 2 rows, weighted so the update is the global mean's."""
+@pytest.mark.parametrize("epochs,group,rows,steps", [(0.25, "1", 20, 1), (1.0, "0", 20, 4), (1.0, "1", 21, 5)])
+def test_one_and_two_processes_train_the_same_model(tmp_path, epochs, group, rows, steps):
+    """Global batch 5 over 2 processes: slices of 3 and 2 rows, weighted so the update is the global mean's;
+    with 21 rows the last batch has one row, and the second process a stand-in at weight zero."""
     import json
     import os
     import shutil
@@ -154,10 +158,10 @@ def test_one_and_two_processes_train_the_same_model(tmp_path, epochs, group):
         else:
             cmd = [shutil.which("torchrun", path=os.path.dirname(sys.executable)), "--standalone", "--nproc_per_node",
                    "2", str(script)]
-        proc = subprocess.run([*cmd, str(out), str(epochs), group], capture_output=True, text=True, env=env, timeout=300)
+        proc = subprocess.run([*cmd, str(out), str(epochs), group, str(rows)], capture_output=True, text=True, env=env, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         results.append(json.loads((out / "result.json").read_text()))
     one, two = results
-    assert two["world"] == 2 and one["steps"] == two["steps"] == (1 if epochs < 1 else 4)
+    assert two["world"] == 2 and one["steps"] == two["steps"] == steps
     assert one["loss"] == pytest.approx(two["loss"], rel=1e-5)
     assert one["w"] == pytest.approx(two["w"], rel=1e-5, abs=1e-6)
