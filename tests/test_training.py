@@ -165,3 +165,25 @@ def test_one_and_two_processes_train_the_same_model(tmp_path, epochs, group, row
     assert two["world"] == 2 and one["steps"] == two["steps"] == steps
     assert one["loss"] == pytest.approx(two["loss"], rel=1e-5)
     assert one["w"] == pytest.approx(two["w"], rel=1e-5, abs=1e-6)
+
+
+def test_schedule_is_transformers_linear_warmup_one_step_ahead_during_warmup():
+    """Why the schedule stays hand-written: transformers' starts warm-up at lr 0, one step behind ours."""
+    from transformers import get_linear_schedule_with_warmup
+
+    from bebert_cli.training import _schedule
+
+    def factors(make):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched = make(opt)
+        out = []
+        for _ in range(20):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+
+    ours = factors(lambda o: _schedule(o, 20, 0.25))
+    theirs = factors(lambda o: get_linear_schedule_with_warmup(o, 5, 20))
+    assert ours[:5] == pytest.approx(theirs[1:6]) and ours[0] == pytest.approx(0.2) and theirs[0] == 0.0
+    assert ours[5:] == pytest.approx(theirs[5:])
