@@ -259,8 +259,10 @@ def train(
     evaluated on a slice held out from the training data at every epoch end. loss_fn must return the
     mean over its rows: each process's loss is weighted by its share of the global batch, so with
     slices of unequal size the update is still that of the global batch's mean (DDP averages the
-    processes' gradients with equal weights). scale_params: names of parameters trained at
-    cfg.scale_lr (activation scales).
+    processes' gradients with equal weights). This is exact for per-row means (the logits and
+    hard-label losses); a loss averaged over tokens (hidden states, DMD) is weighted by rows too, so
+    with unequal slices it matches the one-process run to the extent the slices' token counts are
+    proportional to their rows. scale_params: names of parameters trained at cfg.scale_lr.
     """
     world, rank = accelerator.num_processes, accelerator.process_index
     if cfg.batch_size < world:

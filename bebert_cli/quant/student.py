@@ -146,17 +146,18 @@ def train_stages(teacher, tokenizer, task: GlueTask, recipe: Recipe, data, *, ac
     (safetensors) and the next stage starts. A resumed run reloads the finished stages and resumes the
     stage that was interrupted, from its own saved state. Returns (student, plan, result, stages log).
     """
+    import dataclasses
     import json
 
+    import torch
     from safetensors import safe_open
     from safetensors.torch import save
 
     from bebert_cli.atomic import atomic_write_bytes
     from bebert_cli.quant.recipes import stage_recipe
-    from bebert_cli.training import STATE_FILE
+    from bebert_cli.training import BEST_FILE, STATE_FILE
 
-    import torch
-
+    kept = [f.name for f in dataclasses.fields(_StageResult)]
     chain_teacher, previous, log = teacher, None, []
     student = plan = result = None
     for k, stage in enumerate(recipe.stages):
@@ -187,11 +188,12 @@ def train_stages(teacher, tokenizer, task: GlueTask, recipe: Recipe, data, *, ac
                 train_ds=train_ds, student=student, plan=plan,
                 description=f"stage {k + 1}/{len(recipe.stages)} {stage}",
                 fingerprint={**(fingerprint or {}), "stages": list(recipe.stages), "stage": k})
-            info = {"recipe": srec.to_dict(), "result": {f: getattr(result, f) for f in _StageResult.__annotations__}}
+            info = {"recipe": srec.to_dict(), "result": {f: getattr(result, f) for f in kept}}
             if accelerator.is_main_process:
                 tensors = {key: v.detach().cpu().contiguous().clone() for key, v in student.state_dict().items()}
                 atomic_write_bytes(finished, save(tensors, metadata={"stage": json.dumps(info)}))
-                (swork / STATE_FILE).unlink(missing_ok=True)
+                for leftover in (STATE_FILE, BEST_FILE):  # the finished student supersedes them
+                    (swork / leftover).unlink(missing_ok=True)
             accelerator.wait_for_everyone()
         log.append({"stage": stage, "recipe": srec.name, "teacher": "teacher" if k == 0 else log[-1]["recipe"],
                     **info["result"]})
