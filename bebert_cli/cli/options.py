@@ -48,3 +48,21 @@ MixedPrecision = Annotated[str, typer.Option(
     "--mixed-precision",
     help="auto | no | bf16: bf16 autocast for training only; auto = bf16 only where the CPU/GPU computes it natively")]
 EvalBatchSizeOpt = Annotated[int, typer.Option("--eval-batch-size", min=1, help="Evaluation batch size.")]
+
+# Training levers (binarize; --group-by-length also finetune and ensemble): None = the recipe's value.
+GroupByLength = Annotated[Optional[bool], typer.Option(
+    "--group-by-length/--no-group-by-length",
+    help="Batches of similar lengths (sorted within mega-batches of 50 batches, batch order shuffled): "
+         "far less padding; on by default")]
+WarmupRatio = Annotated[Optional[float], typer.Option("--warmup-ratio", help="Share of the steps spent warming up the lr.")]
+Temperature = Annotated[Optional[float], typer.Option("--temperature", help="Temperature of the soft logits loss.")]
+ScaleLr = Annotated[Optional[float], typer.Option("--scale-lr", help="Learning rate of activation scales (BiT: 1e-4).")]
+HiddenLayers = Annotated[Optional[str], typer.Option(
+    "--hidden-layers", help="Hidden states matched by --distill hidden: all | last | comma list (0 = embeddings)")]
+Stages = Annotated[Optional[str], typer.Option(
+    "--stages", help="Multi-step distillation, e.g. w1a4,w1a2,w1a1: each finished student initialises and teaches "
+                     "the next; the last stage is the recipe's own")]
+Augment = Annotated[Optional[int], typer.Option(
+    "--augment", min=0, help="Augmented copies per training row (teacher-embedding neighbours; soft labels only)")]
+AugmentTopK = Annotated[Optional[int], typer.Option("--augment-top-k", min=1, help="Neighbours to choose from per piece.")]
+AugmentProb = Annotated[Optional[float], typer.Option("--augment-prob", help="Probability of replacing each piece.")]

@@ -1,13 +1,17 @@
 """Distillation losses from a full-precision teacher to a binary student.
 
-- logits: soft cross-entropy to the teacher's distribution (+ hard_label_weight x hard CE);
-  MSE to the teacher's score (+ weighted MSE to the label) for regression;
-- hidden: per-token normalised difference || h_s/|h_s| - h_t/|h_t| || of every hidden state;
+- logits: soft cross-entropy to the teacher's distribution at temperature T, times T^2
+  (+ hard_label_weight x hard CE); MSE to the teacher's score (+ weighted MSE to the label) for
+  regression;
+- hidden: per-token normalised difference || h_s/|h_s| - h_t/|h_t| || of the matched hidden
+  states (`hidden_layers`: all, last, or indices with 0 = the embedding output);
 - dmd (BiBERT's Direction-Matching Distillation): for Q, K and V of every layer, the similarity
   matrices P = F F^T / sqrt(d_head) per head, padded positions zeroed, rows normalised, and the
   norm of the student-teacher difference.
 With no terms ("--distill none") the student trains on hard labels alone (BEBERT members).
 Student layers map uniformly onto teacher layers when their depths differ.
+Rows flagged `augmented` (made by `bebert_cli.augment`) have no trustworthy label: the hard-label
+term skips them and they learn from the teacher alone.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ import torch.nn.functional as F
 
 from bebert_cli.errors import UsageError
 from bebert_cli.families import encoder_layers, family
+from bebert_cli.quant.recipes import parse_hidden_layers
+
+AUGMENTED = "augmented"  # batch key: 1 for a row made by augmentation (no hard label)
 
 
 def _normalised_diff(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -63,8 +70,10 @@ def _similarity(f: torch.Tensor, heads: int, mask: torch.Tensor) -> torch.Tensor
 
 
 class Distiller:
-    def __init__(self, student, teacher, terms: tuple[str, ...], *, regression: bool, hard_label_weight: float = 0.5):
+    def __init__(self, student, teacher, terms: tuple[str, ...], *, regression: bool, hard_label_weight: float = 0.5,
+                 temperature: float = 1.0, hidden_layers: str = "all"):
         self.teacher, self.terms, self.regression, self.hard_w = teacher, set(terms), regression, hard_label_weight
+        self.temperature = temperature
         s_layers, t_layers = len(encoder_layers(student)), len(encoder_layers(teacher)) if teacher is not None else 0
         if self.terms and teacher is None:
             raise UsageError("distillation needs a teacher")
@@ -74,6 +83,16 @@ class Distiller:
                 raise UsageError(f"--distill hidden/dmd need equal widths (student {s_width}, teacher {t_width}); use --distill logits")
         # student layer i imitates teacher layer map[i] (uniform when depths differ)
         self.layer_map = [((i + 1) * t_layers) // max(1, s_layers) - 1 for i in range(s_layers)]
+        # (student, teacher) hidden-state indices; hidden_states[0] is the embedding output.
+        pairs = [(0, 0)] + [(i + 1, t + 1) for i, t in enumerate(self.layer_map)]
+        chosen = parse_hidden_layers(hidden_layers)
+        if chosen == "last":
+            pairs = pairs[-1:]
+        elif chosen != "all":
+            if max(chosen) > s_layers:
+                raise UsageError(f"--hidden-layers {hidden_layers}: the student has hidden states 0..{s_layers}")
+            pairs = [pairs[i] for i in sorted(set(chosen))]
+        self.hidden_pairs = pairs
         self.s_cap = _Capture(student) if "dmd" in self.terms else None
         self.t_cap = _Capture(teacher) if "dmd" in self.terms else None
 
@@ -82,18 +101,27 @@ class Distiller:
             if c is not None:
                 c.remove()
 
-    def _hard(self, logits, labels):
+    def _hard(self, logits, labels, labelled=None):
         if self.regression:
-            return F.mse_loss(logits.view(-1).float(), labels.float())
-        return F.cross_entropy(logits.float(), labels)
+            per_row = F.mse_loss(logits.view(-1).float(), labels.float(), reduction="none")
+        else:
+            per_row = F.cross_entropy(logits.float(), labels, reduction="none")
+        if labelled is None:
+            return per_row.mean()
+        # Mean over the labelled rows only; zero (not NaN) for a batch of augmented rows.
+        return (per_row * labelled).sum() / labelled.sum().clamp_min(1)
 
     def __call__(self, model, batch):
         labels = batch["labels"]
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        augmented = batch.get(AUGMENTED)
+        labelled = None if augmented is None else (augmented == 0).float()
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", AUGMENTED)}
         want_hidden = "hidden" in self.terms
         out = model(**inputs, output_hidden_states=want_hidden)
         logs: dict[str, float] = {}
         if not self.terms:
+            if labelled is not None:
+                raise UsageError("augmented rows need distillation (a teacher's soft labels); use --distill logits,...")
             loss = self._hard(out.logits, labels)
             logs["hard"] = loss.item()
             return loss, logs
@@ -105,13 +133,13 @@ class Distiller:
             if self.regression:
                 soft = F.mse_loss(out.logits.float(), t_out.logits.float())
             else:
-                soft = -(F.softmax(t_out.logits.float(), -1) * F.log_softmax(out.logits.float(), -1)).sum(-1).mean()
-            loss = loss + soft + self.hard_w * self._hard(out.logits, labels)
+                t = self.temperature
+                soft = -(F.softmax(t_out.logits.float() / t, -1) * F.log_softmax(out.logits.float() / t, -1)).sum(-1).mean()
+                soft = soft * (t * t)  # keeps the gradient scale independent of T (Hinton et al.)
+            loss = loss + soft + self.hard_w * self._hard(out.logits, labels, labelled)
             logs["logits"] = soft.item()
         if want_hidden:
-            # hidden_states[0] is the embedding output; then one per layer.
-            pairs = [(0, 0)] + [(i + 1, t + 1) for i, t in enumerate(self.layer_map)]
-            h = sum(_normalised_diff(out.hidden_states[s], t_out.hidden_states[t], mask) for s, t in pairs)
+            h = sum(_normalised_diff(out.hidden_states[s], t_out.hidden_states[t], mask) for s, t in self.hidden_pairs)
             loss = loss + h
             logs["hidden"] = float(h.detach())
         if self.s_cap is not None:

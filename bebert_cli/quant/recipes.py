@@ -6,11 +6,13 @@ A recipe is resolved from a preset plus command-line overrides and saved with th
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from bebert_cli.errors import UsageError
 
 DISTILL_TERMS = ("logits", "hidden", "dmd")
+_STAGE = re.compile(r"w1a([0-9]+)")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,20 @@ class Recipe:
     # A smaller student than the teacher (UNO-EELBERT style), initialised at random: None = same shape.
     student_layers: int | None = None
     student_width: int | None = None
+    # Training details the papers found to matter (defaults: the behaviour before they were knobs).
+    group_by_length: bool = True  # batches of similar lengths: same rows, far less padding
+    warmup_ratio: float = 0.1  # share of the steps with a linearly rising learning rate
+    temperature: float = 1.0  # of the soft logits loss (scaled by T^2, Hinton et al.)
+    scale_lr: float | None = None  # learning rate of the activation quantizers' scales (BiT: 1e-4); None: lr
+    hidden_layers: str = "all"  # hidden states matched: all | last | comma list (0 = the embedding output)
+    # Multi-step distillation (BiT): train w1a4 -> w1a2 -> w1a1, each student initialising and teaching
+    # the next; the last stage is this recipe. () = one stage.
+    stages: tuple[str, ...] = ()
+    # Teacher-labelled augmentation (TinyBERT-style): copies of each training row with word pieces
+    # replaced by nearest neighbours in the teacher's input embeddings; trained on soft labels only.
+    augment: int = 0
+    augment_top_k: int = 15
+    augment_prob: float = 0.4
     notes: dict = field(default_factory=dict, compare=False)
 
     def validate(self) -> "Recipe":
@@ -66,6 +82,24 @@ class Recipe:
         if self.student_width is not None and self.student_width % 32:
             # student_heads() splits such a width into heads of 64 dimensions, or of 32 where 64 does not divide it
             raise UsageError(f"--student-width must be a multiple of 32 (heads of 64 or 32 dimensions), not {self.student_width}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise UsageError("--warmup-ratio must be in [0, 1)")
+        if self.temperature <= 0:
+            raise UsageError("--temperature must be positive")
+        if self.scale_lr is not None and self.scale_lr <= 0:
+            raise UsageError("--scale-lr must be positive")
+        parse_hidden_layers(self.hidden_layers)
+        if isinstance(self.augment, bool) or not isinstance(self.augment, int) or self.augment < 0:
+            raise UsageError("--augment must be 0 or a positive number of copies per row")
+        if self.augment_top_k < 1 or not 0 < self.augment_prob <= 1:
+            raise UsageError("--augment-top-k must be at least 1 and --augment-prob in (0, 1]")
+        if self.stages:
+            bits = [stage_bits(s) for s in self.stages]
+            if len(bits) < 2 or bits[-1] != self.activation_bits or self.weight_bits != 1:
+                raise UsageError(f"--stages must list at least two stages ending with this recipe's own "
+                                 f"w1a{self.activation_bits}, e.g. w1a4,w1a2,w1a{self.activation_bits}")
+            if self.student_layers or self.student_width or self.embeddings == "hash":
+                raise UsageError("--stages needs a student of the teacher's shape with an embedding table")
         if self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1 or self.max_seq_length < 8:
             raise UsageError("epochs, lr, batch size must be positive and max sequence length at least 8")
         return self
@@ -85,6 +119,7 @@ class Recipe:
         d.pop("notes")
         d["distill"] = list(self.distill)
         d["hash_ngrams"] = list(self.hash_ngrams)
+        d["stages"] = list(self.stages)
         return d
 
     @classmethod
@@ -96,7 +131,7 @@ class Recipe:
         if unknown:
             raise ValueError(f"unknown recipe field(s) {sorted(unknown)}")
         kwargs = dict(d)
-        for key in ("distill", "hash_ngrams"):
+        for key in ("distill", "hash_ngrams", "stages"):
             if key in kwargs:
                 if not isinstance(kwargs[key], (list, tuple)):
                     raise ValueError(f"recipe field {key} must be a list")
@@ -109,10 +144,13 @@ class Recipe:
 def _check_types(recipe: Recipe) -> None:
     expected = {"weight_bits": int, "activation_bits": int, "epochs": (int, float),
                 "lr": (int, float), "batch_size": int, "max_seq_length": int, "seed": int, "name": str,
-                "activation_mode": str, "attention": str, "fp_dtype": str, "embeddings": str}
+                "activation_mode": str, "attention": str, "fp_dtype": str, "embeddings": str,
+                "group_by_length": bool, "warmup_ratio": (int, float), "temperature": (int, float),
+                "scale_lr": (int, float, type(None)), "hidden_layers": str, "augment": int, "augment_top_k": int,
+                "augment_prob": (int, float)}
     for name, typ in expected.items():
         value = getattr(recipe, name)
-        if isinstance(value, bool) or not isinstance(value, typ):
+        if (isinstance(value, bool) and typ is not bool) or not isinstance(value, typ):
             raise ValueError(f"recipe field {name} has type {type(value).__name__}")
 
 
@@ -134,6 +172,8 @@ def resolve_recipe(name: str, **overrides) -> Recipe:
     changes = {k: v for k, v in overrides.items() if v is not None}
     if "distill" in changes and isinstance(changes["distill"], str):
         changes["distill"] = parse_distill(changes["distill"])
+    if "stages" in changes and isinstance(changes["stages"], str):
+        changes["stages"] = tuple(x.strip().lower() for x in changes["stages"].split(",") if x.strip())
     if "hash_ngrams" in changes and isinstance(changes["hash_ngrams"], str):
         changes["hash_ngrams"] = parse_ngrams(changes["hash_ngrams"])
     bits = changes.pop("embedding_bits", None)
@@ -178,3 +218,34 @@ def parse_distill(text: str) -> tuple[str, ...]:
     if text in ("", "none", "off"):
         return ()
     return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def stage_bits(stage: str) -> int:
+    """"w1a2" -> 2: the activation bits of one stage of a multi-step distillation."""
+    m = _STAGE.fullmatch(stage)
+    if not m or int(m.group(1)) not in (1, 2, 3, 4, 5, 6, 7, 8):
+        raise UsageError(f"--stages: {stage!r} is not a stage; use w1aK with K in 1..8, e.g. w1a4,w1a2,w1a1")
+    return int(m.group(1))
+
+
+def stage_recipe(recipe: Recipe, index: int) -> Recipe:
+    """The recipe stage `index` of recipe.stages trains: the final one is the recipe itself; an
+    earlier one has its activation bits, with softmax attention and LSQ activations when multi-bit."""
+    if index == len(recipe.stages) - 1:
+        return recipe
+    bits = stage_bits(recipe.stages[index])
+    return replace(recipe, name=f"{recipe.name}-stage{index + 1}-{recipe.stages[index]}", activation_bits=bits,
+                   attention="softmax" if bits > 1 else recipe.attention, stages=())
+
+
+def parse_hidden_layers(text: str) -> tuple[int, ...] | str:
+    """"all" | "last" | "0,3,6" (hidden-state indices; 0 = the embedding output)."""
+    if text in ("all", "last"):
+        return text
+    try:
+        layers = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise UsageError(f"--hidden-layers must be all, last or comma-separated layer numbers, not {text!r}") from None
+    if not layers or min(layers) < 0:
+        raise UsageError("--hidden-layers: layer numbers start at 0 (the embedding output)")
+    return layers

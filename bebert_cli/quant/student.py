@@ -6,6 +6,7 @@ import copy
 from dataclasses import dataclass
 from pathlib import Path
 
+from bebert_cli.errors import TrainingError
 from bebert_cli.files import dir_size
 from bebert_cli.quant.recipes import Recipe, student_heads
 from bebert_cli.tasks import GlueTask
@@ -74,7 +75,8 @@ def train_student(teacher, tokenizer, task: GlueTask, recipe: Recipe, data, *, a
     for p in teacher.parameters():
         p.requires_grad_(False)
     distiller = Distiller(student, teacher if recipe.distill else None, recipe.distill,
-                          regression=task.is_regression, hard_label_weight=recipe.hard_label_weight)
+                          regression=task.is_regression, hard_label_weight=recipe.hard_label_weight,
+                          temperature=recipe.temperature, hidden_layers=recipe.hidden_layers)
 
     def loss_fn(model, batch):
         with accelerator.autocast():
@@ -84,17 +86,124 @@ def train_student(teacher, tokenizer, task: GlueTask, recipe: Recipe, data, *, a
         metrics, _ = evaluate(model, task, data.select, data.collator, batch_size=eval_batch_size, device=accelerator.device)
         return main_score(task, metrics)
 
-    cfg = TrainConfig(epochs=recipe.epochs, lr=recipe.lr, batch_size=recipe.batch_size, seed=recipe.seed, save_every=save_every)
+    cfg = TrainConfig(epochs=recipe.epochs, lr=recipe.lr, batch_size=recipe.batch_size, seed=recipe.seed,
+                      save_every=save_every, warmup_ratio=recipe.warmup_ratio, group_by_length=recipe.group_by_length,
+                      scale_lr=recipe.scale_lr)
     try:
         result = train(student, train_ds=train_ds if train_ds is not None else data.train, collator=data.collator, cfg=cfg,
                        loss_fn=loss_fn, accelerator=accelerator, work_dir=work_dir, resume=resume,
                        select_fn=select_fn if data.select is not None else None, output=out,
                        description=description or f"binarize {recipe.name}",
-                       fingerprint={"recipe": recipe.to_dict(), **(fingerprint or {})})
+                       fingerprint={"recipe": recipe.to_dict(), **(fingerprint or {})},
+                       scale_params=activation_scale_names(student))
     finally:
         distiller.close()
     student = accelerator.unwrap_model(student, keep_fp32_wrapper=False)
     return student, plan, result
+
+
+def activation_scale_names(model) -> set[str]:
+    """Parameters of the activation quantizers (elastic alpha/beta, LSQ steps): trained at recipe.scale_lr."""
+    from bebert_cli.quant.quantizers import BinaryActivation, LsqActivation
+
+    return {f"{mname}.{pname}" for mname, m in model.named_modules() if isinstance(m, (BinaryActivation, LsqActivation))
+            for pname, _ in m.named_parameters(recurse=False)}
+
+
+STAGE_FILE = "stage_student.safetensors"  # a finished stage's student, in its training form
+
+
+def stage_dir(work_dir: Path, recipe: Recipe, index: int) -> Path:
+    return Path(work_dir) / f"stage-{index + 1}-{recipe.stages[index]}"
+
+
+def init_from_student(student, previous) -> int:
+    """Copy `previous`'s latent weights, biases, norms and embeddings into `student` (same architecture,
+    other activation quantizers). The quantizers' own parameters are not copied: a 2-bit step or a
+    binary scale is not a 4-bit one, and left uninitialised they calibrate on the first batch."""
+    from bebert_cli.format import is_quantizer_tensor
+
+    src = previous.state_dict()
+    dst = student.state_dict()
+    copied = {k: src[k] for k, v in dst.items() if not is_quantizer_tensor(k) and k in src and src[k].shape == v.shape}
+    student.load_state_dict(copied, strict=False)
+    return len(copied)
+
+
+def train_stages(teacher, tokenizer, task: GlueTask, recipe: Recipe, data, *, accelerator, work_dir: Path, out,
+                 save_every: int, eval_batch_size: int, train_ds=None, fingerprint: dict | None = None):
+    """Multi-step distillation (BiT): one student per stage of recipe.stages, each initialised from the
+    previous stage's student, which then teaches it (the first is taught by `teacher`).
+
+    Stage k trains in `work_dir/stage-k-w1aK/`; once finished its student is kept there in training form
+    (safetensors) and the next stage starts. A resumed run reloads the finished stages and resumes the
+    stage that was interrupted, from its own saved state. Returns (student, plan, result, stages log).
+    """
+    import dataclasses
+    import json
+
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    from bebert_cli.atomic import atomic_write_bytes
+    from bebert_cli.quant.recipes import stage_recipe
+    from bebert_cli.training import BEST_FILE, STATE_FILE
+
+    kept = [f.name for f in dataclasses.fields(_StageResult)]
+    chain_teacher, previous, log = teacher, None, []
+    student = plan = result = None
+    for k, stage in enumerate(recipe.stages):
+        srec = stage_recipe(recipe, k)
+        swork = stage_dir(work_dir, recipe, k)
+        torch.manual_seed(srec.seed)
+        student, plan = make_student(teacher, srec, tokenizer)  # the shape of the fp teacher, this stage's quantizers
+        if previous is not None:
+            init_from_student(student, previous)
+        finished = swork / STAGE_FILE
+        if finished.is_file():
+            try:
+                with safe_open(str(finished), framework="pt") as f:
+                    state = {key: f.get_tensor(key) for key in f.keys()}
+                    info = json.loads((f.metadata() or {})["stage"])
+                student.load_state_dict(state, strict=True)
+            except Exception as exc:
+                raise TrainingError(f"cannot reload the finished stage {finished}: {exc}; start over with --overwrite") from None
+            if info.get("recipe") != json.loads(json.dumps(srec.to_dict())):
+                raise TrainingError(f"the finished stage in {swork} is from a run with different settings; "
+                                    "rerun with the same options, or start over with --overwrite")
+            out.log(f"stage {k + 1}/{len(recipe.stages)} ({stage}) already finished; reloaded from {finished}")
+            result = _StageResult(**info["result"])
+        else:
+            student, plan, result = train_student(
+                chain_teacher, tokenizer, task, srec, data, accelerator=accelerator, work_dir=swork,
+                resume=(swork / STATE_FILE).exists(), out=out, save_every=save_every, eval_batch_size=eval_batch_size,
+                train_ds=train_ds, student=student, plan=plan,
+                description=f"stage {k + 1}/{len(recipe.stages)} {stage}",
+                fingerprint={**(fingerprint or {}), "stages": list(recipe.stages), "stage": k})
+            info = {"recipe": srec.to_dict(), "result": {f: getattr(result, f) for f in kept}}
+            if accelerator.is_main_process:
+                tensors = {key: v.detach().cpu().contiguous().clone() for key, v in student.state_dict().items()}
+                atomic_write_bytes(finished, save(tensors, metadata={"stage": json.dumps(info)}))
+                for leftover in (STATE_FILE, BEST_FILE):  # the finished student supersedes them
+                    (swork / leftover).unlink(missing_ok=True)
+            accelerator.wait_for_everyone()
+        log.append({"stage": stage, "recipe": srec.name, "teacher": "teacher" if k == 0 else log[-1]["recipe"],
+                    **info["result"]})
+        # The finished student, as it is (training form, in memory), teaches the next stage.
+        student.to(accelerator.device)
+        chain_teacher, previous = student, student
+    return student, plan, result, log
+
+
+@dataclass
+class _StageResult:
+    """What the stages log keeps of a stage's TrainResult (also what a reloaded stage reports)."""
+    steps: int
+    best_score: float | None
+    best_epoch: int | None
+    samples_per_second: float
+    train_seconds: float
 
 
 def finalize_student(student, recipe: Recipe):
@@ -128,10 +237,25 @@ def run_binarize(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
     with training_run(output, overwrite=overwrite, resume=resume, accelerator=accelerator) as work:
         out.log(f"Binarizing {teacher_path} with recipe {recipe.name} ({recipe.bits_label}) on {task.name}: "
                 f"{len(data.train)} training rows, {len(data.select) if data.select is not None else 0} held out")
-        student, plan, result = train_student(
-            teacher, tokenizer, task, recipe, data, accelerator=accelerator, work_dir=work, resume=resume, out=out,
-            save_every=save_every, eval_batch_size=eval_batch_size,
-            fingerprint={"teacher": str(teacher_path), "task": task.name})
+        train_ds = data.train
+        if recipe.augment:
+            from bebert_cli.augment import augment_dataset
+
+            train_ds = augment_dataset(data.train, teacher.get_input_embeddings().weight, tokenizer,
+                                       copies=recipe.augment, top_k=recipe.augment_top_k, prob=recipe.augment_prob,
+                                       seed=recipe.seed)
+            copies = "1 augmented copy" if recipe.augment == 1 else f"{recipe.augment} augmented copies"
+            out.log(f"Augmented: {len(train_ds)} training rows (each row and {copies}; soft labels only)")
+        fingerprint = {"teacher": str(teacher_path), "task": task.name}
+        stages = []
+        if recipe.stages:
+            student, plan, result, stages = train_stages(
+                teacher, tokenizer, task, recipe, data, accelerator=accelerator, work_dir=work, out=out,
+                save_every=save_every, eval_batch_size=eval_batch_size, train_ds=train_ds, fingerprint=fingerprint)
+        else:
+            student, plan, result = train_student(
+                teacher, tokenizer, task, recipe, data, accelerator=accelerator, work_dir=work, resume=resume, out=out,
+                save_every=save_every, eval_batch_size=eval_batch_size, train_ds=train_ds, fingerprint=fingerprint)
         finalize_student(student, recipe)
         with out.progress(accelerator.is_main_process) as progress:
             results = evaluate_splits(student, task, dev, data.collator, batch_size=eval_batch_size, progress=progress,
@@ -144,10 +268,11 @@ def run_binarize(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
                                        max_seq_length=recipe.max_seq_length)
         run_info = {
             "command": "binarize", "teacher": str(teacher_path), "task": task.name, "recipe": recipe.to_dict(),
-            "max_seq_length": recipe.max_seq_length, "train_rows": len(data.train),
+            "max_seq_length": recipe.max_seq_length, "train_rows": len(train_ds), "stages": stages,
             "selection": {"held_out_rows": len(data.select) if data.select is not None else 0,
                           "best_score": result.best_score, "best_epoch": result.best_epoch},
-            "steps": result.steps, "samples_per_second": result.samples_per_second, "train_seconds": result.train_seconds,
+            "steps": result.steps, "samples_per_second": result.samples_per_second,
+            "train_seconds": sum(st["train_seconds"] for st in stages) if stages else result.train_seconds,
             "mixed_precision": accelerator.mixed_precision, "mixed_precision_reason": accelerator.bebert_precision_reason,
             "processes": accelerator.num_processes, "teacher_eval": teacher_payload, "environment": environment_info(),
             "lineage": lineage(teacher_path),

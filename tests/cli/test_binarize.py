@@ -107,3 +107,54 @@ def test_two_process_torchrun(tiny_bert, small_glue, tmp_path):
     payload = one_json(proc.stdout)  # one process writes, one JSON object
     run = json.loads((out / "bebert_run.json").read_text())
     assert run["processes"] == 2 and payload["output"] == str(out)
+
+
+def test_multi_step_distillation_records_the_chain(tiny_bert, small_glue, tmp_path):
+    out = tmp_path / "chain"
+    payload = one_json(run_cli("binarize", tiny_bert, "--task", "sst2", "-o", out, "--recipe", "bit", "--stages",
+                               "w1a4,w1a2,w1a1", "--data-dir", small_glue, *FAST, "--json", check=0).stdout)
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert recipe["stages"] == ["w1a4", "w1a2", "w1a1"] and recipe["activation_bits"] == 1
+    run = json.loads((out / "bebert_run.json").read_text())
+    assert [s["stage"] for s in run["stages"]] == ["w1a4", "w1a2", "w1a1"]
+    assert [s["teacher"] for s in run["stages"]] == ["teacher", "bit-stage1-w1a4", "bit-stage2-w1a2"]
+    again = one_json(run_cli("eval", out, "--task", "sst2", "--data-dir", small_glue, "--json", check=0).stdout)
+    assert again["splits"] == payload["splits"]
+    line = error_line(run_cli("binarize", tiny_bert, "--task", "sst2", "-o", tmp_path / "bad", "--recipe", "bit",
+                              "--stages", "w1a4,w1a2", "--data-dir", small_glue, *FAST, check=2).stderr)
+    assert "ending with this recipe's own w1a1" in line
+
+
+def test_multi_step_resume_continues_the_interrupted_stage(tiny_bert, small_glue, tmp_path):
+    base = ["binarize", str(tiny_bert), "--task", "sst2", "--data-dir", str(small_glue), "--recipe", "bit", "--stages",
+            "w1a2,w1a1", *LONG]
+    run_cli(*base, "-o", tmp_path / "straight", check=0)
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen([sys.executable, "-m", "bebert_cli", *base, "-o", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    stage2 = tmp_path / ".interrupted.bebert-run" / "stage-2-w1a1" / "train_state.safetensors"
+    deadline = time.time() + 300
+    while time.time() < deadline and not stage2.exists() and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    if proc.returncode == 0:
+        pytest.fail("training finished before it could be interrupted; make the run longer")
+    assert proc.returncode == 130, err
+    resumed = run_cli(*base, "-o", out, "--resume", check=0)
+    assert "stage 1/2 (w1a2) already finished" in resumed.stderr
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    b = load_file(str(out / "model.safetensors"))
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+
+
+def test_augmentation_trains_on_copies_and_is_recorded(tiny_bert, small_glue, tmp_path):
+    out = tmp_path / "aug"
+    run_cli("binarize", tiny_bert, "--task", "sst2", "-o", out, "--recipe", "w1a4", "--augment", "2",
+            "--augment-top-k", "5", "--data-dir", small_glue, *FAST, check=0)
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert (recipe["augment"], recipe["augment_top_k"], recipe["augment_prob"]) == (2, 5, 0.4)
+    run = json.loads((out / "bebert_run.json").read_text())
+    assert run["train_rows"] == 3 * (64 - 3)  # 3 rows of the 64 are held out for model selection

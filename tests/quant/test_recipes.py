@@ -17,9 +17,37 @@ def test_overrides_and_round_trip():
     assert resolve_recipe("bibert", distill="none").distill == ()
 
 
+def test_lever_fields_default_to_the_old_behaviour_and_round_trip():
+    r = resolve_recipe("bit")
+    assert (r.group_by_length, r.warmup_ratio, r.temperature, r.scale_lr, r.hidden_layers, r.stages, r.augment) == \
+        (True, 0.1, 1.0, None, "all", (), 0)
+    r = resolve_recipe("bit", stages="w1a4, W1A2,w1a1", temperature=2.0, scale_lr=1e-4, hidden_layers="0,6",
+                       augment=3, group_by_length=False, warmup_ratio=0.0)
+    assert r.stages == ("w1a4", "w1a2", "w1a1") and r.to_dict()["stages"] == ["w1a4", "w1a2", "w1a1"]
+    assert Recipe.from_dict(r.to_dict()) == r
+    old = {k: v for k, v in PRESETS["bibert"].to_dict().items() if k not in ("stages", "augment", "temperature")}
+    assert Recipe.from_dict(old) == PRESETS["bibert"]  # a checkpoint saved before these fields existed
+    with pytest.raises(ValueError, match="group_by_length has type int"):
+        Recipe.from_dict({**PRESETS["bibert"].to_dict(), "group_by_length": 1})
+
+
+def test_stage_recipes():
+    from bebert_cli.quant.recipes import stage_recipe
+
+    r = resolve_recipe("bibert", stages="w1a4,w1a2,w1a1")
+    first, second, last = (stage_recipe(r, k) for k in range(3))
+    assert (first.activation_bits, first.attention, first.stages, first.name) == (4, "softmax", (), "bibert-stage1-w1a4")
+    assert second.activation_bits == 2 and last is r and last.attention == "bi"
+    first.validate()
+    second.validate()
+
+
 @pytest.mark.parametrize("kwargs", [
     {"distill": "dmd,magic"}, {"attention": "bi", "activation_bits": 4}, {"weight_bits": 2}, {"activation_bits": 16},
-    {"embedding_bits": 4}, {"attention": "linear"},
+    {"embedding_bits": 4}, {"attention": "linear"}, {"temperature": 0}, {"warmup_ratio": 1.0}, {"scale_lr": -1e-4},
+    {"hidden_layers": "first"}, {"hidden_layers": "-1"}, {"augment": -1}, {"augment_prob": 0.0}, {"augment_top_k": 0},
+    {"stages": "w1a4,w1a2"}, {"stages": "w1a1"}, {"stages": "w2a4,w1a1"}, {"stages": "w1a16,w1a1"},
+    {"stages": "w1a4,w1a1", "embeddings": "hash"},
 ])
 def test_invalid_overrides(kwargs):
     with pytest.raises(UsageError):
