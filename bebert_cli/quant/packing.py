@@ -9,7 +9,12 @@ from __future__ import annotations
 import torch
 
 BIT_ORDER = "little"
-_SHIFTS = torch.arange(8, dtype=torch.uint8)
+
+
+def _shifts(device) -> torch.Tensor:
+    # Made per call, never at import: a module first imported inside transformers' loading runs under
+    # `torch.device("meta")`, and a module-level tensor would be a meta tensor with no data.
+    return torch.arange(8, dtype=torch.uint8, device=device)
 
 
 def packed_width(k: int) -> int:
@@ -24,7 +29,7 @@ def pack_signs(x: torch.Tensor) -> torch.Tensor:
     if pad:
         bits = torch.nn.functional.pad(bits, (0, pad))
     bits = bits.reshape(*bits.shape[:-1], -1, 8)
-    return (bits << _SHIFTS.to(bits.device)).sum(dim=-1, dtype=torch.uint8)
+    return (bits << _shifts(bits.device)).sum(dim=-1, dtype=torch.uint8)
 
 
 def unpack_signs(packed: torch.Tensor, k: int, dtype=torch.float32) -> torch.Tensor:
@@ -33,6 +38,6 @@ def unpack_signs(packed: torch.Tensor, k: int, dtype=torch.float32) -> torch.Ten
         raise TypeError(f"packed signs must be uint8, got {packed.dtype}")
     if packed.shape[-1] != packed_width(k):
         raise ValueError(f"packed width {packed.shape[-1]} does not hold {k} columns")
-    bits = (packed.unsqueeze(-1) >> _SHIFTS.to(packed.device)) & 1
+    bits = (packed.unsqueeze(-1) >> _shifts(packed.device)) & 1
     bits = bits.reshape(*packed.shape[:-1], -1)[..., :k]
     return bits.to(dtype) * 2 - 1
