@@ -318,7 +318,12 @@ def _data_name(opts: DataOptions) -> str:
     if opts.dataset is not None:
         base = Path(str(opts.dataset).rstrip("/")).name or str(opts.dataset)
         return f"{base}-{opts.dataset_config}" if opts.dataset_config else base
-    return Path(opts.train_file or opts.validation_file).stem
+    p = Path(opts.train_file or opts.validation_file).expanduser().resolve()
+    # train.csv / dev.jsonl name a split, not the data: then the directory holding them names it
+    return p.parent.name if p.stem.lower() in _SPLIT_WORDS and p.parent.name else p.stem
+
+
+_SPLIT_WORDS = {"train", "training", "dev", "valid", "validation", "val", "eval", "test", "data", "rows"}
 
 
 def _pick_columns(columns: list[str], opts: DataOptions, recorded: DataSpec | None, where: str):
@@ -500,7 +505,8 @@ def _resolve_custom(opts: DataOptions, recorded: DataSpec | None, *, config, che
                       dataset_config=opts.dataset_config, train_split=train_split, validation_split=validation_split,
                       revision=opts.revision)
     return DataSpec(name, text_fields=text, labels=labels, metrics=metrics, label_column=label, label_kind=kind,
-                    data_label_names=class_names, notes=tuple(notes), **source)
+                    data_label_names=class_names, notes=tuple(notes),
+                    max_seq_length=recorded.max_seq_length if recorded is not None else None, **source)
 
 
 def _metrics_fit(metrics, regression: bool, num_labels: int) -> bool:

@@ -137,7 +137,8 @@ def run_binarize(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
         student, plan, result = train_student(
             teacher, tokenizer, task, recipe, data, accelerator=accelerator, work_dir=work, resume=resume, out=out,
             save_every=save_every, eval_batch_size=eval_batch_size,
-            fingerprint={"teacher": str(teacher_path), "task": task.name})
+            fingerprint={"teacher": str(teacher_path), "task": task.name,
+                         **({"data": task.to_dict()} if getattr(task, "source", "glue") != "glue" else {})})
         finalize_student(student, recipe)
         with out.progress(accelerator.is_main_process) as progress:
             results = evaluate_splits(student, task, dev, data.collator, batch_size=eval_batch_size, progress=progress,
@@ -150,6 +151,7 @@ def run_binarize(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
                                        max_seq_length=recipe.max_seq_length)
         run_info = {
             "command": "binarize", "teacher": str(teacher_path), "task": task.name, "recipe": recipe.to_dict(),
+            **({"data": task.to_dict()} if hasattr(task, "to_dict") else {}),
             "max_seq_length": recipe.max_seq_length, "train_rows": len(data.train),
             "selection": {"held_out_rows": len(data.select) if data.select is not None else 0,
                           "best_score": result.best_score, "best_epoch": result.best_epoch},
