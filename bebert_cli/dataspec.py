@@ -314,7 +314,8 @@ def label_kind(values, feature, where: str) -> tuple[str, list, tuple[str, ...]]
 # ------------------------------------------------------------------------------------- resolution
 
 
-def _data_name(opts: DataOptions) -> str:
+def data_name(opts: DataOptions) -> str:
+    """The name a spec made from these files / this dataset gets (table titles, eval_results.json 'task')."""
     if opts.dataset is not None:
         base = Path(str(opts.dataset).rstrip("/")).name or str(opts.dataset)
         return f"{base}-{opts.dataset_config}" if opts.dataset_config else base
@@ -492,7 +493,7 @@ def _resolve_custom(opts: DataOptions, recorded: DataSpec | None, *, config, che
                or (recorded.metrics if recorded is not None and recorded.source != "glue" and opts.metrics is None
                    and _metrics_fit(recorded.metrics, regression, len(labels)) else None)
                or default_metrics(regression=regression, num_labels=len(labels)))
-    name = recorded.name if recorded is not None and recorded.source != "glue" and not opts.task else _data_name(opts)
+    name = recorded.name if recorded is not None and recorded.source != "glue" and not opts.task else data_name(opts)
     if opts.has_files:
         files = dict(train_file=str(Path(opts.train_file).expanduser().resolve()) if opts.train_file else None,
                      validation_file=str(Path(opts.validation_file).expanduser().resolve()) if opts.validation_file else None)

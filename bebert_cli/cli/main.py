@@ -40,7 +40,7 @@ def _register() -> None:
 
     for module in (finetune, eval_cmd):
         module.register(app)
-    for optional in ("binarize", "ensemble", "export", "report"):
+    for optional in ("binarize", "ensemble", "export", "report", "predict"):
         try:
             module = __import__(f"bebert_cli.cli.{optional}", fromlist=["register"])
         except ModuleNotFoundError as exc:

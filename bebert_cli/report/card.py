@@ -97,7 +97,10 @@ def _results_section(count: Count, summary: dict) -> list[str]:
                 row.append(f"{tv:.4f}" if isinstance(tv, (int, float)) else "")
             body.append(row)
     samples = f", {m['samples']} examples" if m.get("samples") else ""
-    return ["## Results", "", f"GLUE {m['task']} dev set{samples} (fractions; main metric `{m['main_metric']}`).", "",
+    from bebert_cli.tasks import TASKS
+
+    where = f"GLUE {m['task']} dev set" if m["task"] in TASKS else f"`{m['task']}` validation data"
+    return ["## Results", "", f"{where}{samples} (fractions; main metric `{m['main_metric']}`).", "",
             md_table(head, body)]
 
 
@@ -148,7 +151,8 @@ def _recipe_section(count: Count) -> list[str]:
                 "```"]
     q = count.quantization or {}
     recipe = q.get("recipe") if isinstance(q.get("recipe"), dict) else None
-    run = {k: count.run_info[k] for k in ("command", "teacher", "base_model", "task", "max_seq_length", "train_rows", "steps")
+    run = {k: count.run_info[k] for k in ("command", "teacher", "base_model", "task", "data", "max_seq_length", "train_rows",
+                                          "steps")
            if k in count.run_info}
     out = ["## Recipe", ""]
     if recipe:
@@ -160,13 +164,17 @@ def _recipe_section(count: Count) -> list[str]:
 
 
 def _how_to_load(name: str, task: str | None) -> list[str]:
-    t = task or "TASK"
+    from bebert_cli.tasks import TASKS
+
+    # a checkpoint records its data spec: `bebert eval DIR` needs no --task (a GLUE name stays explicit)
+    t = f" --task {task}" if task in TASKS else ""
     return ["## How to load", "",
             "With bebert installed (`pip install bebert`), from a local copy of this directory "
             "(for a Hub repository: `huggingface_hub.snapshot_download(repo_id)`):", "",
             "```python", "import bebert_cli", "", f'model = bebert_cli.load_model("{name}")                     # simulated runtime',
             f'model = bebert_cli.load_model("{name}", runtime="packed")   # XNOR/popcount kernels', "```", "",
-            "```bash", f"bebert eval {name} --task {t}", f"bebert eval {name} --task {t} --runtime packed",
+            "```bash", f"bebert eval {name}{t}", f"bebert eval {name}{t} --runtime packed",
+            f'bebert predict {name} "a text to classify"',
             f"bebert report {name} --by-module", "```"]
 
 
