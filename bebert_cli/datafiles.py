@@ -49,6 +49,8 @@ def read_file(path) -> object:
     try:
         ds = datasets.load_dataset(builder, data_files={"rows": str(p.resolve())}, split="rows", **options)
     except Exception as exc:  # pyarrow / pandas parse errors: one line that names the file
+        if "corresponds to no data" in str(exc):  # a header and nothing else
+            raise DataError(f"{p} has no rows") from exc
         raise DataError(f"cannot read {p} as {ext[1:]}: {_first_line(exc)}") from exc
     if len(ds) == 0:
         raise DataError(f"{p} has no rows")
