@@ -42,10 +42,12 @@ def checkpoint_kind(path: str | Path) -> str:
     return "fp"
 
 
-def load_model(path, *, task=None, runtime: str = "simulated", trust_remote_code: bool = False):
+def load_model(path, *, task=None, runtime: str = "simulated", trust_remote_code: bool = False, revision=None):
     """A ready-to-run model (eval mode) for any bebert-readable directory or hub id."""
+    from bebert_cli.hub import looks_like_path
+
     p = Path(path).expanduser()
-    kind = checkpoint_kind(p) if p.exists() or str(path).startswith((".", "/", "~")) else "fp"
+    kind = checkpoint_kind(p) if p.exists() or looks_like_path(str(path)) else "fp"
     if kind == "ensemble":
         from bebert_cli.ensemble.model import load_ensemble
 
@@ -59,11 +61,11 @@ def load_model(path, *, task=None, runtime: str = "simulated", trust_remote_code
 
         from transformers import AutoModelForSequenceClassification
 
-        config = load_config(str(path), trust_remote_code=trust_remote_code)
+        config = load_config(str(path), trust_remote_code=trust_remote_code, revision=revision)
         check_supported(config, str(path))
         try:
             model = AutoModelForSequenceClassification.from_pretrained(
-                str(path), trust_remote_code=trust_remote_code, use_safetensors=True)
+                str(path), trust_remote_code=trust_remote_code, use_safetensors=True, revision=revision)
         except Exception as exc:
             raise ModelError(f"cannot load {path} as a sequence classifier: {str(exc).splitlines()[0][:200]}") from exc
     if task is not None:

@@ -67,10 +67,11 @@ def binarize_command(
 
     check_output(output, overwrite)
     task_ = teacher_spec(data, teacher, rec.max_seq_length, out, trust_remote_code=trust_remote_code)
+    revision = data.revision
     result = run_binarize(
         teacher, task_, output, rec, out=out, data_dir=data.data_dir, overwrite=overwrite, resume=resume,
         save_every=save_every, eval_batch_size=eval_batch_size, mixed_precision=mixed_precision, cpu=cpu,
-        trust_remote_code=trust_remote_code,
+        trust_remote_code=trust_remote_code, revision=revision,
     )
     rows = []
     for name, r in result["splits"].items():
@@ -89,7 +90,7 @@ def teacher_spec(data, teacher: str, max_seq_length: int, out, *, trust_remote_c
     from bebert_cli.dataspec import resolve
     from bebert_cli.models import load_config
 
-    config = load_config(teacher, trust_remote_code=trust_remote_code)
+    config = load_config(teacher, trust_remote_code=trust_remote_code, revision=data.revision)
     spec = resolve(data, config=config, checkpoint=teacher, need_train=True)
     for note in spec.notes:
         out.warn(note)

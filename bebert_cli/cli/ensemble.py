@@ -111,7 +111,7 @@ def ensemble_command(
         result = run_ensemble(
             sources[0], task_, output, rec, members=members or 2, strategy=strategy_, out=out, data_dir=data_dir,
             overwrite=overwrite, resume=resume, save_every=save_every, eval_batch_size=eval_batch_size,
-            mixed_precision=mixed_precision, cpu=cpu, trust_remote_code=trust_remote_code,
+            mixed_precision=mixed_precision, cpu=cpu, trust_remote_code=trust_remote_code, revision=data.revision,
         )
 
     metric = task_.main_metric

@@ -45,14 +45,14 @@ def eval_command(
     from bebert_cli.dataspec import resolve
     from bebert_cli.models import check_task_matches
 
-    model = load_model(path, runtime=runtime, trust_remote_code=trust_remote_code)
+    model = load_model(path, runtime=runtime, trust_remote_code=trust_remote_code, revision=data.revision)
     on_train = split.lower() == "train"
     task_ = resolve(data, config=model.config, checkpoint=path, need_train=on_train, need_validation=not on_train)
     check_task_matches(model.config, task_, str(path))
     for note in task_.notes:
         out.warn(note)
     out.log(task_.describe())
-    tokenizer = load_tokenizer(tokenizer_path(path), trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(tokenizer_path(path), trust_remote_code=trust_remote_code, revision=data.revision)
     seq_len = max_seq_length or task_.max_seq_length or read_run_info(Path(path)).get("max_seq_length") or 128
     splits = load_eval_split(task_, split, tokenizer, data_dir=data.data_dir, max_seq_length=seq_len, max_samples=max_samples)
     accelerator = make_accelerator(cpu=cpu or runtime == "packed")

@@ -54,7 +54,8 @@ def finetune_command(
 
     check_output(output, overwrite)  # fail before any expensive loading
     # A new head: the data decides the labels and their order (saved as the model's id2label).
-    task_ = dataclasses.replace(resolve(data, config=load_config(model, trust_remote_code=trust_remote_code),
+    task_ = dataclasses.replace(resolve(data, config=load_config(model, trust_remote_code=trust_remote_code,
+                                                              revision=data.revision),
                                         new_head=True, need_train=True), max_seq_length=max_seq_length)
     for note in task_.notes:
         out.log(note)
@@ -62,8 +63,8 @@ def finetune_command(
     recipe = _embedding_recipe(embeddings, hash_ngrams, hash_seed, hash_projection, lr, epochs, batch_size,
                                max_seq_length, max_train_samples, seed)
     accelerator = make_accelerator(cpu=cpu)
-    tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)
-    net = load_classifier(model, task_, new_head=True, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code, revision=data.revision)
+    net = load_classifier(model, task_, new_head=True, trust_remote_code=trust_remote_code, revision=data.revision)
     plan = None
     if recipe is not None:  # an fp encoder with binary or hashed input embeddings (EELBERT)
         from bebert_cli.quant.student import make_student

@@ -98,7 +98,8 @@ def _sync_floats(accelerator, values: np.ndarray) -> np.ndarray:
 
 def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe, *, members: int, strategy: str, out,
                  data_dir, overwrite: bool, resume: bool, save_every: int, eval_batch_size: int,
-                 mixed_precision: str = "no", cpu: bool = False, trust_remote_code: bool = False) -> dict:
+                 mixed_precision: str = "no", cpu: bool = False, trust_remote_code: bool = False,
+                 revision: str | None = None) -> dict:
     """Train `members` binary members from `teacher_path` and publish the ensemble directory `output`."""
     import torch
 
@@ -122,8 +123,8 @@ def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
         raise UsageError("--members must be at least 1")
     accelerator = make_accelerator(cpu=cpu, mixed_precision=mixed_precision)
     main = accelerator.is_main_process
-    tokenizer = load_tokenizer(teacher_path, trust_remote_code=trust_remote_code)
-    teacher = load_classifier(teacher_path, task, new_head=False, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(teacher_path, trust_remote_code=trust_remote_code, revision=revision)
+    teacher = load_classifier(teacher_path, task, new_head=False, trust_remote_code=trust_remote_code, revision=revision)
     data = load_train_data(task, tokenizer, data_dir=data_dir, max_seq_length=recipe.max_seq_length,
                            max_train_samples=recipe.max_train_samples, seed=recipe.seed)
     dev = load_eval_split(task, "dev", tokenizer, data_dir=data_dir, max_seq_length=recipe.max_seq_length)

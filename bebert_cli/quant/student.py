@@ -115,7 +115,7 @@ def finalize_student(student, recipe: Recipe):
 
 def run_binarize(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe, *, out, data_dir, overwrite: bool,
                  resume: bool, save_every: int, eval_batch_size: int, mixed_precision: str = "no", cpu: bool = False,
-                 trust_remote_code: bool = False) -> dict:
+                 trust_remote_code: bool = False, revision: str | None = None) -> dict:
     from bebert_cli.models import load_classifier, load_tokenizer, save_tokenizer_compact
     from bebert_cli.pipeline import (
         EVAL_FILE, RUN_FILE, evaluate_splits, eval_payload, load_eval_split, load_train_data, make_accelerator, write_json,
@@ -125,8 +125,8 @@ def run_binarize(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
     from bebert_cli.runner import environment_info, publish, training_run
 
     accelerator = make_accelerator(cpu=cpu, mixed_precision=mixed_precision)
-    tokenizer = load_tokenizer(teacher_path, trust_remote_code=trust_remote_code)
-    teacher = load_classifier(teacher_path, task, new_head=False, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(teacher_path, trust_remote_code=trust_remote_code, revision=revision)
+    teacher = load_classifier(teacher_path, task, new_head=False, trust_remote_code=trust_remote_code, revision=revision)
     data = load_train_data(task, tokenizer, data_dir=data_dir, max_seq_length=recipe.max_seq_length,
                            max_train_samples=recipe.max_train_samples, seed=recipe.seed)
     dev = load_eval_split(task, "dev", tokenizer, data_dir=data_dir, max_seq_length=recipe.max_seq_length)
