@@ -75,7 +75,7 @@ def predict_command(
     from bebert_cli.checkpoint import checkpoint_kind
 
     kind = checkpoint_kind(path) if Path(path).is_dir() else "fp"
-    engine = "full precision" if kind == "fp" else f"{kind}, {runtime} runtime"
+    engine = "full precision" if kind == "fp" else f"{'packed binary' if kind == 'packed' else kind}, {runtime} runtime"
     out.log(f"Predicting with {path} ({engine}, batch {batch_size}, max length {seq_len})")
 
     if output is None:
