@@ -78,16 +78,21 @@ def predict_command(
     engine = "full precision" if kind == "fp" else f"{'packed binary' if kind == 'packed' else kind}, {runtime} runtime"
     out.log(f"Predicting with {path} ({engine}, batch {batch_size}, max length {seq_len})")
 
-    if output is None:
-        _run(model, tokenizer, rows, total, labels, seq_len, batch_size, device, out, sys.stdout.write)
-        sys.stdout.flush()
-        return
-    from bebert_cli.atomic import atomic_write_bytes
+    import time
 
-    lines: list[str] = []  # whole or nothing: a bad row halfway leaves no partial file behind
-    n = _run(model, tokenizer, rows, total, labels, seq_len, batch_size, device, out, lines.append)
-    atomic_write_bytes(Path(output), "".join(lines).encode("utf-8"))
-    out.log(f"Wrote {n} predictions to {output}")
+    start = time.perf_counter()
+    if output is None:
+        n = _run(model, tokenizer, rows, total, labels, seq_len, batch_size, device, out, sys.stdout.write)
+        sys.stdout.flush()
+    else:
+        from bebert_cli.atomic import atomic_write_bytes
+
+        lines: list[str] = []  # whole or nothing: a bad row halfway leaves no partial file behind
+        n = _run(model, tokenizer, rows, total, labels, seq_len, batch_size, device, out, lines.append)
+        atomic_write_bytes(Path(output), "".join(lines).encode("utf-8"))
+    seconds = time.perf_counter() - start  # tokenization + forward passes + JSON, not loading
+    out.log(f"Predicted {n} rows in {seconds:.2f} s ({n / seconds if seconds > 0 else 0:.1f} rows/s)"
+            + (f"; wrote {output}" if output is not None else ""))
 
 
 def _saved_seq_len(path) -> int | None:
