@@ -320,8 +320,12 @@ def data_name(opts: DataOptions) -> str:
         base = Path(str(opts.dataset).rstrip("/")).name or str(opts.dataset)
         return f"{base}-{opts.dataset_config}" if opts.dataset_config else base
     p = Path(opts.train_file or opts.validation_file).expanduser().resolve()
-    # train.csv / dev.jsonl name a split, not the data: then the directory holding them names it
-    return p.parent.name if p.stem.lower() in _SPLIT_WORDS and p.parent.name else p.stem
+    # train.csv / dev.jsonl name a split, not the data: then the directory holding them names it;
+    # tickets-train.csv / tickets_dev.csv name the data before the split
+    if p.stem.lower() in _SPLIT_WORDS and p.parent.name:
+        return p.parent.name
+    head, sep, tail = p.stem.rpartition("-") if "-" in p.stem else p.stem.rpartition("_")
+    return head if sep and head and tail.lower() in _SPLIT_WORDS else p.stem
 
 
 _SPLIT_WORDS = {"train", "training", "dev", "valid", "validation", "val", "eval", "test", "data", "rows"}
