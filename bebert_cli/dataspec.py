@@ -360,6 +360,11 @@ def _pick_columns(columns: list[str], opts: DataOptions, recorded: DataSpec | No
 
 def _source_of(opts: DataOptions, recorded: DataSpec | None) -> DataOptions:
     """The user's options, with the checkpoint's recorded source filling in when none is given."""
+    if recorded is not None and recorded.source == "files" and opts.has_files and not opts.task:
+        # e.g. `binarize out/ --validation-file new.csv`: the file not given is the one it was made with
+        return dataclasses.replace(
+            opts, train_file=opts.train_file or (Path(recorded.train_file) if recorded.train_file else None),
+            validation_file=opts.validation_file or (Path(recorded.validation_file) if recorded.validation_file else None))
     if opts.task or opts.custom or recorded is None:
         return opts
     if recorded.source == "glue":

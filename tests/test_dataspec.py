@@ -214,3 +214,18 @@ def test_spec_round_trips_and_hostile_specs_are_refused(sentiment):
                 {**spec.to_dict(), "max_seq_length": True}, [1]):
         with pytest.raises(CheckpointError):
             DataSpec.from_dict(bad)
+
+
+def test_a_recorded_spec_fills_in_what_is_not_given(sentiment, tmp_path):
+    train, dev = sentiment
+    spec = resolve(DataOptions(train_file=train, validation_file=dev), new_head=True, need_train=True)
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "bebert_run.json").write_text(json.dumps({"command": "finetune", "task": spec.name, "data": spec.to_dict()}))
+    other = _csv(tmp_path / "march.csv", ["label", "text"], [["neg", "meh"]])
+    # binarize-style: new validation rows, training rows from the checkpoint's spec
+    again = resolve(DataOptions(validation_file=other), config=_cfg("neg", "pos"), checkpoint=str(ckpt), need_train=True)
+    assert again.train_file == str(train.resolve()) and again.validation_file == str(other.resolve())
+    assert again.name == spec.name and again.labels == ("neg", "pos")
+    with pytest.raises(ModelError, match=f"was made for {spec.name}"):
+        resolve(DataOptions(task="sst2"), config=_cfg("neg", "pos"), checkpoint=str(ckpt))

@@ -104,6 +104,12 @@ def test_binarize_and_report_without_task(reviews_model, tmp_path):
     assert one_json(run_cli("eval", binary, "--runtime", "packed", "--json", check=0).stdout)["splits"] == payload["splits"]
     report = one_json(run_cli("report", binary, "--baseline", out, "--json", check=0).stdout)
     assert report["models"][0]["metrics"]["task"] == "reviews" and report["models"][0]["metrics"]["main_metric"] == "accuracy"
+    # a second member and `ensemble --from`, data options again read from the checkpoints
+    other = tmp_path / "bin2"
+    run_cli("binarize", out, "-o", other, *FAST, "--seed", "1", "--recipe", "w1a4", check=0)
+    ens = one_json(run_cli("ensemble", "--from", binary, other, "-o", tmp_path / "ens", "--json", check=0).stdout)
+    assert ens["task"] == "reviews" and len(ens["members"]) == 2
+    assert json.loads((tmp_path / "ens" / "bebert_run.json").read_text())["data"]["labels"] == ["neg", "pos"]
 
 
 def test_reversed_id2label_scores_by_name(reviews_model, own, tmp_path):
