@@ -28,7 +28,7 @@ def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def check_reachable(what: str, name: str, error_type) -> None:
+def check_reachable(what: str, name: str, error_type, hint: str = "pass a local directory") -> None:
     """Raise `error_type` at once when the hub cannot be reached (unless offline mode asks for the cache)."""
     if offline():
         return  # the libraries read their local cache and say themselves what is missing
@@ -39,6 +39,5 @@ def check_reachable(what: str, name: str, error_type) -> None:
     except OSError as exc:
         raise error_type(
             f"{what} {name!r} is not a local directory and the hub ({host}) cannot be reached "
-            f"({exc.strerror or type(exc).__name__}); pass a local directory, or set HF_HUB_OFFLINE=1 to use "
-            "the local hub cache"
+            f"({exc.strerror or type(exc).__name__}); {hint}, or set HF_HUB_OFFLINE=1 to use the local hub cache"
         ) from None

@@ -51,3 +51,13 @@ def test_offline_mode_reads_the_cache_and_says_what_is_missing(tmp_path):
     proc = run_cli("eval", "someone/model", "--task", "sst2", env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
     assert proc.returncode == 1 and "someone/model" in error_line(proc.stderr)
     assert time.monotonic() - start < 60  # interpreter start-up on a busy machine; no network retries
+
+
+def test_glue_from_the_hub_without_a_network_names_data_dir(monkeypatch):
+    from bebert_cli import data
+    from bebert_cli.tasks import get_task
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(DataError, match="--data-dir.*HF_HUB_OFFLINE=1"):
+        data.load_split(get_task("sst2"), "validation", None)

@@ -69,7 +69,7 @@ def test_readme_snippet_forward_pass_in_a_fresh_process(checkpoints, name):
     assert torch.allclose(got, _reference_logits(checkpoints[name], TEXTS), atol=1e-5)  # the model, not a fresh init
 
 
-@pytest.mark.parametrize("name", ["fp", "bibert", "w1a4", "bibert-hash"])
+@pytest.mark.parametrize("name", ["fp", *RECIPES])
 def test_pipeline_text_classification_in_a_fresh_process(checkpoints, name):
     r = _fresh(f"""
         import json
