@@ -410,19 +410,22 @@ def resolve(opts: DataOptions, *, config=None, checkpoint: str | None = None, ne
     """
     opts.check()
     recorded = recorded_spec(checkpoint) if checkpoint is not None and Path(str(checkpoint)).expanduser().is_dir() else None
-    if recorded is not None and opts.task and not opts.force:
-        asked = get_task(opts.task).name
-        if recorded.name != asked:
-            raise ModelError(f"{checkpoint} was made for {recorded.name} (its bebert_run.json says so), not {asked}; "
-                             "pass --force to score it on another task anyway")
     src = _source_of(opts, recorded)
     if src.task:
-        return _resolve_glue(src, config=config, checkpoint=checkpoint, new_head=new_head)
-    if not src.custom:
+        spec = _resolve_glue(src, config=config, checkpoint=checkpoint, new_head=new_head)
+    elif not src.custom:
         where = f"{checkpoint} does not record the data it was made for; " if checkpoint else ""
         raise UsageError(f"{where}give --task (a GLUE preset), --train-file / --validation-file, or --dataset")
-    return _resolve_custom(src, recorded, config=config, checkpoint=checkpoint, new_head=new_head,
-                           need_train=need_train, need_validation=need_validation)
+    else:
+        spec = _resolve_custom(src, recorded, config=config, checkpoint=checkpoint, new_head=new_head,
+                               need_train=need_train, need_validation=need_validation)
+    if config is not None and not new_head and int(config.num_labels) != spec.num_labels:
+        raise ModelError(f"{checkpoint} has {config.num_labels} output label(s) but task {spec.name} needs {spec.num_labels}")
+    # The checkpoint knows what it was made for: another task must be asked for on purpose.
+    if recorded is not None and opts.task and not opts.force and recorded.name != spec.name:
+        raise ModelError(f"{checkpoint} was made for {recorded.name} (its bebert_run.json says so), not {spec.name}; "
+                         "pass --force to score it on another task anyway")
+    return spec
 
 
 def _resolve_glue(opts: DataOptions, *, config, checkpoint, new_head: bool) -> DataSpec:

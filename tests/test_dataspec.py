@@ -228,4 +228,6 @@ def test_a_recorded_spec_fills_in_what_is_not_given(sentiment, tmp_path):
     assert again.train_file == str(train.resolve()) and again.validation_file == str(other.resolve())
     assert again.name == spec.name and again.labels == ("neg", "pos")
     with pytest.raises(ModelError, match=f"was made for {spec.name}"):
+        resolve(DataOptions(task="sst2"), config=_cfg("neg", "pos", generic=True), checkpoint=str(ckpt))
+    with pytest.raises(ModelError, match="are not the sst2 labels.*--force"):  # its names say so too
         resolve(DataOptions(task="sst2"), config=_cfg("neg", "pos"), checkpoint=str(ckpt))

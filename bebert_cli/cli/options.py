@@ -65,7 +65,8 @@ DATA_OPTIONS = {
     "validation_split": Annotated[Optional[str], typer.Option(
         "--validation-split", help="Dataset split to score (default validation, else test).")],
     "text_columns": Annotated[Optional[List[str]], typer.Option(
-        "--text-column", help="Text column; twice for sentence pairs (default: text, sentence or sentence1+sentence2).")],
+        "--text-column", metavar="COL",
+        help="Text column; twice for sentence pairs (default: text, sentence or sentence1+sentence2).")],
     "label_column": Annotated[Optional[str], typer.Option("--label-column", help="Label column (default: label or labels).")],
     "label_order": Annotated[Optional[str], typer.Option(
         "--label-order", help="Label names in id order, e.g. neg,pos (needed when the model's names are LABEL_0, ...).")],

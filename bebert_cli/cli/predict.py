@@ -89,7 +89,12 @@ def predict_command(
 
         lines: list[str] = []  # whole or nothing: a bad row halfway leaves no partial file behind
         n = _run(model, tokenizer, rows, total, labels, seq_len, batch_size, device, out, lines.append)
-        atomic_write_bytes(Path(output), "".join(lines).encode("utf-8"))
+        if n:
+            atomic_write_bytes(Path(output), "".join(lines).encode("utf-8"))
+    if n == 0:
+        from bebert_cli.errors import DataError
+
+        raise DataError(f"no texts to classify in {input_file or 'stdin'}")
     seconds = time.perf_counter() - start  # tokenization + forward passes + JSON, not loading
     out.log(f"Predicted {n} rows in {seconds:.2f} s ({n / seconds if seconds > 0 else 0:.1f} rows/s)"
             + (f"; wrote {output}" if output is not None else ""))

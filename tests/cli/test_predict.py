@@ -106,3 +106,6 @@ def test_bad_input(packed, tmp_path, capsys):
     assert code == 2 and "not both" in error_line(err)
     code, _, err = _cli(capsys, "predict", packed, "   ")
     assert code == 1 and "empty text" in error_line(err)
+    (tmp_path / "blank.txt").write_text("\n\n")
+    code, _, err = _cli(capsys, "predict", packed, "--input", tmp_path / "blank.txt", "-o", target)
+    assert code == 1 and "no texts to classify" in error_line(err) and not target.exists()
