@@ -10,9 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.test_ensemble import cli_in_process as _cli
 from tests.conftest import error_line, make_tiny, one_json, run_cli
 
 FAST = ["--max-train-samples", "48", "--epochs", "1", "--batch-size", "16", "--max-seq-length", "32"]
+
+
+def _ok(capsys, *args) -> dict:
+    """The CLI in this process (no interpreter start-up per call): exit 0 and its one JSON object."""
+    code, out, err = _cli(capsys, *args, "--json")
+    assert code == 0, err
+    return one_json(out)
 
 
 def _tsv(path: Path, n: int) -> list[dict]:
@@ -80,7 +88,7 @@ def test_finetune_on_a_csv_saves_labels_and_the_spec(reviews_model, own):
     assert "reviews" in (out / "README.md").read_text()
 
 
-def test_eval_without_task_uses_the_recorded_data(reviews_model, own, tmp_path):
+def test_eval_without_task_uses_the_recorded_data(reviews_model, own, tmp_path, capsys):
     out, payload = reviews_model
     proc = run_cli("eval", out, "--json", check=0)
     again = one_json(proc.stdout)
@@ -89,30 +97,30 @@ def test_eval_without_task_uses_the_recorded_data(reviews_model, own, tmp_path):
     # other data with the same columns, and a first metric chosen for --fail-under
     other = tmp_path / "other.csv"
     other.write_text("review,sentiment\nterrible,neg\nwonderful,pos\nso bad,neg\n")
-    res = one_json(run_cli("eval", out, "--validation-file", other, "--metric", "macro_f1,accuracy", "--json", check=0).stdout)
+    res = _ok(capsys, "eval", out, "--validation-file", other, "--metric", "macro_f1,accuracy")
     assert res["main_metric"] == "macro_f1" and res["splits"]["validation"]["samples"] == 3
-    assert "macro_f1" in error_line(run_cli("eval", out, "--validation-file", other, "--metric", "macro_f1",
-                                            "--fail-under", "1.0", check=3).stderr)
+    code, _, err = _cli(capsys, "eval", out, "--validation-file", other, "--metric", "macro_f1", "--fail-under", "1.0")
+    assert code == 3 and "macro_f1" in error_line(err)
 
 
-def test_binarize_and_report_without_task(reviews_model, tmp_path):
+def test_binarize_and_report_without_task(reviews_model, tmp_path, capsys):
     out, _ = reviews_model
     binary = tmp_path / "bin"
-    payload = one_json(run_cli("binarize", out, "-o", binary, *FAST, "--json", check=0).stdout)
+    payload = _ok(capsys, "binarize", out, "-o", binary, *FAST)
     assert payload["task"] == "reviews" and payload["teacher"]["main_metric"] == "accuracy"
     assert json.loads((binary / "bebert_run.json").read_text())["data"]["labels"] == ["neg", "pos"]
-    assert one_json(run_cli("eval", binary, "--runtime", "packed", "--json", check=0).stdout)["splits"] == payload["splits"]
-    report = one_json(run_cli("report", binary, "--baseline", out, "--json", check=0).stdout)
+    assert _ok(capsys, "eval", binary, "--runtime", "packed")["splits"] == payload["splits"]
+    report = _ok(capsys, "report", binary, "--baseline", out)
     assert report["models"][0]["metrics"]["task"] == "reviews" and report["models"][0]["metrics"]["main_metric"] == "accuracy"
     # a second member and `ensemble --from`, data options again read from the checkpoints
     other = tmp_path / "bin2"
-    run_cli("binarize", out, "-o", other, *FAST, "--seed", "1", "--recipe", "w1a4", check=0)
-    ens = one_json(run_cli("ensemble", "--from", binary, other, "-o", tmp_path / "ens", "--json", check=0).stdout)
+    _ok(capsys, "binarize", out, "-o", other, *FAST, "--seed", "1", "--recipe", "w1a4")
+    ens = _ok(capsys, "ensemble", "--from", binary, other, "-o", tmp_path / "ens")
     assert ens["task"] == "reviews" and len(ens["members"]) == 2
     assert json.loads((tmp_path / "ens" / "bebert_run.json").read_text())["data"]["labels"] == ["neg", "pos"]
 
 
-def test_reversed_id2label_scores_by_name(reviews_model, own, tmp_path):
+def test_reversed_id2label_scores_by_name(reviews_model, own, tmp_path, capsys):
     out, _ = reviews_model
     flipped = tmp_path / "flipped"
     flipped.mkdir()
@@ -122,48 +130,32 @@ def test_reversed_id2label_scores_by_name(reviews_model, own, tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     cfg["id2label"], cfg["label2id"] = {"0": "pos", "1": "neg"}, {"pos": 0, "neg": 1}  # the head's meaning, renamed
     (flipped / "config.json").write_text(json.dumps(cfg))
-    common = ["--validation-file", own / "reviews" / "dev.csv", "--text-column", "review", "--label-column", "sentiment", "--json"]
-    right = one_json(run_cli("eval", out, *common, check=0).stdout)["splits"]["validation"]["metrics"]["accuracy"]
-    renamed = one_json(run_cli("eval", flipped, *common, check=0).stdout)["splits"]["validation"]["metrics"]["accuracy"]
+    common = ["--validation-file", own / "reviews" / "dev.csv", "--text-column", "review", "--label-column", "sentiment"]
+    right = _ok(capsys, "eval", out, *common)["splits"]["validation"]["metrics"]["accuracy"]
+    renamed = _ok(capsys, "eval", flipped, *common)["splits"]["validation"]["metrics"]["accuracy"]
     assert renamed == pytest.approx(1 - right)  # same logits, names swapped: every row flips
 
 
-def test_three_class_dataset_dir_finetune_and_ensemble(own, tmp_path, tokenizer):
+def test_three_class_dataset_dir_finetune_and_ensemble(own, tmp_path, tokenizer, capsys):
     base = make_tiny(tmp_path / "base", tokenizer=tokenizer)
     ft = tmp_path / "ft3"
-    proc = run_cli("finetune", base, "-o", ft, "--dataset", own / "sts3", *FAST, "--json", check=0)
-    payload = one_json(proc.stdout)
+    payload = _ok(capsys, "finetune", base, "-o", ft, "--dataset", own / "sts3", *FAST)
     assert json.loads((ft / "config.json").read_text())["id2label"] == {"0": "low", "1": "mid", "2": "high"}
     assert set(payload["splits"]["validation"]["metrics"]) == {"accuracy", "macro_f1"}
     assert "premise" in json.loads((ft / "bebert_run.json").read_text())["data"]["text_fields"]
     ens = tmp_path / "ens3"
-    res = one_json(run_cli("ensemble", ft, "-o", ens, "--members", "2", *FAST, "--json", check=0).stdout)
+    res = _ok(capsys, "ensemble", ft, "-o", ens, "--members", "2", *FAST)
     assert len(res["members"]) == 2 and res["task"] == "sts3"
     manifest = json.loads((ens / "ensemble.json").read_text())
     assert manifest["num_labels"] == 3 and manifest["task"] == "sts3"
-    assert one_json(run_cli("eval", ens, "--json", check=0).stdout)["splits"] == res["splits"]
+    assert _ok(capsys, "eval", ens)["splits"] == res["splits"]
 
 
-def test_pair_jsonl_and_regression_parquet(own, tiny_bert, tiny_regression):
-    pairs = one_json(run_cli("eval", tiny_bert, "--validation-file", own / "pairs.jsonl", "--json", check=0).stdout)
+def test_pair_jsonl_and_regression_parquet(own, tiny_bert, tiny_regression, capsys):
+    pairs = _ok(capsys, "eval", tiny_bert, "--validation-file", own / "pairs.jsonl")
     assert pairs["data"]["text_fields"] == ["sentence1", "sentence2"] and pairs["splits"]["validation"]["samples"] == 30
-    reg = one_json(run_cli("eval", tiny_regression, "--validation-file", own / "sts.parquet", "--label-column", "score",
-                           "--json", check=0).stdout)
+    reg = _ok(capsys, "eval", tiny_regression, "--validation-file", own / "sts.parquet", "--label-column", "score")
     assert set(reg["splits"]["validation"]["metrics"]) == {"pearson", "spearman"} and reg["main_metric"] == "pearson"
-
-
-def _cli(capsys, *args) -> tuple[int, str, str]:
-    """The CLI in this process (no interpreter start-up): for the many quick error cases."""
-    from bebert_cli.cli.main import main
-
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_bad_input_is_one_error_line_and_nothing_written(own, tiny_bert, tmp_path, capsys):
