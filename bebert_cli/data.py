@@ -130,6 +130,10 @@ def load_split(task: GlueTask, split: str, data_dir: Path | None):
     import datasets
 
     if data_dir is None:
+        from bebert_cli.hub import check_reachable
+
+        check_reachable(f"GLUE {task.name}: dataset", HUB_DATASET, DataError,
+                        hint=f"pass --data-dir or set {DATA_DIR_ENV} to a GLUE directory")
         try:
             ds = datasets.load_dataset(HUB_DATASET, task.hub_config, split=split)
         except Exception as exc:  # network, missing config...: one clear line, cause in debug

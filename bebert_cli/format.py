@@ -234,12 +234,13 @@ def read_manifest(path) -> tuple[dict, list[Path], list[dict]]:
         raise CheckpointError(f"{f} uses ensemble format {version}; this bebert reads up to {ENSEMBLE_FORMAT_VERSION} "
                               "(upgrade bebert)")
     task = m.get("task")
-    if not isinstance(task, str) or task not in TASKS:
-        raise CheckpointError(f"{f}: task must be one of {', '.join(TASKS)}, not {task!r}")
+    # A GLUE task name, or the name of the user's own data (bebert_run.json's "data" says what it is).
+    if not isinstance(task, str) or not task.strip() or len(task) > 200:
+        raise CheckpointError(f"{f}: task must be a GLUE task ({', '.join(TASKS)}) or the name of the data, not {task!r}")
     num_labels = m.get("num_labels")
     if not _is_int(num_labels) or num_labels < 1:
         raise CheckpointError(f"{f}: num_labels must be a positive integer")
-    if num_labels != TASKS[task].num_labels:
+    if task in TASKS and num_labels != TASKS[task].num_labels:
         raise CheckpointError(f"{f}: num_labels {num_labels} does not match task {task} ({TASKS[task].num_labels})")
     if m.get("strategy") not in STRATEGIES:
         raise CheckpointError(f"{f}: strategy must be one of {', '.join(STRATEGIES)}, not {m.get('strategy')!r}")

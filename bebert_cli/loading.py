@@ -13,10 +13,12 @@ from bebert_cli.errors import ModelError
 from bebert_cli.format import describe_checkpoint
 
 
-def load_model(path, *, task=None, runtime: str = "simulated", trust_remote_code: bool = False):
-    """A ready-to-run model (eval mode) for any bebert-readable directory or hub id."""
+def load_model(path, *, task=None, runtime: str = "simulated", trust_remote_code: bool = False, revision=None):
+    """A ready-to-run model (eval mode) for any bebert-readable directory or hub id (at `revision`)."""
+    from bebert_cli.hub import looks_like_path
+
     p = Path(path).expanduser()
-    kind, config = describe_checkpoint(p) if p.exists() or str(path).startswith((".", "/", "~")) else ("fp", None)
+    kind, config = describe_checkpoint(p) if p.exists() or looks_like_path(str(path)) else ("fp", None)
     if kind == "ensemble":
         from bebert_cli.ensemble.model import load_ensemble
 
@@ -30,11 +32,11 @@ def load_model(path, *, task=None, runtime: str = "simulated", trust_remote_code
 
         from bebert_cli.models import check_supported, load_config
 
-        config = load_config(str(path), trust_remote_code=trust_remote_code)
+        config = load_config(str(path), trust_remote_code=trust_remote_code, revision=revision)
         check_supported(config, str(path))
         try:
             model = AutoModelForSequenceClassification.from_pretrained(
-                str(path), trust_remote_code=trust_remote_code, use_safetensors=True)
+                str(path), trust_remote_code=trust_remote_code, use_safetensors=True, revision=revision)
         except Exception as exc:
             raise ModelError(f"cannot load {path} as a sequence classifier: {str(exc).splitlines()[0][:200]}") from exc
     if task is not None:

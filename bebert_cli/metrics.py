@@ -1,4 +1,4 @@
-"""GLUE metrics, computed from numpy arrays of predictions and references."""
+"""Classification and regression metrics (GLUE's and macro F1), from numpy arrays of predictions and references."""
 
 from __future__ import annotations
 
@@ -20,8 +20,19 @@ def f1(pred: np.ndarray, ref: np.ndarray) -> float:
     return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
 
 
+def macro_f1(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Unweighted mean of the per-class F1 over the classes present in the references or predictions."""
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(ref, pred, average="macro", zero_division=0))
+
+
 def matthews_correlation(pred: np.ndarray, ref: np.ndarray) -> float:
     """Matthews correlation; 0.0 when it is undefined (a constant predictor), as sklearn does."""
+    if max(int(pred.max(initial=0)), int(ref.max(initial=0))) > 1:  # K > 2 classes: the multi-class form
+        from sklearn.metrics import matthews_corrcoef
+
+        return float(matthews_corrcoef(ref, pred))
     tp = float(((pred == 1) & (ref == 1)).sum())
     tn = float(((pred == 0) & (ref == 0)).sum())
     fp = float(((pred == 1) & (ref == 0)).sum())
@@ -40,6 +51,7 @@ def _correlation(fn, pred: np.ndarray, ref: np.ndarray) -> float:
 METRICS = {
     "accuracy": accuracy,
     "f1": f1,
+    "macro_f1": macro_f1,
     "matthews_correlation": matthews_correlation,
     "pearson": lambda p, r: _correlation(stats.pearsonr, p, r),
     "spearman": lambda p, r: _correlation(stats.spearmanr, p, r),

@@ -11,7 +11,9 @@ from bebert_cli.tasks import GlueTask
 
 
 def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or os.sep in name.rstrip(os.sep) and name.count("/") != 1
+    from bebert_cli.hub import looks_like_path
+
+    return looks_like_path(name)
 
 
 def quiet_transformers() -> None:
@@ -22,7 +24,7 @@ def quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
 
 
-def load_config(name_or_path: str, *, trust_remote_code: bool = False):
+def load_config(name_or_path: str, *, trust_remote_code: bool = False, revision: str | None = None):
     """AutoConfig for a local directory or hub id, with clear errors for non-models."""
     from transformers import AutoConfig
 
@@ -38,9 +40,12 @@ def load_config(name_or_path: str, *, trust_remote_code: bool = False):
     elif _looks_like_path(name_or_path):
         raise ModelError(f"model directory {name_or_path} does not exist")
     else:
-        source = name_or_path  # a hub id: needs a network
+        from bebert_cli.hub import check_reachable
+
+        check_reachable("model", name_or_path, ModelError)  # seconds, not a minute of retries, without a network
+        source = name_or_path  # a hub id: needs a network (or HF_HUB_OFFLINE=1 and the cache)
     try:
-        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code, revision=revision)
     except Exception as exc:
         raise ModelError(f"cannot load a model config from {name_or_path}: {str(exc).splitlines()[0][:200]}") from exc
     check_supported(config, name_or_path)
@@ -96,16 +101,17 @@ def _check_shapes_before_loading(name_or_path: str, config, task: GlueTask) -> N
                              f"describes {list(tensor.shape)}{hint}")
 
 
-def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
+def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False, revision: str | None = None):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, revision=revision)
     except Exception as exc:
         raise ModelError(f"cannot load a tokenizer from {name_or_path}: {str(exc).splitlines()[0][:200]}") from exc
 
 
-def load_classifier(name_or_path: str, task: GlueTask, *, new_head: bool, trust_remote_code: bool = False):
+def load_classifier(name_or_path: str, task: GlueTask, *, new_head: bool, trust_remote_code: bool = False,
+                    revision: str | None = None):
     """A sequence-classification model for `task`.
 
     new_head=True (finetune): any BERT-family checkpoint; a head of the task's size is created if the
@@ -113,7 +119,7 @@ def load_classifier(name_or_path: str, task: GlueTask, *, new_head: bool, trust_
     """
     from transformers import AutoModelForSequenceClassification
 
-    config = load_config(name_or_path, trust_remote_code=trust_remote_code)
+    config = load_config(name_or_path, trust_remote_code=trust_remote_code, revision=revision)
     qc = getattr(config, "quantization_config", None)
     if (qc.get("quant_method") if isinstance(qc, dict) else getattr(qc, "quant_method", None)) == "bebert":
         # It would load (bebert registers a transformers quantizer), but a binary model is no teacher
@@ -135,7 +141,7 @@ def load_classifier(name_or_path: str, task: GlueTask, *, new_head: bool, trust_
         _check_shapes_before_loading(name_or_path, config, task)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            name_or_path, trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs
+            name_or_path, trust_remote_code=trust_remote_code, use_safetensors=True, revision=revision, **kwargs
         )
     except Exception as exc:
         raise ModelError(f"cannot load {name_or_path} as a sequence classifier: {str(exc).splitlines()[0][:200]}") from exc

@@ -57,20 +57,35 @@ def make_accelerator(cpu: bool = False, mixed_precision: str = "no", out=None):
     return accelerator
 
 
+def load_rows(task, split: str, data_dir):
+    """One split's rows (text fields + label ids in the model's order) for a GLUE task or a data spec."""
+    from bebert_cli.dataspec import DataSpec, load_rows as load_spec_rows
+
+    if isinstance(task, DataSpec) and task.source != "glue":
+        return load_spec_rows(task, split)
+    glue = task.glue if isinstance(task, DataSpec) else task
+    ddir = data_mod.resolve_data_dir(data_dir if data_dir is not None or not isinstance(task, DataSpec)
+                                     else task.data_dir)
+    ds = data_mod.load_split(glue, split, ddir)
+    if not glue.is_regression and tuple(task.labels) != tuple(glue.labels):
+        # The checkpoint orders the task's labels differently (a hub model): map GLUE ids to its ids by name.
+        to_model = [list(task.labels).index(name) for name in glue.labels]
+        ds = ds.map(lambda row: {"label": to_model[row["label"]] if row["label"] >= 0 else row["label"]})
+    return ds
+
+
 def load_eval_split(task: GlueTask, split: str, tokenizer, *, data_dir, max_seq_length: int, max_samples=None):
     """{split name: tokenized dataset} (MNLI's dev is two splits)."""
-    ddir = data_mod.resolve_data_dir(data_dir)
     out = {}
     for name in resolve_split(task, split):
-        raw = data_mod.subsample(data_mod.load_split(task, name, ddir), max_samples, 0, shuffle=False)
+        raw = data_mod.subsample(load_rows(task, name, data_dir), max_samples, 0, shuffle=False)
         out[name] = data_mod.tokenize(raw, task, tokenizer, max_seq_length, desc=f"tokenize {name}")
     return out
 
 
 def load_train_data(task: GlueTask, tokenizer, *, data_dir, max_seq_length: int, max_train_samples, seed: int,
                     holdout: float = 0.05) -> TaskData:
-    ddir = data_mod.resolve_data_dir(data_dir)
-    raw = data_mod.load_split(task, "train", ddir)
+    raw = load_rows(task, "train", data_dir)
     raw = data_mod.subsample(raw, max_train_samples, seed, shuffle=True)
     select = None
     if holdout > 0 and len(raw) >= 20:
@@ -96,8 +111,10 @@ def evaluate_splits(model, task: GlueTask, splits: dict, collator, *, batch_size
 def eval_payload(task: GlueTask, results: dict, **extra) -> dict:
     """The shape of eval_results.json and of `bebert eval --json`."""
     first = next(iter(results.values()))
+    data = {"data": task.to_dict()} if hasattr(task, "to_dict") else {}
     return {
         "task": task.name,
+        **data,
         "main_metric": task.main_metric,
         "main_value": first["metrics"][task.main_metric],
         "splits": results,

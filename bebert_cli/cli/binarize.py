@@ -11,9 +11,9 @@ from bebert_cli.cli import options as opt
 Int = Optional[int]
 
 
+@opt.data_options
 def binarize_command(
     teacher: Annotated[str, typer.Argument(help="Fine-tuned full-precision checkpoint (the teacher).")],
-    task: opt.Task,
     output: opt.OutputDir,
     recipe: Annotated[str, typer.Option("--recipe", help="bibert | bit | w1a4 | w1a8")] = "bibert",
     weight_bits: opt.WeightBits = None,
@@ -47,23 +47,21 @@ def binarize_command(
     mixed_precision: opt.MixedPrecision = "auto",
     eval_batch_size: opt.EvalBatchSizeOpt = 64,
     save_every: opt.SaveEvery = 200,
-    data_dir: opt.DataDir = None,
     overwrite: opt.Overwrite = False,
     resume: opt.Resume = False,
     json_out: opt.JsonOut = False,
     quiet: opt.Quiet = False,
     trust_remote_code: opt.TrustRemoteCode = False,
     cpu: opt.Cpu = False,
+    data=None,
 ):
     """Binarize a fine-tuned checkpoint by distillation and write a packed checkpoint."""
     from bebert_cli.cli.output import Output
     from bebert_cli.errors import UsageError
     from bebert_cli.hardware import MIXED_PRECISION_CHOICES
     from bebert_cli.quant.recipes import resolve_recipe
-    from bebert_cli.tasks import get_task
-
     out = Output(json_mode=json_out, quiet=quiet)
-    task_ = get_task(task)
+    data.check()
     if mixed_precision not in MIXED_PRECISION_CHOICES:
         raise UsageError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION_CHOICES)}")
     rec = resolve_recipe(
@@ -81,10 +79,12 @@ def binarize_command(
     from bebert_cli.quant.student import run_binarize
 
     check_output(output, overwrite)
+    task_ = teacher_spec(data, teacher, rec.max_seq_length, out, trust_remote_code=trust_remote_code)
+    revision = data.revision
     result = run_binarize(
-        teacher, task_, output, rec, out=out, data_dir=data_dir, overwrite=overwrite, resume=resume,
+        teacher, task_, output, rec, out=out, data_dir=data.data_dir, overwrite=overwrite, resume=resume,
         save_every=save_every, eval_batch_size=eval_batch_size, mixed_precision=mixed_precision, cpu=cpu,
-        trust_remote_code=trust_remote_code,
+        trust_remote_code=trust_remote_code, revision=revision,
     )
     rows = []
     for name, r in result["splits"].items():
@@ -94,6 +94,21 @@ def binarize_command(
     out.table(f"{task_.name} dev · {rec.name} ({rec.bits_label}) · {output}", ["split", "metric", "student", "teacher", "samples"], rows)
     out.log(f"Saved {output}: {result['size_bytes'] / 1e6:.2f} MB on disk")
     out.result(result)
+
+
+def teacher_spec(data, teacher: str, max_seq_length: int, out, *, trust_remote_code: bool = False):
+    """The data spec for distilling from `teacher`: its head (and its recorded data) decide the labels."""
+    import dataclasses
+
+    from bebert_cli.dataspec import resolve
+    from bebert_cli.models import load_config
+
+    config = load_config(teacher, trust_remote_code=trust_remote_code, revision=data.revision)
+    spec = resolve(data, config=config, checkpoint=teacher, need_train=True)
+    for note in spec.notes:
+        out.warn(note)
+    out.log(spec.describe())
+    return dataclasses.replace(spec, max_seq_length=max_seq_length)
 
 
 def register(app: typer.Typer) -> None:

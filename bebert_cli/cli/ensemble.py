@@ -19,12 +19,12 @@ _TRAINING_ONLY = ("members", "strategy", "recipe", "weight_bits", "activation_bi
                   "batch_size", "fp_dtype", "resume", "group_by_length")
 
 
+@opt.data_options
 def ensemble_command(
     sources: Annotated[Optional[List[str]], typer.Argument(
         metavar="TEACHER | CHECKPOINT...",
         help="The fine-tuned teacher to train members from; with --from, the packed checkpoints to combine.",
         show_default=False)] = None,
-    task: opt.Task = ...,
     output: opt.OutputDir = ...,
     from_: Annotated[bool, typer.Option("--from", help="Combine already binarized checkpoints (the arguments) instead of "
                                                        "training; member weights are fitted on a held-out slice of train.")] = False,
@@ -53,7 +53,6 @@ def ensemble_command(
     mixed_precision: opt.MixedPrecision = "auto",
     eval_batch_size: opt.EvalBatchSizeOpt = 64,
     save_every: opt.SaveEvery = 200,
-    data_dir: opt.DataDir = None,
     overwrite: opt.Overwrite = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run: finished members are kept, "
                                                           "the next one resumes from its saved state.")] = False,
@@ -61,16 +60,18 @@ def ensemble_command(
     quiet: opt.Quiet = False,
     trust_remote_code: opt.TrustRemoteCode = False,
     cpu: opt.Cpu = False,
+    data=None,
 ):
     """Train a BEBERT ensemble of binary members (AdaBoost or bagging), or combine finished checkpoints (--from)."""
     params = dict(locals())
+    from bebert_cli.cli.binarize import teacher_spec
     from bebert_cli.cli.output import Output
     from bebert_cli.errors import UsageError
     from bebert_cli.hardware import MIXED_PRECISION_CHOICES
-    from bebert_cli.tasks import get_task
 
     out = Output(json_mode=json_out, quiet=quiet)
-    task_ = get_task(task)
+    data.check()
+    data_dir = data.data_dir
     sources = list(sources or [])
     if mixed_precision not in MIXED_PRECISION_CHOICES:
         raise UsageError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION_CHOICES)}")
@@ -84,6 +85,7 @@ def ensemble_command(
             raise UsageError("--from needs at least two packed checkpoints: bebert ensemble --from OUT1 OUT2 -o ENS --task T")
         from bebert_cli.ensemble.train import run_from
 
+        task_ = teacher_spec(data, sources[0], max_seq_length or 128, out, trust_remote_code=trust_remote_code)
         result = run_from(sources, task_, output, out=out, data_dir=data_dir, overwrite=overwrite,
                           max_seq_length=max_seq_length, max_train_samples=max_train_samples, seed=seed,
                           eval_batch_size=eval_batch_size, cpu=cpu, trust_remote_code=trust_remote_code)
@@ -107,10 +109,11 @@ def ensemble_command(
         from bebert_cli.ensemble.train import run_ensemble
 
         check_output(output, overwrite)
+        task_ = teacher_spec(data, sources[0], rec.max_seq_length, out, trust_remote_code=trust_remote_code)
         result = run_ensemble(
             sources[0], task_, output, rec, members=members or 2, strategy=strategy_, out=out, data_dir=data_dir,
             overwrite=overwrite, resume=resume, save_every=save_every, eval_batch_size=eval_batch_size,
-            mixed_precision=mixed_precision, cpu=cpu, trust_remote_code=trust_remote_code,
+            mixed_precision=mixed_precision, cpu=cpu, trust_remote_code=trust_remote_code, revision=data.revision,
         )
 
     metric = task_.main_metric

@@ -10,9 +10,9 @@ import typer
 from bebert_cli.cli import options as opt
 
 
+@opt.data_options
 def eval_command(
     path: Annotated[str, typer.Argument(help="Checkpoint directory (or hub id) to evaluate.")],
-    task: opt.Task,
     split: Annotated[str, typer.Option("--split", help="dev (validation) or train.")] = "dev",
     batch_size: opt.EvalBatchSize = 64,
     max_samples: opt.MaxSamples = None,
@@ -21,35 +21,39 @@ def eval_command(
         Optional[float], typer.Option("--fail-under", help="Exit 3 if the main metric is below this (fraction, e.g. 0.85).")
     ] = None,
     runtime: Annotated[str, typer.Option("--runtime", help="packed (bit kernels) or simulated (fake-quant) for binary models.")] = "simulated",
-    data_dir: opt.DataDir = None,
     json_out: opt.JsonOut = False,
     quiet: opt.Quiet = False,
     trust_remote_code: opt.TrustRemoteCode = False,
     cpu: opt.Cpu = False,
+    data=None,
 ):
-    """Evaluate a checkpoint on a GLUE task and print the task's official metrics."""
+    """Evaluate a checkpoint on its own data (recorded in it), a GLUE task, or your files / dataset."""
     from bebert_cli.cli.output import Output
     from bebert_cli.errors import QualityGateFailed, UsageError
-    from bebert_cli.tasks import get_task
-
     out = Output(json_mode=json_out, quiet=quiet)
-    task_ = get_task(task)
+    data.check()
     if runtime not in ("simulated", "packed"):
         raise UsageError(f"--runtime must be packed or simulated, not {runtime!r}")
     if fail_under is not None and fail_under > 1.0:
         raise UsageError("--fail-under is a fraction (0.85), not a percentage")
 
-    from bebert_cli.loading import load_model, tokenizer_path
     from bebert_cli.data import make_collator
-    from bebert_cli.models import load_tokenizer
+    from bebert_cli.dataspec import resolve
+    from bebert_cli.loading import load_model, tokenizer_path
+    from bebert_cli.models import check_task_matches, load_tokenizer
     from bebert_cli.pipeline import evaluate_splits, eval_payload, load_eval_split, make_accelerator, read_run_info
-
-    model = load_model(path, task=task_, runtime=runtime, trust_remote_code=trust_remote_code)
-    tokenizer = load_tokenizer(tokenizer_path(path), trust_remote_code=trust_remote_code)
-    seq_len = max_seq_length or read_run_info(Path(path)).get("max_seq_length") or 128
-    splits = load_eval_split(task_, split, tokenizer, data_dir=data_dir, max_seq_length=seq_len, max_samples=max_samples)
     from bebert_cli.quant.runtime import runtime_of
 
+    model = load_model(path, runtime=runtime, trust_remote_code=trust_remote_code, revision=data.revision)
+    on_train = split.lower() == "train"
+    task_ = resolve(data, config=model.config, checkpoint=path, need_train=on_train, need_validation=not on_train)
+    check_task_matches(model.config, task_, str(path))
+    for note in task_.notes:
+        out.warn(note)
+    out.log(task_.describe())
+    tokenizer = load_tokenizer(tokenizer_path(path), trust_remote_code=trust_remote_code, revision=data.revision)
+    seq_len = max_seq_length or task_.max_seq_length or read_run_info(Path(path)).get("max_seq_length") or 128
+    splits = load_eval_split(task_, split, tokenizer, data_dir=data.data_dir, max_seq_length=seq_len, max_samples=max_samples)
     used = runtime_of(model)
     if runtime == "packed" and used != "packed":
         out.warn(f"--runtime packed: {path} has no binary layers to run on the bit kernels; "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 import typer
@@ -9,9 +10,9 @@ import typer
 from bebert_cli.cli import options as opt
 
 
+@opt.data_options
 def finetune_command(
     model: Annotated[str, typer.Argument(help="Local BERT-family directory or hub id (hub ids need a network).")],
-    task: opt.Task,
     output: opt.OutputDir,
     epochs: opt.Epochs = 3.0,
     lr: opt.Lr = 5e-5,
@@ -28,23 +29,23 @@ def finetune_command(
         "--group-by-length/--no-group-by-length",
         help="Batches of similar lengths (sorted within mega-batches of 50 batches, batch order shuffled)")] = True,
     save_every: opt.SaveEvery = 200,
-    data_dir: opt.DataDir = None,
     overwrite: opt.Overwrite = False,
     resume: opt.Resume = False,
     json_out: opt.JsonOut = False,
     quiet: opt.Quiet = False,
     trust_remote_code: opt.TrustRemoteCode = False,
     cpu: opt.Cpu = False,
+    data=None,
 ):
     """Fine-tune a full-precision classifier (the teacher later commands compress)."""
     from bebert_cli.cli.output import Output
-    from bebert_cli.tasks import get_task
-
     out = Output(json_mode=json_out, quiet=quiet)
-    task_ = get_task(task)
+    data.check()
+    data_dir = data.data_dir
 
     from bebert_cli.atomic import check_output
-    from bebert_cli.models import load_classifier, load_tokenizer
+    from bebert_cli.dataspec import resolve
+    from bebert_cli.models import load_classifier, load_config, load_tokenizer
     from bebert_cli.pipeline import (
         EVAL_FILE, RUN_FILE, evaluate_splits, eval_payload, load_eval_split, load_train_data, main_score,
         make_accelerator, write_json,
@@ -57,12 +58,19 @@ def finetune_command(
     from bebert_cli.evaluation import evaluate
 
     check_output(output, overwrite)  # fail before any expensive loading
+    # A new head: the data decides the labels and their order (saved as the model's id2label).
+    task_ = dataclasses.replace(resolve(data, config=load_config(model, trust_remote_code=trust_remote_code,
+                                                              revision=data.revision),
+                                        new_head=True, need_train=True), max_seq_length=max_seq_length)
+    for note in task_.notes:
+        out.log(note)
+    out.log(task_.describe())
     recipe = _embedding_recipe(embeddings, hash_ngrams, hash_seed, hash_projection, lr, epochs, batch_size,
                                max_seq_length, max_train_samples, seed)
     accelerator = make_accelerator(cpu=cpu)
-    tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code, revision=data.revision)
     seed_all(seed)  # before the new head (and any hashed embeddings) is initialised
-    net = load_classifier(model, task_, new_head=True, trust_remote_code=trust_remote_code)
+    net = load_classifier(model, task_, new_head=True, trust_remote_code=trust_remote_code, revision=data.revision)
     plan = None
     if recipe is not None:  # an fp encoder with binary or hashed input embeddings (EELBERT)
         from bebert_cli.quant.student import make_student
@@ -89,7 +97,8 @@ def finetune_command(
                        select_fn=select_fn if data.select is not None else None, output=out,
                        description=f"finetune {task_.name}",
                        fingerprint={"command": "finetune", "model": model, "task": task_.name,
-                                    "max_seq_length": max_seq_length, "max_train_samples": max_train_samples})
+                                    "max_seq_length": max_seq_length, "max_train_samples": max_train_samples,
+                                    **({} if task_.source == "glue" else {"data": task_.to_dict()})})
         if recipe is not None:
             from bebert_cli.quant.student import finalize_student
 
@@ -99,7 +108,8 @@ def finetune_command(
                                       progress=progress, device=accelerator.device)
         payload = eval_payload(task_, results, model=str(output), split="dev", max_seq_length=max_seq_length)
         run_info = {
-            "command": "finetune", "base_model": model, "task": task_.name, "max_seq_length": max_seq_length,
+            "command": "finetune", "base_model": model, "task": task_.name, "data": task_.to_dict(),
+            "max_seq_length": max_seq_length,
             "max_train_samples": max_train_samples, "train": cfg.__dict__, "train_rows": len(data.train),
             "selection": {"held_out_rows": len(data.select) if data.select is not None else 0,
                           "best_score": result.best_score, "best_epoch": result.best_epoch},

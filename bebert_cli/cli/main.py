@@ -38,7 +38,7 @@ def _register() -> None:
     from bebert_cli.cli import binarize, ensemble, env, export, finetune, report, upload
     from bebert_cli.cli import eval as eval_cmd
 
-    for module in (finetune, binarize, ensemble, eval_cmd, export, report, upload, env):
+    for module in (finetune, binarize, ensemble, eval_cmd, export, report, upload, env, predict):
         module.register(app)
 
 

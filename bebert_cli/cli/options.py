@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
@@ -66,3 +66,60 @@ Augment = Annotated[Optional[int], typer.Option(
     "--augment", min=0, help="Augmented copies per training row (teacher-embedding neighbours; soft labels only)")]
 AugmentTopK = Annotated[Optional[int], typer.Option("--augment-top-k", min=1, help="Neighbours to choose from per piece.")]
 AugmentProb = Annotated[Optional[float], typer.Option("--augment-prob", help="Probability of replacing each piece.")]
+
+# --- The data options: one set, shared by finetune, binarize, ensemble, eval, report and predict -------------
+# `@data_options` adds them to a command's signature and hands the command one `DataOptions` as `data`.
+DATA_OPTIONS = {
+    "task": Annotated[Optional[str], typer.Option(
+        "--task", "-t", help="GLUE preset: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli (default: what the checkpoint records).")],
+    "data_dir": DataDir,
+    "train_file": Annotated[Optional[Path], typer.Option(
+        "--train-file", help="Your training rows: .csv, .tsv, .json, .jsonl or .parquet.")],
+    "validation_file": Annotated[Optional[Path], typer.Option(
+        "--validation-file", help="Your dev rows (scored by every command), same formats.")],
+    "dataset": Annotated[Optional[str], typer.Option(
+        "--dataset", help="A hub dataset id, or a directory written by Dataset(Dict).save_to_disk.")],
+    "dataset_config": Annotated[Optional[str], typer.Option("--dataset-config", help="The dataset's configuration name.")],
+    "train_split": Annotated[Optional[str], typer.Option("--train-split", help="Dataset split to train on (default train).")],
+    "validation_split": Annotated[Optional[str], typer.Option(
+        "--validation-split", help="Dataset split to score (default validation, else test).")],
+    "text_columns": Annotated[Optional[List[str]], typer.Option(
+        "--text-column", metavar="COL",
+        help="Text column; twice for sentence pairs (default: text, sentence or sentence1+sentence2).")],
+    "label_column": Annotated[Optional[str], typer.Option("--label-column", help="Label column (default: label or labels).")],
+    "label_order": Annotated[Optional[str], typer.Option(
+        "--label-order", help="Label names in id order, e.g. neg,pos (needed when the model's names are LABEL_0, ...).")],
+    "metrics": Annotated[Optional[str], typer.Option(
+        "--metric", help="Comma list of accuracy, f1, macro_f1, matthews, pearson, spearman; the first is the main one.")],
+    "revision": Annotated[Optional[str], typer.Option(
+        "--revision", help="Hub revision (branch, tag or commit) of a hub model / dataset; $HF_TOKEN for private ones.")],
+    "force": Annotated[bool, typer.Option(
+        "--force", help="Score a checkpoint on data it was not made for (another task, other labels).")],
+}
+_DATA_DEFAULTS = {name: (False if name == "force" else None) for name in DATA_OPTIONS}
+
+
+def data_options(command):
+    """Give `command` the shared data options; it receives them as one `data: DataOptions` argument."""
+    import functools
+    import inspect
+
+    from bebert_cli.dataspec import DataOptions
+
+    sig = inspect.signature(command, eval_str=True)
+    kept = [p for p in sig.parameters.values() if p.name != "data"]
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=_DATA_DEFAULTS[name], annotation=annotation)
+             for name, annotation in DATA_OPTIONS.items()]
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        values = {name: kwargs.pop(name, _DATA_DEFAULTS[name]) for name in DATA_OPTIONS}
+        values["text_columns"] = tuple(values["text_columns"] or ())
+        return command(*args, data=DataOptions(**values), **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=kept + extra)
+    wrapper.__annotations__ = {**{p.name: p.annotation for p in kept}, **DATA_OPTIONS}
+    return wrapper
+
+
+TextColumns = DATA_OPTIONS["text_columns"]

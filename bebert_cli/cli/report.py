@@ -10,13 +10,11 @@ import typer
 from bebert_cli.cli import options as opt
 
 
+@opt.data_options
 def report_command(
     paths: Annotated[list[Path], typer.Argument(metavar="PATH", help="Checkpoint directories: full precision, packed binary or ensemble.")],
     baseline: Annotated[
         Optional[Path], typer.Option("--baseline", "-b", metavar="TEACHER", help="Checkpoint to compare with (the teacher): ratios and deltas.")
-    ] = None,
-    task: Annotated[
-        Optional[str], typer.Option("--task", "-t", help="Report metrics for this GLUE task only (others left blank).")
     ] = None,
     seq_len: Annotated[
         Optional[int],
@@ -32,6 +30,7 @@ def report_command(
     ] = False,
     json_out: opt.JsonOut = False,
     quiet: opt.Quiet = False,
+    data=None,
 ):
     """Report what compression bought: parameters by precision, bytes on disk, FLOPs, metrics, ratios."""
     from bebert_cli.cli.output import Output
@@ -40,10 +39,17 @@ def report_command(
     out = Output(json_mode=json_out, quiet=quiet)
     if json_out and markdown:
         raise UsageError("--json and --markdown both print on stdout; choose one")
-    if task is not None:
+    # The data options pick whose saved metrics are reported: a GLUE task, or your files / dataset by name.
+    data.check()
+    task = None
+    if data.task is not None:
         from bebert_cli.tasks import get_task
 
-        task = get_task(task).name
+        task = get_task(data.task).name
+    elif data.custom:
+        from bebert_cli.dataspec import data_name
+
+        task = data_name(data)
 
     from bebert_cli.report import build_report, convention_lines, module_rows, render_markdown, tables
 

@@ -98,7 +98,8 @@ def _sync_floats(accelerator, values: np.ndarray) -> np.ndarray:
 
 def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe, *, members: int, strategy: str, out,
                  data_dir, overwrite: bool, resume: bool, save_every: int, eval_batch_size: int,
-                 mixed_precision: str = "auto", cpu: bool = False, trust_remote_code: bool = False) -> dict:
+                 mixed_precision: str = "auto", cpu: bool = False, trust_remote_code: bool = False,
+                 revision: str | None = None) -> dict:
     """Train `members` binary members from `teacher_path` and publish the ensemble directory `output`."""
     from bebert_cli.atomic import atomic_output_dir
     from bebert_cli.ensemble.boosting import r2_step, samme_step
@@ -123,8 +124,8 @@ def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
         raise UsageError("--members must be at least 1")
     accelerator = make_accelerator(cpu=cpu, mixed_precision=mixed_precision, out=out)
     main = accelerator.is_main_process
-    tokenizer = load_tokenizer(teacher_path, trust_remote_code=trust_remote_code)
-    teacher = load_classifier(teacher_path, task, new_head=False, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(teacher_path, trust_remote_code=trust_remote_code, revision=revision)
+    teacher = load_classifier(teacher_path, task, new_head=False, trust_remote_code=trust_remote_code, revision=revision)
     data = load_train_data(task, tokenizer, data_dir=data_dir, max_seq_length=recipe.max_seq_length,
                            max_train_samples=recipe.max_train_samples, seed=recipe.seed)
     dev = load_eval_split(task, "dev", tokenizer, data_dir=data_dir, max_seq_length=recipe.max_seq_length)
@@ -132,6 +133,7 @@ def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
     labels = np.asarray(data.train["labels"])
     held_out = len(data.select) if data.select is not None else 0
     fingerprint = {"teacher": str(teacher_path), "task": task.name, "strategy": strategy, "recipe": recipe.to_dict(),
+                   **({"data": task.to_dict()} if getattr(task, "source", "glue") != "glue" else {}),
                    "train_rows": n, "labels": _digest(labels)}
     distilling = bool(recipe.distill)
 
@@ -218,6 +220,7 @@ def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
                 }
                 if main:
                     member_run = {"command": "ensemble-member", "teacher": str(teacher_path), "task": task.name,
+                                  **({"data": task.to_dict()} if hasattr(task, "to_dict") else {}),
                                   "strategy": strategy, "member": m, "recipe": mrecipe.to_dict(),
                                   "data_seed": recipe.seed,  # the train / held-out split (the member trains with seed + m)
                                   "max_seq_length": recipe.max_seq_length, "train_rows": len(indices),
@@ -268,6 +271,7 @@ def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
         members_size = sum(dir_size(work / r["path"] / PACKED_SUBDIR) for r in records)
         run_info = {
             "command": "ensemble", "teacher": str(teacher_path), "task": task.name, "strategy": strategy,
+            **({"data": task.to_dict()} if hasattr(task, "to_dict") else {}),
             "members": members, "combination": combination_for(task.num_labels), "recipe": recipe.to_dict(),
             "distill": list(recipe.distill), "distillation": distilling, "max_seq_length": recipe.max_seq_length,
             "train_rows": n, "held_out_rows": held_out, "member_seeds": [r["seed"] for r in records],
@@ -445,6 +449,7 @@ def run_from(paths: list, task: GlueTask, output: Path, *, out, data_dir, overwr
     best = max(records, key=lambda r: r["dev"][task.main_metric])
     run_info = {
         "command": "ensemble", "strategy": "from", "task": task.name, "sources": [str(i.path) for i in infos],
+        **({"data": task.to_dict()} if hasattr(task, "to_dict") else {}),
         "members": len(records), "combination": combination_for(task.num_labels), "max_seq_length": seq,
         "weights_fitted_on": {"held_out_rows": len(labels), "seed": seed, "max_train_samples": max_train_samples},
         "member_weights": [r["weight"] for r in records], "member_errors": [r["error"] for r in records],

@@ -10,7 +10,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-_SHIFTS = torch.arange(8, dtype=torch.uint8)
+
+
+def _shifts(device) -> torch.Tensor:
+    # Made per call, never at import: a module first imported inside transformers' loading runs under
+    # `torch.device("meta")`, and a module-level tensor would be a meta tensor with no data.
+    return torch.arange(8, dtype=torch.uint8, device=device)
 
 
 def sign_pm1(x: torch.Tensor) -> torch.Tensor:
@@ -25,13 +30,13 @@ def pack_signs_u8(x: torch.Tensor) -> torch.Tensor:
     bits = (x >= 0).to(torch.uint8)
     if nbytes * 8 != K:
         bits = torch.cat([bits, bits.new_zeros(*x.shape[:-1], nbytes * 8 - K)], dim=-1)
-    bits = bits.reshape(*x.shape[:-1], nbytes, 8) << _SHIFTS.to(x.device)
+    bits = bits.reshape(*x.shape[:-1], nbytes, 8) << _shifts(x.device)
     return bits.sum(-1, dtype=torch.int32).to(torch.uint8)
 
 
 def unpack_bits(p: torch.Tensor, K: int) -> torch.Tensor:
     """uint8 [..., >= ceil(K/8)] -> float32 [..., K] of +-1 (bytes/bits past K ignored)."""
-    bits = (p.unsqueeze(-1) >> _SHIFTS.to(p.device)) & 1
+    bits = (p.unsqueeze(-1) >> _shifts(p.device)) & 1
     bits = bits.reshape(*p.shape[:-1], p.shape[-1] * 8)[..., :K]
     return bits.to(torch.float32) * 2.0 - 1.0
 

@@ -217,7 +217,7 @@ def finalize_student(student, recipe: Recipe):
 
 def run_binarize(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe, *, out, data_dir, overwrite: bool,
                  resume: bool, save_every: int, eval_batch_size: int, mixed_precision: str = "auto", cpu: bool = False,
-                 trust_remote_code: bool = False) -> dict:
+                 trust_remote_code: bool = False, revision: str | None = None) -> dict:
     from bebert_cli.models import load_classifier, load_tokenizer, save_tokenizer_compact
     from bebert_cli.pipeline import (
         EVAL_FILE, RUN_FILE, evaluate_splits, eval_payload, load_eval_split, load_train_data, make_accelerator, write_json,
@@ -228,8 +228,8 @@ def run_binarize(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
     from bebert_cli.runner import environment_info, publish, training_run
 
     accelerator = make_accelerator(cpu=cpu, mixed_precision=mixed_precision, out=out)
-    tokenizer = load_tokenizer(teacher_path, trust_remote_code=trust_remote_code)
-    teacher = load_classifier(teacher_path, task, new_head=False, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(teacher_path, trust_remote_code=trust_remote_code, revision=revision)
+    teacher = load_classifier(teacher_path, task, new_head=False, trust_remote_code=trust_remote_code, revision=revision)
     data = load_train_data(task, tokenizer, data_dir=data_dir, max_seq_length=recipe.max_seq_length,
                            max_train_samples=recipe.max_train_samples, seed=recipe.seed)
     dev = load_eval_split(task, "dev", tokenizer, data_dir=data_dir, max_seq_length=recipe.max_seq_length)
@@ -246,7 +246,8 @@ def run_binarize(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
                                        seed=recipe.seed)
             copies = "1 augmented copy" if recipe.augment == 1 else f"{recipe.augment} augmented copies"
             out.log(f"Augmented: {len(train_ds)} training rows (each row and {copies}; soft labels only)")
-        fingerprint = {"teacher": str(teacher_path), "task": task.name}
+        fingerprint = {"teacher": str(teacher_path), "task": task.name,
+                       **({"data": task.to_dict()} if getattr(task, "source", "glue") != "glue" else {})}
         stages = []
         if recipe.stages:
             student, plan, result, stages = train_stages(
@@ -268,6 +269,7 @@ def run_binarize(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
                                        max_seq_length=recipe.max_seq_length)
         run_info = {
             "command": "binarize", "teacher": str(teacher_path), "task": task.name, "recipe": recipe.to_dict(),
+            **({"data": task.to_dict()} if hasattr(task, "to_dict") else {}),
             "max_seq_length": recipe.max_seq_length, "train_rows": len(train_ds), "stages": stages,
             "selection": {"held_out_rows": len(data.select) if data.select is not None else 0,
                           "best_score": result.best_score, "best_epoch": result.best_epoch},

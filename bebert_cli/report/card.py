@@ -95,7 +95,10 @@ def _results_section(count: Count, summary: dict) -> list[str]:
                 row.append(f"{tv:.4f}" if isinstance(tv, (int, float)) else "")
             body.append(row)
     samples = f", {m['samples']} examples" if m.get("samples") else ""
-    return ["## Results", "", f"GLUE {m['task']} dev set{samples} (fractions; main metric `{m['main_metric']}`).", "",
+    from bebert_cli.tasks import TASKS
+
+    where = f"GLUE {m['task']} dev set" if m["task"] in TASKS else f"`{m['task']}` validation data"
+    return ["## Results", "", f"{where}{samples} (fractions; main metric `{m['main_metric']}`).", "",
             md_table(head, body)]
 
 
@@ -146,7 +149,8 @@ def _recipe_section(count: Count) -> list[str]:
                 "```"]
     q = count.quantization or {}
     recipe = q.get("recipe") if isinstance(q.get("recipe"), dict) else None
-    run = {k: count.run_info[k] for k in ("command", "teacher", "base_model", "task", "max_seq_length", "train_rows", "steps")
+    run = {k: count.run_info[k] for k in ("command", "teacher", "base_model", "task", "data", "max_seq_length", "train_rows",
+                                          "steps")
            if k in count.run_info}
     out = ["## Recipe", ""]
     if recipe:
@@ -179,7 +183,10 @@ def _relation(count: Count, base: str | None) -> str | None:
 
 
 def _how_to_load(count: Count, name: str, task: str | None, export_format: str | None) -> list[str]:
-    t = task or "TASK"
+    from bebert_cli.tasks import TASKS
+
+    # a checkpoint records its data spec: `bebert eval DIR` needs no --task (a GLUE name stays explicit)
+    t = f" --task {task}" if task in TASKS else ""
     repo = "REPO_ID_OR_DIR"
     out = ["## How to load", ""]
     if export_format in ("remote-code", "dense"):
@@ -199,7 +206,7 @@ def _how_to_load(count: Count, name: str, task: str | None, export_format: str |
                       "```python", "from transformers import pipeline", "",
                       f'classifier = pipeline("text-classification", model="{repo}")  # or a local copy of `{name}`',
                       'print(classifier("a gripping, funny film"))', "```", "",
-                      "```bash", f"bebert eval {name} --task {t}", f"bebert binarize {name} --task {t} -o {name}-binary",
+                      "```bash", f"bebert eval {name}{t}", f"bebert binarize {name}{t} -o {name}-binary",
                       "```"]
     if count.kind == "packed":
         out += ["With bebert installed (`pip install bebert`), transformers loads it directly (bebert registers its "
@@ -218,8 +225,8 @@ def _how_to_load(count: Count, name: str, task: str | None, export_format: str |
                 "```python", "import bebert_cli", "",
                 f'model = bebert_cli.load_model("{name}")                     # simulated runtime',
                 f'model = bebert_cli.load_model("{name}", runtime="packed")   # XNOR/popcount kernels', "```", ""]
-    return out + ["```bash", f"bebert eval {name} --task {t}", f"bebert eval {name} --task {t} --runtime packed",
-                  f"bebert report {name} --by-module", "```"]
+    return out + ["```bash", f"bebert eval {name}{t}", f"bebert eval {name}{t} --runtime packed",
+                  f'bebert predict {name} "a text to classify"', f"bebert report {name} --by-module", "```"]
 
 
 def render_model_card(path, *, name: str | None = None, baseline="auto", seq_len: int | None = None,

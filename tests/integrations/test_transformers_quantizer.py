@@ -32,7 +32,7 @@ RECIPES = {
 _batch = tiny_batch
 
 
-def _write_packed(path, preset, overrides, tokenizer):
+def _write_packed(path, preset, overrides, tokenizer, *, full_vocab: bool = False):
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     from bebert_cli.quant.convert import quantize_
@@ -43,7 +43,7 @@ def _write_packed(path, preset, overrides, tokenizer):
     recipe = resolve_recipe(preset, **overrides)
     hashed = recipe.embeddings == "hash"
     torch.manual_seed(0)
-    cfg = AutoConfig.for_model("bert", vocab_size=tokenizer.vocab_size if hashed else 60, hidden_size=32,
+    cfg = AutoConfig.for_model("bert", vocab_size=tokenizer.vocab_size if hashed or full_vocab else 60, hidden_size=32,
                                num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=2,
                                max_position_embeddings=64)
     model = AutoModelForSequenceClassification.from_config(cfg)

@@ -43,7 +43,12 @@ ATTN_IMPLEMENTATION = "bebert_remote"
 WEIGHTS_NAME = "model.safetensors"
 DENSE_EXTRA_NAME = "bebert_binary.safetensors"
 FORMAT_VERSION = 2  # 2: a 1-1-1 FFN's binary input is sign(y) (see SignOfInput)
-_SHIFTS = torch.arange(8, dtype=torch.uint8)
+
+
+def _shifts(device) -> torch.Tensor:
+    # Made per call, never at import: a module first imported inside transformers' loading runs under
+    # `torch.device("meta")`, and a module-level tensor would be a meta tensor with no data.
+    return torch.arange(8, dtype=torch.uint8, device=device)
 _QKV_PARENT = {"bert": "attention.self", "roberta": "attention.self", "electra": "attention.self", "distilbert": "attention"}
 
 
@@ -52,7 +57,7 @@ _QKV_PARENT = {"bert": "attention.self", "roberta": "attention.self", "electra":
 # ---------------------------------------------------------------------------------------------
 
 def unpack_signs(packed: torch.Tensor, k: int, dtype=torch.float32) -> torch.Tensor:
-    bits = (packed.unsqueeze(-1) >> _SHIFTS.to(packed.device)) & 1
+    bits = (packed.unsqueeze(-1) >> _shifts(packed.device)) & 1
     bits = bits.reshape(*packed.shape[:-1], -1)[..., :k]
     return bits.to(dtype) * 2 - 1
 
@@ -65,7 +70,7 @@ def pack_bits(bits: torch.Tensor) -> torch.Tensor:
     if pad:
         bits = F.pad(bits, (0, pad))
     bits = bits.reshape(*bits.shape[:-1], -1, 8)
-    return (bits << _SHIFTS.to(bits.device)).sum(dim=-1, dtype=torch.uint8)
+    return (bits << _shifts(bits.device)).sum(dim=-1, dtype=torch.uint8)
 
 
 # ---------------------------------------------------------------------------------------------
