@@ -35,7 +35,7 @@ def root(
 
 def _register() -> None:
     # One module per command; each exposes `register(app)`. Imports stay light (no torch).
-    from bebert_cli.cli import binarize, ensemble, env, export, finetune, report, upload
+    from bebert_cli.cli import binarize, ensemble, env, export, finetune, predict, report, upload
     from bebert_cli.cli import eval as eval_cmd
 
     for module in (finetune, binarize, ensemble, eval_cmd, export, report, upload, env, predict):
