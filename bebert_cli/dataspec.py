@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bebert_cli.errors import CheckpointError, DataError, ModelError, UsageError
-from bebert_cli.tasks import TASKS, GlueTask, get_task
+from bebert_cli.tasks import TASKS, GlueTask, LabelledTask, get_task
 
 RUN_FILE = "bebert_run.json"  # as pipeline.RUN_FILE (this module sits below pipeline)
 GENERIC_LABEL = re.compile(r"LABEL_[0-9]+")
@@ -83,7 +83,7 @@ class DataOptions:
 
 
 @dataclass(frozen=True)
-class DataSpec:
+class DataSpec(LabelledTask):
     name: str  # GLUE task name, or the data's own name (file stem / dataset name)
     source: str  # glue | files | dataset
     text_fields: tuple[str, ...]  # the columns fed to the tokenizer (one, or a pair)
@@ -107,22 +107,6 @@ class DataSpec:
     @property
     def glue(self) -> GlueTask | None:
         return TASKS[self.name] if self.source == "glue" else None
-
-    @property
-    def is_regression(self) -> bool:
-        return not self.labels
-
-    @property
-    def num_labels(self) -> int:
-        return 1 if self.is_regression else len(self.labels)
-
-    @property
-    def main_metric(self) -> str:
-        return self.metrics[0]
-
-    @property
-    def is_pair(self) -> bool:
-        return len(self.text_fields) == 2
 
     @property
     def problem_type(self) -> str:

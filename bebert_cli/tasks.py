@@ -21,17 +21,8 @@ class TsvLayout:
     min_columns: int = 0  # rows with fewer fields are malformed
 
 
-@dataclass(frozen=True)
-class GlueTask:
-    name: str
-    glue_dir: str  # directory name in the GLUE download (SST-2, CoLA, ...)
-    hub_config: str  # config name of the `nyu-mll/glue` dataset on the hub
-    text_fields: tuple[str, ...]  # field names in the hub dataset (and in our normalised rows)
-    labels: tuple[str, ...]  # label names in id order; empty for regression
-    metrics: tuple[str, ...]  # the first one is the task's main metric
-    dev_splits: tuple[str, ...] = ("validation",)
-    tsv: dict[str, TsvLayout] = field(default_factory=dict)  # split file stem -> layout
-    split_files: dict[str, str] = field(default_factory=dict)  # our split name -> TSV file stem
+class LabelledTask:
+    """What every task-like spec derives from its `labels`, `metrics` and `text_fields` (GlueTask, DataSpec)."""
 
     @property
     def is_regression(self) -> bool:
@@ -48,6 +39,20 @@ class GlueTask:
     @property
     def is_pair(self) -> bool:
         return len(self.text_fields) == 2
+
+
+@dataclass(frozen=True)
+class GlueTask(LabelledTask):
+    name: str
+    glue_dir: str  # directory name in the GLUE download (SST-2, CoLA, ...)
+    hub_config: str  # config name of the `nyu-mll/glue` dataset on the hub
+    text_fields: tuple[str, ...]  # field names in the hub dataset (and in our normalised rows)
+    labels: tuple[str, ...]  # label names in id order; empty for regression
+    metrics: tuple[str, ...]  # the first one is the task's main metric
+    dev_splits: tuple[str, ...] = ("validation",)
+    tsv: dict[str, TsvLayout] = field(default_factory=dict)  # split file stem -> layout
+    split_files: dict[str, str] = field(default_factory=dict)  # our split name -> TSV file stem
+
 
 
 def _layouts(train: TsvLayout, dev: TsvLayout, **extra: TsvLayout) -> dict[str, TsvLayout]:
