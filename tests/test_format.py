@@ -87,7 +87,7 @@ def test_a_valid_manifest_is_read_with_its_member_directories(tmp_path):
 # Files the two validators of old disagreed on: the report's accepted the first two (it did not check
 # tasks or members' configs), ensemble/model.py's accepted the last (it did not look for nested ensembles).
 DISAGREED = {
-    "unknown task": (lambda root: ensemble(root, task="nope"), "task must be one of"),
+    "members of another task": (lambda root: ensemble(root, task="nope"), "was trained for task sst2"),
     "member not packed": (lambda root: (ensemble(root), (root / "member-1" / "config.json").write_text("{}")),
                           "not a packed bebert checkpoint"),
     "nested ensemble": (lambda root: (ensemble(root), (root / "member-1" / "ensemble.json").write_text("{}")),

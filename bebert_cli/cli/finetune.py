@@ -42,6 +42,9 @@ def finetune_command(
     out = Output(json_mode=json_out, quiet=quiet)
     data.check()
     data_dir = data.data_dir
+    # usage errors (bad hash options) before any loading
+    recipe = _embedding_recipe(embeddings, hash_ngrams, hash_seed, hash_projection, lr, epochs, batch_size,
+                               max_seq_length, max_train_samples, seed)
 
     from bebert_cli.atomic import check_output
     from bebert_cli.dataspec import resolve
@@ -65,8 +68,6 @@ def finetune_command(
     for note in task_.notes:
         out.log(note)
     out.log(task_.describe())
-    recipe = _embedding_recipe(embeddings, hash_ngrams, hash_seed, hash_projection, lr, epochs, batch_size,
-                               max_seq_length, max_train_samples, seed)
     accelerator = make_accelerator(cpu=cpu)
     tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code, revision=data.revision)
     seed_all(seed)  # before the new head (and any hashed embeddings) is initialised
