@@ -28,6 +28,22 @@ def dir_size(root, *, exclude_top: tuple[str, ...] = ()) -> int:
     return total
 
 
+def checkpoint_bytes(root) -> dict:
+    """{"disk": every file of the checkpoint but its model card, "weights": its safetensors files (ensemble
+    members' included)}: the one definition of a checkpoint's size that every command reports."""
+    root = Path(root)
+    weights = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for f in filenames:
+            p = Path(dirpath) / f
+            if f.endswith(".safetensors") and not f.startswith(".") and not p.is_symlink():
+                weights += p.stat().st_size
+    from bebert_cli.format import CARD_FILE  # the model card is about a checkpoint, not part of it
+
+    return {"disk": dir_size(root, exclude_top=(CARD_FILE,)), "weights": weights}
+
+
 def write_json(path: Path, payload: dict) -> None:
     """A small JSON side file (eval_results.json, bebert_run.json, an exported config.json): indented,
     keys sorted, so that two runs that agree write the same bytes."""

@@ -108,8 +108,11 @@ def evaluate_splits(model, task: GlueTask, splits: dict, collator, *, batch_size
     return results
 
 
-def eval_payload(task: GlueTask, results: dict, **extra) -> dict:
-    """The shape of eval_results.json and of `bebert eval --json`."""
+def eval_payload(task: GlueTask, results: dict, *, split: str, **extra) -> dict:
+    """An evaluation (docs/json.md): the shape of eval_results.json, of `bebert eval --json` and of every
+    other command's scores. `split` is named as the data names it ("dev" -> "validation")."""
+    from bebert_cli.schema import split_name
+
     first = next(iter(results.values()))
     data = {"data": task.to_dict()} if hasattr(task, "to_dict") else {}
     return {
@@ -117,6 +120,7 @@ def eval_payload(task: GlueTask, results: dict, **extra) -> dict:
         **data,
         "main_metric": task.main_metric,
         "main_value": first["metrics"][task.main_metric],
+        "split": split_name(split),
         "splits": results,
         **extra,
     }

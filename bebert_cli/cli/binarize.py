@@ -89,11 +89,11 @@ def binarize_command(
     rows = []
     for name, r in result["splits"].items():
         for metric, value in r["metrics"].items():
-            t = result.get("teacher", {}).get("splits", {}).get(name, {}).get("metrics", {}).get(metric)
+            t = (result.get("teacher_evaluation") or {}).get("splits", {}).get(name, {}).get("metrics", {}).get(metric)
             rows.append([name, metric, value, "" if t is None else t, r["samples"]])
     out.table(f"{task_.name} dev · {rec.name} ({rec.bits_label}) · {output}", ["split", "metric", "student", "teacher", "samples"], rows)
-    out.log(f"Saved {output}: {result['size_bytes'] / 1e6:.2f} MB on disk")
-    out.result(result)
+    out.log(f"Saved {output}: {result['bytes']['disk'] / 1e6:.2f} MB on disk")
+    out.result(result, "binarize")
 
 
 def teacher_spec(data, teacher: str, max_seq_length: int, out, *, trust_remote_code: bool = False):

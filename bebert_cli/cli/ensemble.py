@@ -120,13 +120,13 @@ def ensemble_command(
     rows = [[m["path"], m.get("recipe", ""), m["weight"], "" if m.get("error") is None else m["error"],
              m["dev"][metric]] for m in result["members"]]
     rows.append(["ensemble", "", "", "", result["main_value"]])
-    teacher = result.get("teacher") or {}
+    teacher = result.get("teacher_evaluation") or {}
     if teacher.get("main_value") is not None:
         rows.append(["teacher", "", "", "", teacher["main_value"]])
     out.table(f"{task_.name} dev · {output}", ["model", "recipe", "weight", "error", metric], rows)
-    if result.get("size_bytes") is not None:
-        out.log(f"Saved {output}: {len(result['members'])} members, {result['size_bytes'] / 1e6:.2f} MB on disk")
-    out.result(result)
+    if result.get("bytes") is not None:
+        out.log(f"Saved {output}: {len(result['members'])} members, {result['bytes']['disk'] / 1e6:.2f} MB on disk")
+    out.result(result, "ensemble")
 
 
 def register(app: typer.Typer) -> None:

@@ -27,7 +27,7 @@ def env_command(json_out: opt.JsonOut = False, quiet: opt.Quiet = False):
         ["mixed precision (auto)", info["mixed_precision_auto"]["reason"]],
     ]
     out.table("bebert env", ["", ""], rows)
-    out.result(info)
+    out.result(info, "env")
 
 
 def register(app: typer.Typer) -> None:

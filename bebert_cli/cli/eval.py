@@ -76,7 +76,7 @@ def eval_command(
 
     rows = [[name, metric, value, r["samples"]] for name, r in results.items() for metric, value in r["metrics"].items()]
     out.table(f"{task_.name} · {path}", ["split", "metric", "value", "samples"], rows)
-    out.result(payload)
+    out.result(payload, "eval")
     if not passed:
         raise QualityGateFailed(
             f"{task_.main_metric} {payload['main_value']:.4f} is below --fail-under {fail_under}"

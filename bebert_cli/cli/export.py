@@ -37,7 +37,7 @@ def export_command(
     result = export_checkpoint(Path(path), output, fmt, overwrite=overwrite, verify=verify,
                                log=None if json_out else out.log)
     rows = [["format", result["format"]], ["storage", result["storage"]], ["recipe", f"{result['recipe']} ({result['bits']})"],
-            ["size", f"{result['size_bytes'] / 1e6:.2f} MB (source {result['source_size_bytes'] / 1e6:.2f} MB)"],
+            ["size", f"{result['bytes']['disk'] / 1e6:.2f} MB (source {result['source_bytes']['disk'] / 1e6:.2f} MB)"],
             ["verified", "exact logits on a check batch" if verify else "skipped (--no-verify)"],
             ["exact", str(result["exact"])], ["load with", result["loads_with"]], ["files", ", ".join(result["files"])]]
     plain = result.get("verification", {}).get("plain_load")
@@ -46,7 +46,7 @@ def export_command(
                                    f"{plain['max_abs_logit_diff_on_check_batch']:.3g} on the check batch)"])
     out.table(f"export · {path} -> {output}", ["", ""], rows)
     out.log(f"Saved {output}")
-    out.result(result)
+    out.result(result, "export")
 
 
 def register(app: typer.Typer) -> None:

@@ -137,7 +137,11 @@ def finetune_command(
     rows = [[name, metric, value, r["samples"]] for name, r in results.items() for metric, value in r["metrics"].items()]
     out.table(f"{task_.name} dev · {output}", ["split", "metric", "value", "samples"], rows)
     out.log(f"Saved {output} ({result.steps} steps, {result.samples_per_second:.1f} samples/s)")
-    out.result({**payload, "output": str(output), "train": run_info})
+    from bebert_cli.schema import size_payload
+
+    out.result({**payload, "output": str(output), **size_payload(output), "base_model": model,
+                "train": {k: run_info[k] for k in ("steps", "samples_per_second", "train_seconds", "selection", "train_rows")}},
+               "finetune")
 
 
 def _embedding_recipe(embeddings, hash_ngrams, hash_seed, hash_projection, lr, epochs, batch_size, max_seq_length,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import traceback
@@ -53,11 +54,18 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 
-def _fail(message: str, code: int) -> None:
+def _fail(message: str, code: int, error_type: str, json_mode: bool = False) -> None:
     if os.environ.get("BEBERT_DEBUG") == "1":
         traceback.print_exc()
     first = " ".join(str(message).split()) or "unexpected failure"
     print(f"Error: {first}", file=sys.stderr)
+    from bebert_cli.cli import output
+
+    if json_mode and not output.result_printed:  # a result already out (exit 3) stays the one object
+        from bebert_cli.schema import error_payload
+
+        sys.stdout.write(json.dumps(error_payload(error_type, first, code), sort_keys=True) + "\n")
+        sys.stdout.flush()
     sys.exit(code)
 
 
@@ -72,27 +80,33 @@ def main(argv: list[str] | None = None) -> None:
     0 ok; 1 failure (bad data, model, checkpoint, training); 2 usage; 3 quality gate (--fail-under)
     not met; 130 interrupted (state saved, rerun with --resume).
     """
+    from bebert_cli.cli import output
     from bebert_cli.errors import BebertError
 
     _quiet_libraries()
+    args = sys.argv[1:] if argv is None else list(argv)
+    # With --json a failure is also one JSON error object on stdout (docs/json.md), usage errors included.
+    json_mode = "--json" in args[: args.index("--")] if "--" in args else "--json" in args
+    output.result_printed = False
     try:
-        result = app(args=argv, prog_name="bebert", standalone_mode=False)
+        result = app(args=args, prog_name="bebert", standalone_mode=False)
         if isinstance(result, int) and result:  # click returns some exit codes instead of raising
             sys.exit(result)
     except BebertError as exc:
-        _fail(str(exc), exc.exit_code)
+        _fail(str(exc), exc.exit_code, type(exc).__name__, json_mode)
     except KeyboardInterrupt:
-        _fail("interrupted", 130)
+        _fail("interrupted", 130, "Interrupted", json_mode)
     except MemoryError:
-        _fail("out of memory; lower --batch-size or --max-seq-length", 1)
+        _fail("out of memory; lower --batch-size or --max-seq-length", 1, "MemoryError", json_mode)
     except OSError as exc:
-        _fail(f"{exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}", 1)
+        _fail(f"{exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}", 1, type(exc).__name__, json_mode)
     except Exception as exc:
         if _is_click(exc, "Exit"):
             sys.exit(exc.exit_code)
         if _is_click(exc, "Abort"):
-            _fail("aborted", 130)
+            _fail("aborted", 130, "Interrupted", json_mode)
         if _is_click(exc, "ClickException"):  # bad or missing options
-            _fail(exc.format_message(), 2)
+            _fail(exc.format_message(), 2, "UsageError", json_mode)
         # A bug: still one line, with the traceback behind BEBERT_DEBUG=1.
-        _fail(f"unexpected {type(exc).__name__}: {exc} (set BEBERT_DEBUG=1 for the traceback)", 1)
+        _fail(f"unexpected {type(exc).__name__}: {exc} (set BEBERT_DEBUG=1 for the traceback)", 1, "InternalError",
+              json_mode)

@@ -16,6 +16,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 
+# Set once a command has printed its JSON result: a failure after it (the quality gate's exit 3) must not
+# print a second object on stdout (`cli/main.py`).
+result_printed = False
+
+
 class Output:
     def __init__(self, *, json_mode: bool = False, quiet: bool = False):
         # Under torchrun / accelerate launch only the first process speaks; the others stay silent.
@@ -48,11 +53,16 @@ class Output:
             table.add_row(*[_fmt(v) for v in r])
         self.out.print(table)
 
-    def result(self, payload: dict) -> None:
-        """The command's machine-readable result: printed only in JSON mode, exactly once."""
+    def result(self, payload: dict, kind: str) -> None:
+        """The command's machine-readable result, an object of schema `bebert.KIND` (docs/json.md): printed
+        only in JSON mode, exactly once."""
+        global result_printed
         if self.json_mode and self.is_main:
-            sys.stdout.write(json.dumps(payload, sort_keys=True, default=str) + "\n")
+            from bebert_cli.schema import with_schema
+
+            sys.stdout.write(json.dumps(with_schema(kind, payload), sort_keys=True, default=str) + "\n")
             sys.stdout.flush()
+            result_printed = True
 
     @contextmanager
     def progress(self, enabled: bool = True):

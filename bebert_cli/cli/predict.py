@@ -4,8 +4,9 @@
     bebert predict OUT --input rows.csv --text-column review --output preds.jsonl
     cat texts.txt | bebert predict OUT
 
-One JSON object per input row, in input order: {"text", "label", "score", "scores"} (a pair model adds
-"text_pair"; a regression model gives "score" and a null label). Packed models run on the fastest
+One JSON object per input row, in input order, of schema `bebert.prediction` (docs/json.md):
+{"schema", "schema_version", "text", "label", "score", "scores"} (a pair model adds "text_pair"; a
+regression model gives "score" and a null label). Packed models run on the fastest
 runtime the CPU allows (the bit kernels); the output is the same bit for bit on either runtime.
 """
 
@@ -203,6 +204,8 @@ def _run(model, tokenizer, rows, total, labels, seq_len: int, batch_size: int, d
 
     import torch
 
+    from bebert_cli.schema import with_schema
+
     n = 0
     with out.progress() as progress, torch.inference_mode():
         bar = progress.add_task("predict", total=total, info="")
@@ -221,7 +224,7 @@ def _run(model, tokenizer, rows, total, labels, seq_len: int, batch_size: int, d
                     k = int(probs.argmax())
                     record.update(label=labels[k], score=float(probs[k]),
                                   scores={name: float(p) for name, p in zip(labels, probs)})
-                write(json.dumps(record, ensure_ascii=False) + "\n")
+                write(json.dumps(with_schema("prediction", record), ensure_ascii=False) + "\n")
             n += len(batch)
             progress.advance(bar, len(batch))
     return n

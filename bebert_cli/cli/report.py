@@ -88,7 +88,7 @@ def report_command(
                 _table(out, f"modules of {e['name']}", head, body)
         for line in convention_lines(report["seq_len"]):
             out.out.print(line, style="dim", markup=False, highlight=False)
-    out.result(report)
+    out.result(report, "report")
 
 
 def _table(out, title: str, head: list[str], body: list[list[str]]) -> None:

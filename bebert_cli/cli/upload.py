@@ -96,7 +96,7 @@ def upload_command(
     url = getattr(repo_url, "url", None) or str(repo_url)
     out.log(f"Uploaded {len(files)} files from {path} to {url}" + (f" (branch {revision})" if revision else ""))
     out.result({"repo_id": repo_id, "url": url, "revision": revision or "main", "private": private, "kind": kind,
-                "files": files, "commit_url": getattr(commit, "commit_url", None), "commit": getattr(commit, "oid", None)})
+                "files": files, "commit_url": getattr(commit, "commit_url", None), "commit": getattr(commit, "oid", None)}, "upload")
 
 
 def register(app: typer.Typer) -> None:

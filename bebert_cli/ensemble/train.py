@@ -111,6 +111,8 @@ def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
     )
     from bebert_cli.quant.packed import fast_inference_twin, fastest_runtime, load_packed, save_packed
     from bebert_cli.files import dir_size
+    from bebert_cli.schema import size_payload
+    from bebert_cli.schema import teacher_payload as teacher_entry
     from bebert_cli.quant.student import finalize_student, load_eval_texts, make_student, train_student
     from bebert_cli.report.card import write_model_card
     from bebert_cli.report.lineage import lineage
@@ -281,7 +283,7 @@ def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
             "member_dev": [r["dev"][task.main_metric] for r in records],
             "best_member": {"path": best["path"], task.main_metric: best["dev"][task.main_metric]},
             "members_size_bytes": members_size, "mixed_precision": accelerator.mixed_precision, "mixed_precision_reason": accelerator.bebert_precision_reason,
-            "processes": accelerator.num_processes, "teacher_eval": teacher_payload, "environment": environment_info(),
+            "processes": accelerator.num_processes, "teacher_evaluation": teacher_payload, "environment": environment_info(),
             "lineage": lineage(teacher_path),
         }
         manifest_members = [{k: r[k] for k in ("path", "weight", "recipe", "error", "chance", "seed", "bits", "dev",
@@ -300,7 +302,7 @@ def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
         publish(output, write, overwrite=overwrite, accelerator=accelerator)
         del ensemble, models
 
-    return {**payload, "output": str(output), "size_bytes": dir_size(output), "teacher": teacher_payload,
+    return {**payload, "output": str(output), **size_payload(output), **teacher_entry(teacher_path, teacher_payload),
             "members": manifest_members, "best_member": run_info["best_member"],
             "train": {k: run_info[k] for k in ("train_seconds", "member_train_seconds", "boosting_seconds",
                                                "distillation", "distill", "train_rows", "held_out_rows")}}
@@ -385,7 +387,8 @@ def run_from(paths: list, task: GlueTask, output: Path, *, out, data_dir, overwr
         EVAL_FILE, RUN_FILE, evaluate_splits, eval_payload, load_eval_split, load_train_data, make_accelerator, write_json,
     )
     from bebert_cli.quant.packed import fastest_runtime, load_packed
-    from bebert_cli.files import dir_size
+    from bebert_cli.schema import size_payload
+    from bebert_cli.schema import teacher_payload as teacher_entry
     from bebert_cli.quant.student import load_eval_texts
     from bebert_cli.report.card import write_model_card
     from bebert_cli.report.lineage import lineage
@@ -477,5 +480,5 @@ def run_from(paths: list, task: GlueTask, output: Path, *, out, data_dir, overwr
             write_json(tmp / RUN_FILE, run_info)
             write_model_card(tmp, name=Path(output).name)
     accelerator.wait_for_everyone()
-    return {**payload, "output": str(output), "size_bytes": dir_size(output), "members": records,
-            "best_member": run_info["best_member"], "teacher": None}
+    return {**payload, "output": str(output), **size_payload(output), "members": records,
+            "best_member": run_info["best_member"], **teacher_entry(teacher)}  # the members' one teacher, if shared

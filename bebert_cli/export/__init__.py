@@ -29,6 +29,7 @@ import shutil
 from pathlib import Path
 
 from bebert_cli.errors import CheckpointError, UsageError
+from bebert_cli.files import checkpoint_bytes
 from bebert_cli.export.common import (  # noqa: F401 - re-exported: the exporters' shared names
     CONFIG_CLASS,
     FORMATS,
@@ -38,7 +39,6 @@ from bebert_cli.export.common import (  # noqa: F401 - re-exported: the exporter
     _logits,
     copy_side_files,
     copy_template,
-    dir_size,
     LINEAR_FORM,
     load_remote_code_class,
     source_config,
@@ -116,15 +116,15 @@ def export_checkpoint(src, output, fmt: str, *, overwrite: bool = False, verify:
                 log("verifying the export (reload + exact logits check) ...")
             info["verification"] = verify_export(model, tmp, fmt)
         files = sorted(f.name for f in tmp.iterdir() if f.is_file())
-        size = dir_size(tmp)
+        size = checkpoint_bytes(tmp)
     recipe = qc.get("recipe", {})
     return {
         "format": fmt,
         "source": str(src),
         "output": str(output),
         "files": files,
-        "size_bytes": size,
-        "source_size_bytes": dir_size(src),
+        "bytes": size,
+        "source_bytes": checkpoint_bytes(src),
         "recipe": recipe.get("name"),
         "bits": qc.get("bits_label"),
         "model_type": config.get("model_type"),

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from bebert_cli.families import family
-from bebert_cli.files import dir_size, write_json  # noqa: F401 - the exporters size and write with these
+from bebert_cli.files import write_json  # noqa: F401 - the exporters write their side files with it
 
 FORMATS = ("packed", "dense", "remote-code")
 TEMPLATE_DIR = Path(__file__).with_name("remote_template")

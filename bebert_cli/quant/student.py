@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bebert_cli.errors import TrainingError
-from bebert_cli.files import dir_size
+from bebert_cli.schema import size_payload
+from bebert_cli.schema import teacher_payload as teacher_entry
 from bebert_cli.quant.recipes import Recipe, student_heads
 from bebert_cli.tasks import GlueTask
 
@@ -276,7 +277,7 @@ def run_binarize(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
             "steps": result.steps, "samples_per_second": result.samples_per_second,
             "train_seconds": sum(st["train_seconds"] for st in stages) if stages else result.train_seconds,
             "mixed_precision": accelerator.mixed_precision, "mixed_precision_reason": accelerator.bebert_precision_reason,
-            "processes": accelerator.num_processes, "teacher_eval": teacher_payload, "environment": environment_info(),
+            "processes": accelerator.num_processes, "teacher_evaluation": teacher_payload, "environment": environment_info(),
             "lineage": lineage(teacher_path),
         }
         sample_texts = [str(t) for t in load_eval_texts(dev, tokenizer)]
@@ -290,7 +291,7 @@ def run_binarize(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
 
         publish(output, write, overwrite=overwrite, accelerator=accelerator)
 
-    return {**payload, "output": str(output), "size_bytes": dir_size(output), "teacher": teacher_payload,
+    return {**payload, "output": str(output), **size_payload(output), **teacher_entry(teacher_path, teacher_payload),
             "train": {k: run_info[k] for k in ("steps", "samples_per_second", "train_seconds", "selection", "train_rows")}}
 
 

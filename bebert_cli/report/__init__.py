@@ -12,7 +12,7 @@ from __future__ import annotations
 from bebert_cli.report.counting import PRECISION_LABELS, PRECISIONS, Count, count_checkpoint  # noqa: F401
 from bebert_cli.report.flops import CONVENTIONS, count_flops  # noqa: F401
 from bebert_cli.report.summary import (  # noqa: F401 - the package's public names
-    PARAM_COLUMNS, SCHEMA, SCHEMA_VERSION, build_report, compare, convention_lines, fmt_bytes, fmt_count, fmt_delta,
+    PARAM_COLUMNS, build_report, compare, convention_lines, fmt_bytes, fmt_count, fmt_delta,
     fmt_metric, fmt_ratio, md_table, module_rows, param_columns, render_markdown, saved_metrics, summarize, tables,
 )
 
@@ -26,5 +26,5 @@ def write_model_card(path, **kwargs):
 
 __all__ = [
     "Count", "count_checkpoint", "count_flops", "summarize", "compare", "build_report", "render_markdown", "tables",
-    "write_model_card", "saved_metrics", "SCHEMA", "SCHEMA_VERSION",
+    "write_model_card", "saved_metrics",
 ]

@@ -83,18 +83,21 @@ def _results_section(count: Count, summary: dict) -> list[str]:
     m = summary["metrics"]
     if not m:
         return ["## Results", "", f"No saved evaluation ({'; '.join(summary['notes']) or 'eval_results.json missing'})."]
-    teacher = count.run_info.get("teacher_eval") if isinstance(count.run_info.get("teacher_eval"), dict) else {}
+    # "teacher_eval": bebert_run.json before schema 2 (docs/json.md)
+    teacher = next((v for v in (count.run_info.get("teacher_evaluation"), count.run_info.get("teacher_eval"))
+                    if isinstance(v, dict)), {})
     t_splits = teacher.get("splits") if isinstance(teacher.get("splits"), dict) else {}
     head = ["split", "metric", "value"] + (["teacher"] if t_splits else [])
     body = []
-    for split, metrics in m["splits"].items():
-        for metric, value in metrics.items():
+    for split, r in m["splits"].items():
+        for metric, value in r["metrics"].items():
             row = [split, metric, f"{value:.4f}"]
             if t_splits:
                 tv = t_splits.get(split, {}).get("metrics", {}).get(metric) if isinstance(t_splits.get(split), dict) else None
                 row.append(f"{tv:.4f}" if isinstance(tv, (int, float)) else "")
             body.append(row)
-    samples = f", {m['samples']} examples" if m.get("samples") else ""
+    first = next(iter(m["splits"].values()), {})
+    samples = f", {first['samples']} examples" if first.get("samples") else ""
     from bebert_cli.tasks import TASKS
 
     where = f"GLUE {m['task']} dev set" if m["task"] in TASKS else f"`{m['task']}` validation data"
@@ -249,8 +252,8 @@ def render_model_card(path, *, name: str | None = None, baseline="auto", seq_len
     results = []
     m = summary["metrics"]
     if m and glue:
-        for split, metrics in m["splits"].items():
-            for metric, value in metrics.items():
+        for split, r in m["splits"].items():
+            for metric, value in r["metrics"].items():
                 if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                     continue  # only what was measured
                 results.append(EvalResult(

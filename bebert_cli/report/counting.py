@@ -28,9 +28,9 @@ from pathlib import Path
 
 from bebert_cli.errors import CheckpointError, ModelError
 from bebert_cli.families import FAMILIES, SUPPORTED_MODEL_TYPES
-from bebert_cli.files import dir_size
+from bebert_cli.files import checkpoint_bytes
 from bebert_cli.format import (
-    CARD_FILE, DTYPE_SIZES, EVAL_FILE, RUN_FILE, WEIGHTS_FILE, describe_checkpoint, is_packed_config,
+    DTYPE_SIZES, EVAL_FILE, RUN_FILE, WEIGHTS_FILE, describe_checkpoint, is_packed_config,
     is_quantizer_tensor, module_list, read_manifest, validate_quant_config,
 )
 
@@ -180,8 +180,8 @@ def _read_json(path: Path) -> dict | None:
 
 
 def disk_bytes(root: Path) -> int:
-    """Bytes of every file of the checkpoint at `root` but its model card (`files.dir_size`)."""
-    return dir_size(root, exclude_top=(CARD_FILE,))
+    """Bytes of every file of the checkpoint at `root` but its model card (`files.checkpoint_bytes`)."""
+    return checkpoint_bytes(root)["disk"]
 
 
 def weight_files(path: Path) -> list[Path]:

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from bebert_cli.report.counting import PRECISION_LABELS, PRECISIONS, Count, count_checkpoint
 from bebert_cli.report.flops import CONVENTIONS, count_flops
-
-SCHEMA = "bebert-report"
-SCHEMA_VERSION = 1
+from bebert_cli.schema import split_name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -32,14 +30,16 @@ def saved_metrics(count: Count, task: str | None = None) -> tuple[dict | None, s
     for name, r in splits.items():
         m = r.get("metrics") if isinstance(r, dict) else None
         if isinstance(m, dict):
-            clean[name] = {k: float(v) for k, v in m.items() if _number(v)}
+            samples = r.get("samples")
+            clean[name] = {"metrics": {k: float(v) for k, v in m.items() if _number(v)},
+                           "samples": int(samples) if _number(samples) else None}
     main_metric, main_value = er.get("main_metric"), er.get("main_value")
     if not isinstance(main_metric, str) or not _number(main_value):
         return None, "eval_results.json has no main_metric / main_value"
-    first = next(iter(clean), None)
-    samples = splits.get(first, {}).get("samples") if first else None
-    return {"task": saved, "main_metric": main_metric, "main_value": float(main_value), "split": first,
-            "samples": samples if _number(samples) else None, "splits": clean}, None
+    # An evaluation object as every command writes it (docs/json.md); files older than schema 2 said "dev".
+    split = er.get("split") if isinstance(er.get("split"), str) else next(iter(clean), None)
+    return {"task": saved, "main_metric": main_metric, "main_value": float(main_value),
+            "split": None if split is None else split_name(split), "splits": clean}, None
 
 
 def summarize(count: Count, seq_len: int, *, task: str | None = None, by_module: bool = False) -> dict:
@@ -226,9 +226,7 @@ def build_report(paths, *, baseline=None, task: str | None = None, seq_len: int 
         entries.append(e)
     lengths = sorted({c.run_info["max_seq_length"] for c in counts + ([base_count] if base_count else [])
                       if "max_seq_length" in c.run_info and c.default_seq_len() == c.run_info["max_seq_length"]})
-    return {
-        "schema": SCHEMA,
-        "schema_version": SCHEMA_VERSION,
+    return {  # `bebert report --json` adds schema and schema_version (bebert_cli/schema.py)
         "seq_len": seq_len,
         "task": task,
         "conventions": dict(CONVENTIONS),
