@@ -24,7 +24,8 @@ from bebert_cli.errors import BebertError
 from bebert_cli.report.summary import (
     CONVENTIONS, compare, count_checkpoint, fmt_bytes, fmt_count, fmt_delta, fmt_ratio, md_table, summarize,
 )
-from bebert_cli.report.counting import CARD_FILE, PRECISION_LABELS, PRECISIONS, Count
+from bebert_cli.format import CARD_FILE
+from bebert_cli.report.counting import PRECISION_LABELS, PRECISIONS, Count
 from bebert_cli.report.lineage import hub_id as _hub_id
 from bebert_cli.report.lineage import lineage
 
