@@ -77,12 +77,12 @@ def run_one(args, label: str, output: Path, distill: str, env: dict) -> dict:
         "member_dev": run.get("member_dev"),
         "member_weights": run.get("member_weights"),
         "best_member": run.get("best_member", {}).get(metric),
-        "teacher": (payload.get("teacher") or {}).get("main_value"),
+        "teacher": (payload.get("teacher_evaluation") or {}).get("main_value"),
         "member_train_seconds": run.get("member_train_seconds"),
         "boosting_seconds": run.get("boosting_seconds"),
         "train_seconds": run.get("train_seconds"),
         "wall_seconds": wall,
-        "size_bytes": payload.get("size_bytes"),
+        "size_bytes": (payload.get("bytes") or {}).get("disk"),  # the ensemble's disk bytes (docs/json.md)
     }
 
 

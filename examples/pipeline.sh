@@ -27,6 +27,13 @@ bebert binarize "$OUT/teacher" -o "$OUT/$RECIPE" --recipe "$RECIPE" "${common[@]
 bebert eval "$OUT/teacher" --task "$TASK" --json > "$OUT/teacher-eval.json"
 # The quality gate: exit code 3 (and the pipeline stops) if the binary model is below $GATE.
 bebert eval "$OUT/$RECIPE" --task "$TASK" --runtime packed --json --fail-under "$GATE" > "$OUT/$RECIPE-eval.json"
+# Reading --json output: field names as docs/json.md defines them (schema bebert.eval, version 2).
+python - "$OUT/$RECIPE-eval.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert (r["schema"], r["schema_version"]) == ("bebert.eval", 2), r["schema"]
+print(f"gate: {r['main_metric']} {r['main_value']:.4f} on {r['split']} ({r['runtime']} runtime), passed {r['passed']}")
+PY
 bebert ensemble "$OUT/teacher" -o "$OUT/ensemble" --members "$MEMBERS" --strategy adaboost --recipe "$RECIPE" "${common[@]}"
 bebert export "$OUT/$RECIPE" -o "$OUT/$RECIPE-remote" --format remote-code --overwrite
 bebert report "$OUT/$RECIPE" "$OUT/ensemble" --baseline "$OUT/teacher" --task "$TASK" --markdown > "$OUT/report.md"

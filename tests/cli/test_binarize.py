@@ -18,7 +18,7 @@ def test_each_recipe_end_to_end(tiny_bert, small_glue, tmp_path, recipe):
     out = tmp_path / recipe
     payload = one_json(run_cli("binarize", tiny_bert, "--task", "sst2", "-o", out, "--recipe", recipe,
                                "--data-dir", small_glue, *FAST, "--json", check=0).stdout)
-    assert payload["recipe"] == recipe and payload["teacher"]["main_metric"] == "accuracy"
+    assert payload["recipe"] == recipe and payload["teacher_evaluation"]["main_metric"] == "accuracy"
     names = {p.name for p in out.iterdir()}
     assert {"config.json", "model.safetensors", "recipe.json", "eval_results.json", "bebert_run.json", "vocab.txt",
             "tokenizer_config.json"} <= names

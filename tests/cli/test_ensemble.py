@@ -115,7 +115,7 @@ def test_adaboost_ensemble_directory_and_eval_round_trip(adaboost_ens, tiny_bert
     assert run["max_seq_length"] == 16 and run["strategy"] == "adaboost" and run["distillation"] is False
     assert len(run["member_train_seconds"]) == 2 and run["train_seconds"] >= sum(run["member_train_seconds"]) > 0
     assert json.loads((out / "eval_results.json").read_text())["splits"] == payload["splits"]
-    assert payload["teacher"]["main_metric"] == "accuracy" and len(payload["members"]) == 2
+    assert payload["teacher_evaluation"]["main_metric"] == "accuracy" and len(payload["members"]) == 2
 
     # SAMME by hand, from each member's predictions on the FULL training set (not its resample).
     from bebert_cli.ensemble.boosting import samme_step

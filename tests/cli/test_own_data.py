@@ -107,7 +107,7 @@ def test_binarize_and_report_without_task(reviews_model, tmp_path, capsys):
     out, _ = reviews_model
     binary = tmp_path / "bin"
     payload = _ok(capsys, "binarize", out, "-o", binary, *FAST)
-    assert payload["task"] == "reviews" and payload["teacher"]["main_metric"] == "accuracy"
+    assert payload["task"] == "reviews" and payload["teacher_evaluation"]["main_metric"] == "accuracy"
     assert json.loads((binary / "bebert_run.json").read_text())["data"]["labels"] == ["neg", "pos"]
     assert _ok(capsys, "eval", binary, "--runtime", "packed")["splits"] == payload["splits"]
     report = _ok(capsys, "report", binary, "--baseline", out)

@@ -53,7 +53,7 @@ def test_json_schema(models):
     proc = run_cli("report", models["student"], models["ens"], "--baseline", models["teacher"], "--json", "--by-module",
                    check=0)
     r = one_json(proc.stdout)
-    assert r["schema"] == "bebert-report" and r["schema_version"] == 1 and r["seq_len"] == L
+    assert r["schema"] == "bebert.report" and r["schema_version"] == 2 and r["seq_len"] == L
     assert set(r["conventions"]) >= {"flops", "binary_ops", "flop_equivalent", "params", "bytes", "ratios"}
     assert r["plot"] is None and r["cards"] == [] and r["baseline"]["kind"] == "fp"
     precisions = {"fp32", "fp16", "bf16", "fp64", "int8", "1bit", "on_the_fly", "scales"}

@@ -157,3 +157,4 @@ def test_the_workflow_steps_run(wf, tmp_path, small_glue, tokenizer):
     assert (workspace / "out" / "binary" / "model.safetensors").is_file()
     assert (workspace / "eval.json").read_text().count('"passed": true') == 1
     assert "| " in summary.read_text() and "binary" in summary.read_text()
+    assert "**Quality gate passed**: accuracy " in summary.read_text() and "packed runtime" in summary.read_text()

@@ -20,6 +20,8 @@ def test_pipeline_sh_runs(tiny_bert, small_glue, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for d in ("teacher", "w1a4", "ensemble", "w1a4-remote"):
         assert (out / d / "README.md").is_file(), d
-    assert json.loads((out / "w1a4-eval.json").read_text())["passed"] is True
+    gate = json.loads((out / "w1a4-eval.json").read_text())
+    assert gate["schema"] == "bebert.eval" and gate["passed"] is True
+    assert f"gate: accuracy {gate['main_value']:.4f} on validation (packed runtime), passed True" in proc.stdout
     assert json.loads((out / "w1a4" / "bebert_run.json").read_text())["max_seq_length"] == 16
     assert "|" in (out / "report.md").read_text() and proc.stdout.strip().endswith(f"done: {out}")
