@@ -53,7 +53,7 @@ def runs(tiny_bert, small_glue, tmp_path_factory):
     }
     results = {name: run_captured(*argv, "--json") for name, argv in steps.items()}
     results["predict"] = run_captured("predict", binary, "a fine film", "a dull one")
-    results["paths"] = {"teacher": teacher, "binary": binary}
+    results["paths"] = {"teacher": teacher, "binary": binary, "ens": ens}
     return results
 
 
@@ -87,6 +87,12 @@ def test_shared_names_mean_the_same_everywhere(runs):
     assert report[binary]["metrics"]["splits"] == got["binarize"]["splits"]
     assert report[binary]["metrics"]["split"] == "validation"
     assert got["eval packed"]["runtime"] == "packed" and got["eval"]["runtime"] == "fp"
+    # An ensemble's members are what its manifest records, scored by main_value as everywhere else.
+    manifest = json.loads((runs["paths"]["ens"] / "ensemble.json").read_text())
+    assert manifest["members"] == got["ensemble"]["members"] and manifest["teacher"] == got["ensemble"]["teacher"]
+    best = max(got["ensemble"]["members"], key=lambda m: m["main_value"])
+    assert got["ensemble"]["best_member"] == {"path": best["path"], "main_metric": "accuracy",
+                                              "main_value": best["main_value"]}
 
 
 def test_predict_rows_validate(runs):
@@ -147,6 +153,7 @@ def test_the_schema_rejects_old_and_stray_names(runs):
     """The check can fail: the names schema 2 replaced, and a field the schema does not know."""
     binarize = one_json(runs["binarize"][1])
     eval_ = one_json(runs["eval"][1])
+    ensemble = one_json(runs["ensemble"][1])
     broken = {
         "split dev": dict(eval_, split="dev"),
         "size_bytes": {**{k: v for k, v in binarize.items() if k != "bytes"}, "size_bytes": 1},
@@ -154,6 +161,8 @@ def test_the_schema_rejects_old_and_stray_names(runs):
         "stray field": dict(eval_, accuracy=0.5),
         "old report schema": dict(one_json(runs["report"][1]), schema="bebert-report"),
         "no version": {k: v for k, v in eval_.items() if k != "schema_version"},
+        "member dev": dict(ensemble, members=[{**m, "dev": {"accuracy": m["main_value"]}} for m in ensemble["members"]]),
+        "best_member by metric name": dict(ensemble, best_member={"path": "member-0", "accuracy": 0.5}),
     }
     for what, obj in broken.items():
         with pytest.raises(jsonschema.ValidationError):

@@ -118,7 +118,7 @@ def ensemble_command(
 
     metric = task_.main_metric
     rows = [[m["path"], m.get("recipe", ""), m["weight"], "" if m.get("error") is None else m["error"],
-             m["dev"][metric]] for m in result["members"]]
+             m["main_value"]] for m in result["members"]]
     rows.append(["ensemble", "", "", "", result["main_value"]])
     teacher = result.get("teacher_evaluation") or {}
     if teacher.get("main_value") is not None:

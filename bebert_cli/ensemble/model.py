@@ -4,10 +4,11 @@ ENS/ensemble.json:
     {"format": "bebert-ensemble", "format_version": 1, "task": "sst2", "num_labels": 2,
      "strategy": "adaboost" | "bagging" | "from",
      "combination": "weighted_logits" (classification) | "weighted_mean" (regression),
-     "members": [{"path": "member-0", "weight": 1.2, "recipe": "bibert", "error": 0.21 | null, ...}, ...],
+     "members": [{"path": "member-0", "weight": 1.2, "recipe": "bibert", "error": 0.21 | null,
+                  "main_value": 0.81 (its main metric on the validation split), ...}, ...],
      "teacher": "<path>" | null}
 ENS/member-K/          a packed checkpoint (config.json, model.safetensors, recipe.json, eval_results.json)
-ENS/tokenizer files, eval_results.json (the ensemble's dev metrics), bebert_run.json (how it was made)
+ENS/tokenizer files, eval_results.json (the ensemble's validation metrics), bebert_run.json (how it was made)
 
 The output is sum_k w_k * out_k / sum_k w_k for both combinations: member logits for
 classification, member predictions for regression.

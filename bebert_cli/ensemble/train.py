@@ -215,7 +215,7 @@ def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
                                               bits=recipe.bits_label)
                 record = {
                     "path": name, "weight": weight, "recipe": recipe.name, "error": error, "chance": chance,
-                    "seed": seed, "bits": recipe.bits_label, "dev": {task.main_metric: member_payload["main_value"]},
+                    "seed": seed, "bits": recipe.bits_label, "main_value": member_payload["main_value"],
                     "train_rows": len(indices), "unique_rows": len(set(indices)), "steps": result.steps,
                     "best_epoch": result.best_epoch, "train_seconds": result.train_seconds,
                     "boost_seconds": boost_seconds,
@@ -267,7 +267,7 @@ def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
                                strategy=strategy, members=members, recipe=recipe.name, bits=recipe.bits_label)
         teacher_payload = eval_payload(task, teacher_results, model=str(teacher_path), split="dev",
                                        max_seq_length=recipe.max_seq_length)
-        best = max(records, key=lambda r: r["dev"][task.main_metric])
+        best = max(records, key=lambda r: r["main_value"])
         member_train = [r["train_seconds"] for r in records]
         boost = sum(r["boost_seconds"] for r in records)
         members_size = sum(dir_size(work / r["path"] / PACKED_SUBDIR) for r in records)
@@ -280,13 +280,13 @@ def run_ensemble(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe
             "member_train_seconds": member_train, "member_round_seconds": [r.get("round_seconds") for r in records],
             "boosting_seconds": boost, "train_seconds": sum(member_train) + boost,
             "member_weights": [r["weight"] for r in records], "member_errors": [r["error"] for r in records],
-            "member_dev": [r["dev"][task.main_metric] for r in records],
-            "best_member": {"path": best["path"], task.main_metric: best["dev"][task.main_metric]},
+            "member_main_values": [r["main_value"] for r in records],
+            "best_member": {"path": best["path"], "main_metric": task.main_metric, "main_value": best["main_value"]},
             "members_size_bytes": members_size, "mixed_precision": accelerator.mixed_precision, "mixed_precision_reason": accelerator.bebert_precision_reason,
             "processes": accelerator.num_processes, "teacher_evaluation": teacher_payload, "environment": environment_info(),
             "lineage": lineage(teacher_path),
         }
-        manifest_members = [{k: r[k] for k in ("path", "weight", "recipe", "error", "chance", "seed", "bits", "dev",
+        manifest_members = [{k: r[k] for k in ("path", "weight", "recipe", "error", "chance", "seed", "bits", "main_value",
                                                "train_rows", "unique_rows", "train_seconds")} for r in records]
 
         def write(tmp):
@@ -441,7 +441,7 @@ def run_from(paths: list, task: GlueTask, output: Path, *, out, data_dir, overwr
             models.append(model)
             records.append({"path": member_name(k), "weight": step.weight, "recipe": info.recipe.name,
                             "error": step.error, "chance": step.chance, "source": str(info.path),
-                            "bits": info.recipe.bits_label, "dev": {task.main_metric: main_value}})
+                            "bits": info.recipe.bits_label, "main_value": main_value})
         ensemble = EnsembleModel(models, [r["weight"] for r in records], combination=combination_for(task.num_labels))
         results = evaluate_splits(ensemble, task, dev, data.collator, batch_size=eval_batch_size, progress=progress,
                                   device=accelerator.device)
@@ -449,15 +449,15 @@ def run_from(paths: list, task: GlueTask, output: Path, *, out, data_dir, overwr
                            members=len(records))
     teachers = {i.teacher for i in infos}
     teacher = teachers.pop() if len(teachers) == 1 else None
-    best = max(records, key=lambda r: r["dev"][task.main_metric])
+    best = max(records, key=lambda r: r["main_value"])
     run_info = {
         "command": "ensemble", "strategy": "from", "task": task.name, "sources": [str(i.path) for i in infos],
         **({"data": task.to_dict()} if hasattr(task, "to_dict") else {}),
         "members": len(records), "combination": combination_for(task.num_labels), "max_seq_length": seq,
         "weights_fitted_on": {"held_out_rows": len(labels), "seed": seed, "max_train_samples": max_train_samples},
         "member_weights": [r["weight"] for r in records], "member_errors": [r["error"] for r in records],
-        "member_dev": [r["dev"][task.main_metric] for r in records],
-        "best_member": {"path": best["path"], task.main_metric: best["dev"][task.main_metric]},
+        "member_main_values": [r["main_value"] for r in records],
+        "best_member": {"path": best["path"], "main_metric": task.main_metric, "main_value": best["main_value"]},
         "distillation": None, "train_seconds": 0.0, "teacher": teacher, "environment": environment_info(),
         "lineage": lineage(teacher if teacher else infos[0].path),
     }

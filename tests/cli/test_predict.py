@@ -61,7 +61,8 @@ def test_arguments_in_a_fresh_process_on_the_packed_runtime(packed):
     assert [r["text"] for r in rows] == TEXTS
     probs = _expected(packed, TEXTS)
     for r, p in zip(rows, probs):
-        assert set(r) == {"text", "label", "score", "scores"} and set(r["scores"]) == {"neg", "pos"}
+        assert set(r) == {"schema", "schema_version", "text", "label", "score", "scores"} and r["schema"] == "bebert.prediction"
+        assert set(r["scores"]) == {"neg", "pos"}
         assert r["label"] == ("neg", "pos")[int(p.argmax())] and r["score"] == pytest.approx(float(p.max()), abs=1e-6)
         assert r["scores"]["pos"] == pytest.approx(float(p[1]), abs=1e-6)
     from bebert_cli.quant.packed import fastest_runtime
