@@ -10,7 +10,7 @@ import shutil
 import jsonschema
 import pytest
 
-from bebert_cli.schema import KINDS, SCHEMA_VERSION, load_schema, validate
+from bebert_cli.schema import KINDS, SCHEMA_VERSION, load_schema, split_name, teacher_payload, validate, with_schema
 from tests.cli.test_ensemble import cli_in_process
 from tests.conftest import error_line, one_json
 
@@ -173,6 +173,15 @@ def test_the_schema_rejects_old_and_stray_names(runs):
     old["models"][0]["metrics"]["splits"]["validation"] = {"accuracy": 0.5}  # schema 1's metrics.splits shape
     with pytest.raises(jsonschema.ValidationError):
         validate(old)
+
+
+def test_builders():
+    assert [split_name(s) for s in ("dev", "Validation", "train", "matched", "dev_mismatched")] == [
+        "validation", "validation", "train", "validation_matched", "validation_mismatched"]
+    assert list(with_schema("env", {"schema": "old", "a": 1})) == ["schema", "schema_version", "a"]
+    with pytest.raises(ValueError, match="unknown output kind"):
+        with_schema("evaluate", {})
+    assert teacher_payload(None) == {"teacher": None, "teacher_evaluation": None}
 
 
 def test_the_schema_file_is_a_valid_json_schema_with_every_kind():

@@ -1,4 +1,5 @@
-"""The `bebert` root: registers one module per command and maps errors to exit codes."""
+"""The `bebert` root: registers one module per command and maps errors to exit codes (and, with --json, to
+one JSON error object)."""
 
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ def _fail(message: str, code: int, error_type: str, json_mode: bool = False) -> 
     print(f"Error: {first}", file=sys.stderr)
     from bebert_cli.cli import output
 
-    if json_mode and not output.result_printed:  # a result already out (exit 3) stays the one object
+    # A result already out (exit 3) stays the one object; under torchrun only the first process prints.
+    if json_mode and not output.result_printed and int(os.environ.get("RANK", "0")) == 0:
         from bebert_cli.schema import error_payload
 
         sys.stdout.write(json.dumps(error_payload(error_type, first, code), sort_keys=True) + "\n")
@@ -75,7 +77,8 @@ def _is_click(exc: BaseException, name: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: every failure becomes one `Error:` line and a documented exit code.
+    """Entry point: every failure becomes one `Error:` line (and with --json one `bebert.error` object on
+    stdout, docs/json.md) and a documented exit code.
 
     0 ok; 1 failure (bad data, model, checkpoint, training); 2 usage; 3 quality gate (--fail-under)
     not met; 130 interrupted (state saved, rerun with --resume).
