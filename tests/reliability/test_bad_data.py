@@ -72,7 +72,10 @@ def test_bad_data(bad_data, name):
     if code:
         line = the_error(r["stderr"])
         assert expect in line, line
-        assert r["stdout"].strip() == ""  # no metric printed for data that could not be read
+        # No metric for data that could not be read: only the error object (docs/json.md).
+        error = json.loads(r["stdout"])
+        assert error["schema"] == "bebert.error" and error["error"]["exit_code"] == code
+        assert line == f"Error: {error['error']['message']}"
     else:
         payload = json.loads(r["stdout"].strip().splitlines()[-1])
         assert payload["splits"]["validation"]["samples"] == expect  # every row scored, none dropped
