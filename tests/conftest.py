@@ -103,9 +103,15 @@ def run_cli(*args, env=None, check=None, timeout=600):
 
 
 def one_json(stdout: str) -> dict:
+    """The one JSON object on stdout, validated against the --json schema (docs/json.md) when it names one."""
     lines = [ln for ln in stdout.splitlines() if ln.strip()]
     assert len(lines) == 1, f"expected exactly one JSON line on stdout, got: {stdout!r}"
-    return json.loads(lines[0])
+    obj = json.loads(lines[0])
+    if isinstance(obj, dict) and "schema" in obj:
+        from bebert_cli.schema import validate
+
+        validate(obj)
+    return obj
 
 
 def error_line(stderr: str) -> str:
