@@ -75,40 +75,21 @@ def binarize_command(
         augment_prob=augment_prob,
     )
 
-    from bebert_cli.atomic import check_output
-    from bebert_cli.quant.student import run_binarize
+    from bebert_cli.workflows.binarize import binarize
+    from bebert_cli.workflows.context import RunContext
 
-    check_output(output, overwrite)
-    task_ = teacher_spec(data, teacher, rec.max_seq_length, out, trust_remote_code=trust_remote_code)
-    revision = data.revision
-    result = run_binarize(
-        teacher, task_, output, rec, out=out, data_dir=data.data_dir, overwrite=overwrite, resume=resume,
-        save_every=save_every, eval_batch_size=eval_batch_size, mixed_precision=mixed_precision, cpu=cpu,
-        trust_remote_code=trust_remote_code, revision=revision,
-    )
+    ctx = RunContext(out, output, data, overwrite=overwrite, resume=resume, save_every=save_every,
+                     eval_batch_size=eval_batch_size, mixed_precision=mixed_precision, cpu=cpu,
+                     trust_remote_code=trust_remote_code)
+    result = binarize(ctx, teacher, rec)
     rows = []
     for name, r in result["splits"].items():
         for metric, value in r["metrics"].items():
             t = result.get("teacher", {}).get("splits", {}).get(name, {}).get("metrics", {}).get(metric)
             rows.append([name, metric, value, "" if t is None else t, r["samples"]])
-    out.table(f"{task_.name} dev · {rec.name} ({rec.bits_label}) · {output}", ["split", "metric", "student", "teacher", "samples"], rows)
+    out.table(f"{result['task']} dev · {rec.name} ({rec.bits_label}) · {output}", ["split", "metric", "student", "teacher", "samples"], rows)
     out.log(f"Saved {output}: {result['size_bytes'] / 1e6:.2f} MB on disk")
     out.result(result)
-
-
-def teacher_spec(data, teacher: str, max_seq_length: int, out, *, trust_remote_code: bool = False):
-    """The data spec for distilling from `teacher`: its head (and its recorded data) decide the labels."""
-    import dataclasses
-
-    from bebert_cli.dataspec import resolve
-    from bebert_cli.models import load_config
-
-    config = load_config(teacher, trust_remote_code=trust_remote_code, revision=data.revision)
-    spec = resolve(data, config=config, checkpoint=teacher, need_train=True)
-    for note in spec.notes:
-        out.warn(note)
-    out.log(spec.describe())
-    return dataclasses.replace(spec, max_seq_length=max_seq_length)
 
 
 def register(app: typer.Typer) -> None:
