@@ -38,14 +38,16 @@ def finetune_command(
 ):
     """Fine-tune a full-precision classifier (the teacher later commands compress)."""
     from bebert_cli.cli.output import Output
+    from bebert_cli.training import TrainConfig
     from bebert_cli.workflows.context import RunContext
     from bebert_cli.workflows.finetune import FinetuneSettings, finetune
 
     out = Output(json_mode=json_out, quiet=quiet)
     data.check()
-    settings = FinetuneSettings(epochs=epochs, lr=lr, batch_size=batch_size, max_seq_length=max_seq_length, seed=seed,
-                                max_train_samples=max_train_samples, embeddings=embeddings, hash_ngrams=hash_ngrams,
-                                hash_seed=hash_seed, hash_projection=hash_projection, group_by_length=group_by_length)
+    train = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, group_by_length=group_by_length)
+    settings = FinetuneSettings(train, max_seq_length=max_seq_length, max_train_samples=max_train_samples,
+                                embeddings=embeddings, hash_ngrams=hash_ngrams, hash_seed=hash_seed,
+                                hash_projection=hash_projection)
     ctx = RunContext(out, output, data, overwrite=overwrite, resume=resume, save_every=save_every,
                      eval_batch_size=eval_batch_size, mixed_precision="no", cpu=cpu,
                      trust_remote_code=trust_remote_code)

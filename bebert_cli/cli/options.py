@@ -69,30 +69,31 @@ AugmentProb = Annotated[Optional[float], typer.Option("--augment-prob", help="Pr
 
 # --- The data options: one set, shared by finetune, binarize, ensemble, eval, report and predict -------------
 # `@data_options` adds them to a command's signature and hands the command one `DataOptions` as `data`.
+def _given(kind, *flags: str, help: str, **extra):
+    """An option of `kind` that stays None unless typed: a data option only acts when given."""
+    return Annotated[Optional[kind], typer.Option(*flags, help=help, **extra)]
+
+
+_FORMATS = ".csv, .tsv, .json, .jsonl or .parquet"
 DATA_OPTIONS = {
-    "task": Annotated[Optional[str], typer.Option(
-        "--task", "-t", help="GLUE preset: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli (default: what the checkpoint records).")],
+    "task": _given(str, "--task", "-t", help="GLUE preset: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli "
+                                             "(default: what the checkpoint records)."),
     "data_dir": DataDir,
-    "train_file": Annotated[Optional[Path], typer.Option(
-        "--train-file", help="Your training rows: .csv, .tsv, .json, .jsonl or .parquet.")],
-    "validation_file": Annotated[Optional[Path], typer.Option(
-        "--validation-file", help="Your dev rows (scored by every command), same formats.")],
-    "dataset": Annotated[Optional[str], typer.Option(
-        "--dataset", help="A hub dataset id, or a directory written by Dataset(Dict).save_to_disk.")],
-    "dataset_config": Annotated[Optional[str], typer.Option("--dataset-config", help="The dataset's configuration name.")],
-    "train_split": Annotated[Optional[str], typer.Option("--train-split", help="Dataset split to train on (default train).")],
-    "validation_split": Annotated[Optional[str], typer.Option(
-        "--validation-split", help="Dataset split to score (default validation, else test).")],
-    "text_columns": Annotated[Optional[List[str]], typer.Option(
-        "--text-column", metavar="COL",
-        help="Text column; twice for sentence pairs (default: text, sentence or sentence1+sentence2).")],
-    "label_column": Annotated[Optional[str], typer.Option("--label-column", help="Label column (default: label or labels).")],
-    "label_order": Annotated[Optional[str], typer.Option(
-        "--label-order", help="Label names in id order, e.g. neg,pos (needed when the model's names are LABEL_0, ...).")],
-    "metrics": Annotated[Optional[str], typer.Option(
-        "--metric", help="Comma list of accuracy, f1, macro_f1, matthews, pearson, spearman; the first is the main one.")],
-    "revision": Annotated[Optional[str], typer.Option(
-        "--revision", help="Hub revision (branch, tag or commit) of a hub model / dataset; $HF_TOKEN for private ones.")],
+    "train_file": _given(Path, "--train-file", help=f"Your training rows: {_FORMATS}."),
+    "validation_file": _given(Path, "--validation-file", help="Your dev rows (scored by every command), same formats."),
+    "dataset": _given(str, "--dataset", help="A hub dataset id, or a directory written by Dataset(Dict).save_to_disk."),
+    "dataset_config": _given(str, "--dataset-config", help="The dataset's configuration name."),
+    "train_split": _given(str, "--train-split", help="Dataset split to train on (default train)."),
+    "validation_split": _given(str, "--validation-split", help="Dataset split to score (default validation, else test)."),
+    "text_columns": _given(List[str], "--text-column", metavar="COL",
+                           help="Text column; twice for sentence pairs (default: text, sentence or sentence1+sentence2)."),
+    "label_column": _given(str, "--label-column", help="Label column (default: label or labels)."),
+    "label_order": _given(str, "--label-order",
+                          help="Label names in id order, e.g. neg,pos (needed when the model's names are LABEL_0, ...)."),
+    "metrics": _given(str, "--metric",
+                      help="Comma list of accuracy, f1, macro_f1, matthews, pearson, spearman; the first is the main one."),
+    "revision": _given(str, "--revision",
+                       help="Hub revision (branch, tag or commit) of a hub model / dataset; $HF_TOKEN for private ones."),
     "force": Annotated[bool, typer.Option(
         "--force", help="Score a checkpoint on data it was not made for (another task, other labels).")],
 }

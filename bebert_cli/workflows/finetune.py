@@ -7,17 +7,15 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from bebert_cli.training import TrainConfig
 from bebert_cli.workflows.context import RunContext, held_out_rows
 
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneSettings:
     """The options of `bebert finetune` that shape the training run."""
-    epochs: float = 3.0
-    lr: float = 5e-5
-    batch_size: int = 32
+    train: TrainConfig  # epochs, lr, batch size, seed, length grouping (save_every: the run context's)
     max_seq_length: int = 128
-    seed: int = 42
     max_train_samples: int | None = None
     embeddings: str = "table"  # table (plain HF) | binary | hash (EELBERT)
     hash_ngrams: str = "3"
@@ -33,7 +31,7 @@ def finetune(ctx: RunContext, model: str, settings: FinetuneSettings) -> dict:
     from bebert_cli.models import load_config
     from bebert_cli.pipeline import eval_payload
     from bebert_cli.reproducibility import seed_all
-    from bebert_cli.training import TrainConfig, train
+    from bebert_cli.training import train
 
     s = settings
     recipe = embedding_recipe(s)  # usage errors (bad hash options) before any loading
@@ -47,17 +45,16 @@ def finetune(ctx: RunContext, model: str, settings: FinetuneSettings) -> dict:
     ctx.out.log(spec.describe())
     accelerator = ctx.start()
     tokenizer = ctx.load_tokenizer(model)
-    seed_all(s.seed)  # before the new head (and any hashed embeddings) is initialised
+    seed_all(s.train.seed)  # before the new head (and any hashed embeddings) is initialised
     net = ctx.load_classifier(model, spec, new_head=True)
     plan = None
     if recipe is not None:  # an fp encoder with binary or hashed input embeddings (EELBERT)
         from bebert_cli.quant.student import make_student
 
         net, plan = make_student(net, recipe, tokenizer)
-    cfg = TrainConfig(epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, seed=s.seed, save_every=ctx.save_every,
-                      group_by_length=s.group_by_length)
+    cfg = dataclasses.replace(s.train, save_every=ctx.save_every)
     data, dev = ctx.load_data(spec, tokenizer, max_seq_length=s.max_seq_length, max_train_samples=s.max_train_samples,
-                              seed=s.seed)
+                              seed=cfg.seed)
 
     def loss_fn(m, batch):
         return m(**batch).loss, {}
@@ -104,8 +101,8 @@ def embedding_recipe(s: FinetuneSettings):
     if s.embeddings == "table":
         return None
     return Recipe(f"finetune-{s.embeddings}", weight_bits=32, activation_bits=32, embeddings=s.embeddings, distill=(),
-                  epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, max_seq_length=s.max_seq_length,
-                  max_train_samples=s.max_train_samples, seed=s.seed, hash_ngrams=ngrams, hash_seed=s.hash_seed,
+                  epochs=s.train.epochs, lr=s.train.lr, batch_size=s.train.batch_size, max_seq_length=s.max_seq_length,
+                  max_train_samples=s.max_train_samples, seed=s.train.seed, hash_ngrams=ngrams, hash_seed=s.hash_seed,
                   hash_projection=s.hash_projection, fp_dtype="float32").validate()
 
 
