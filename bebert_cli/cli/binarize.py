@@ -12,19 +12,12 @@ Int = Optional[int]
 
 
 @opt.data_options
+@opt.quant_options
 def binarize_command(
     teacher: Annotated[str, typer.Argument(help="Fine-tuned full-precision checkpoint (the teacher).")],
     output: opt.OutputDir,
     recipe: Annotated[str, typer.Option("--recipe", help="bibert | bit | w1a4 | w1a8")] = "bibert",
-    weight_bits: opt.WeightBits = None,
-    activation_bits: opt.ActivationBits = None,
-    embedding_bits: opt.EmbeddingBits = None,
-    embeddings: opt.Embeddings = None,
-    hash_ngrams: opt.HashNgrams = None,
-    hash_seed: opt.HashSeed = None,
-    hash_projection: opt.HashProjection = None,
-    activation_mode: opt.ActivationMode = None,
-    attention: opt.Attention = None,
+    quant=None,  # @quant_options: --weight-bits ... --attention
     distill: Annotated[Optional[str], typer.Option("--distill", help="comma list of dmd,logits,hidden, or none")] = None,
     epochs: opt.RecipeEpochs = None,
     lr: opt.RecipeLr = None,
@@ -65,9 +58,7 @@ def binarize_command(
     if mixed_precision not in MIXED_PRECISION_CHOICES:
         raise UsageError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION_CHOICES)}")
     rec = resolve_recipe(
-        recipe, weight_bits=weight_bits, activation_bits=activation_bits, embedding_bits=embedding_bits,
-        embeddings=embeddings, hash_ngrams=hash_ngrams, hash_seed=hash_seed, hash_projection=hash_projection,
-        activation_mode=activation_mode, attention=attention, distill=distill, epochs=epochs, lr=lr,
+        recipe, **quant, distill=distill, epochs=epochs, lr=lr,
         batch_size=batch_size, max_seq_length=max_seq_length, max_train_samples=max_train_samples, seed=seed,
         fp_dtype=fp_dtype, student_layers=student_layers, student_width=student_width,
         group_by_length=group_by_length, warmup_ratio=warmup_ratio, temperature=temperature, scale_lr=scale_lr,

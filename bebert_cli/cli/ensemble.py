@@ -20,6 +20,7 @@ _TRAINING_ONLY = ("members", "strategy", "recipe", "weight_bits", "activation_bi
 
 
 @opt.data_options
+@opt.quant_options
 def ensemble_command(
     sources: Annotated[Optional[List[str]], typer.Argument(
         metavar="TEACHER | CHECKPOINT...",
@@ -33,15 +34,7 @@ def ensemble_command(
     recipe: Annotated[Optional[str], typer.Option("--recipe", help="bibert (default) | bit | w1a4 | w1a8")] = None,
     distill: Annotated[Optional[str], typer.Option(
         "--distill", help="Distillation for the members: none (default for ensembles) or a comma list of logits,hidden,dmd")] = None,
-    weight_bits: opt.WeightBits = None,
-    activation_bits: opt.ActivationBits = None,
-    embedding_bits: opt.EmbeddingBits = None,
-    embeddings: opt.Embeddings = None,
-    hash_ngrams: opt.HashNgrams = None,
-    hash_seed: opt.HashSeed = None,
-    hash_projection: opt.HashProjection = None,
-    activation_mode: opt.ActivationMode = None,
-    attention: opt.Attention = None,
+    quant=None,  # @quant_options: --weight-bits ... --attention
     epochs: opt.RecipeEpochs = None,
     lr: opt.RecipeLr = None,
     batch_size: opt.RecipeBatchSize = None,
@@ -63,7 +56,7 @@ def ensemble_command(
     data=None,
 ):
     """Train a BEBERT ensemble of binary members (AdaBoost or bagging), or combine finished checkpoints (--from)."""
-    params = dict(locals())
+    params = {**locals(), **quant}
     from bebert_cli.cli.output import Output
     from bebert_cli.errors import UsageError
     from bebert_cli.hardware import MIXED_PRECISION_CHOICES
@@ -97,9 +90,7 @@ def ensemble_command(
         from bebert_cli.quant.recipes import resolve_recipe
 
         rec = resolve_recipe(
-            recipe or "bibert", weight_bits=weight_bits, activation_bits=activation_bits, embedding_bits=embedding_bits,
-            embeddings=embeddings, hash_ngrams=hash_ngrams, hash_seed=hash_seed, hash_projection=hash_projection,
-            activation_mode=activation_mode, attention=attention,
+            recipe or "bibert", **quant,
             distill=distill if distill is not None else "none",  # BEBERT: members train without distillation
             epochs=epochs, lr=lr, batch_size=batch_size, max_seq_length=max_seq_length,
             max_train_samples=max_train_samples, seed=seed, fp_dtype=fp_dtype, group_by_length=group_by_length,

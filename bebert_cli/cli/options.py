@@ -100,27 +100,50 @@ DATA_OPTIONS = {
 _DATA_DEFAULTS = {name: (False if name == "force" else None) for name in DATA_OPTIONS}
 
 
-def data_options(command):
-    """Give `command` the shared data options; it receives them as one `data: DataOptions` argument."""
+def _option_group(options: dict, defaults: dict, param: str, build, *, at_end: bool):
+    """A decorator that gives a command the `options` (name -> annotation) in place of its parameter
+    `param` (or after its last parameter, `at_end`) and hands it `build(values)` as that one argument."""
     import functools
     import inspect
 
+    def decorate(command):
+        sig = inspect.signature(command, eval_str=True)
+        params = list(sig.parameters.values())
+        at = len(params) if at_end else [p.name for p in params].index(param)
+        kind = inspect.Parameter.KEYWORD_ONLY if at_end else inspect.Parameter.POSITIONAL_OR_KEYWORD
+        group = [inspect.Parameter(name, kind, default=defaults[name], annotation=annotation)
+                 for name, annotation in options.items()]
+        kept = [p for p in params if p.name != param]
+        at = min(at, len(kept))
+
+        @functools.wraps(command)
+        def wrapper(*args, **kwargs):
+            values = {name: kwargs.pop(name, defaults[name]) for name in options}
+            return command(*args, **{param: build(values)}, **kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=kept[:at] + group + kept[at:])
+        wrapper.__annotations__ = {**{p.name: p.annotation for p in kept}, **options}
+        return wrapper
+
+    return decorate
+
+
+def _data_options(values: dict):
     from bebert_cli.dataspec import DataOptions
 
-    sig = inspect.signature(command, eval_str=True)
-    kept = [p for p in sig.parameters.values() if p.name != "data"]
-    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=_DATA_DEFAULTS[name], annotation=annotation)
-             for name, annotation in DATA_OPTIONS.items()]
+    return DataOptions(**{**values, "text_columns": tuple(values["text_columns"] or ())})
 
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        values = {name: kwargs.pop(name, _DATA_DEFAULTS[name]) for name in DATA_OPTIONS}
-        values["text_columns"] = tuple(values["text_columns"] or ())
-        return command(*args, data=DataOptions(**values), **kwargs)
 
-    wrapper.__signature__ = sig.replace(parameters=kept + extra)
-    wrapper.__annotations__ = {**{p.name: p.annotation for p in kept}, **DATA_OPTIONS}
-    return wrapper
+# `@data_options`: the command receives the shared data options as one `data: DataOptions` argument.
+data_options = _option_group(DATA_OPTIONS, _DATA_DEFAULTS, "data", _data_options, at_end=True)
+
+# --- The quantization overrides of a recipe (binarize, ensemble), None meaning "the recipe's value" ----------
+QUANT_OPTIONS = {"weight_bits": WeightBits, "activation_bits": ActivationBits, "embedding_bits": EmbeddingBits,
+                 "embeddings": Embeddings, "hash_ngrams": HashNgrams, "hash_seed": HashSeed,
+                 "hash_projection": HashProjection, "activation_mode": ActivationMode, "attention": Attention}
+# `@quant_options`: they take the place of the command's `quant` parameter, which receives them as one dict
+# (for `resolve_recipe(..., **quant)`).
+quant_options = _option_group(QUANT_OPTIONS, dict.fromkeys(QUANT_OPTIONS), "quant", dict, at_end=False)
 
 
 TextColumns = DATA_OPTIONS["text_columns"]
