@@ -14,7 +14,7 @@
  * W = ceil(K/32): word w of the 16 output rows of a block lie next to each other, so
  * one 512-bit load (or four 128-bit ones) feeds 16 output columns and the counts land
  * lane-wise, ready for the epilogue with no horizontal reduction. The AVX2 GEMM reads the
- * weights in a second layout, "bytes" (bb_weight_bytes), prepared once beside the first.
+ * weights in a second layout, "nibbles" (bb_weight_nibbles), prepared once beside the first.
  *
  * Levels: x86 scalar / AVX2 / AVX-512 VPOPCNTDQ, picked at run time (__builtin_cpu_supports)
  * among function versions compiled with __attribute__((target)); aarch64 scalar / NEON (every
@@ -163,7 +163,7 @@ typedef struct job {
     int mode;
     const u32 *A; size_t lda, arows;   /* packed activations, row stride in words */
     const u32 *B; size_t W;            /* interleaved weights, words per row */
-    const uint8_t *Bb; size_t Q;       /* AVX2: the same weights in the bytes layout, bytes per row */
+    const uint8_t *Bb; size_t Q;       /* AVX2: the same weights in the nibbles layout, bytes per row */
     size_t M, N, RT, CT; long K;       /* RT, CT = number of row / column tiles */
     const float *scale, *bias, *res; float *out; int32_t *iout;
     uint16_t *obits; size_t obs;       /* sign-bit output, 16 columns per u16, row stride in u16 */
@@ -278,48 +278,42 @@ T512 INL void epilogue_512(job *J, size_t rt, size_t nb, const int32_t *acc) {
 }
 DEFINE_TILE(512, T512, core4_512, epilogue_512)
 
-/* AVX2 has no vector popcount, and a nibble-LUT popcount of a ^ b costs 8 instructions per
- * 256 bits (XOR, two masks, a shift, two PSHUFB, two adds). Fused instead: PSHUFB looks up
- * popcount(a_nibble ^ w_nibble) directly, from one of 16 constant tables chosen by the activation
- * nibble (g_popx[16 * v + i] = popcount(v ^ i)), indexed by 32 weight nibbles of one K position:
- * 128 bit-products per PSHUFB + one add. The weights are laid out for it ("bytes" layout,
- * bb_weight_bytes: [ceil(N/32)][ceil(K/8)][32], byte q of 32 columns side by side), so one load
- * and three instructions give the low- and high-nibble index vectors of 32 columns, shared by the
- * 4 rows of a tile. A tile is 4 rows x 64 columns: 8 byte counters in registers (<= 8 per byte
- * step, so 31 steps fit a byte), widened to u16 (in memory) every 31 steps, to int32 every 7936
- * steps (256 x 248 fits a u16). */
-static uint8_t g_popx[256] __attribute__((aligned(64)));
-#define BY_CHUNK 31
-#define BY_FLUSH (256 * BY_CHUNK)
+/* AVX2 has no vector popcount, and a nibble-LUT popcount of a ^ b costs 8 instructions per 256
+ * bits (XOR, two masks, a shift, two PSHUFB, two adds). Fused instead: PSHUFB looks up
+ * popcount(activation nibble ^ weight nibble) directly. The weights are split into nibbles once
+ * ("nibbles" layout, bb_weight_nibbles: per 16 columns and byte q of K, the low nibbles of the 16
+ * columns' byte q, then their high nibbles), so a 32-byte load is an index vector; the table is
+ * chosen by the activation byte x: g_popx[x] holds popcount(x & 15 ^ i) in its low lane and
+ * popcount(x >> 4 ^ i) in its high lane, i < 16 (8 KB). One PSHUFB + one add = 128 bit-products;
+ * per activation byte a load of its table (no arithmetic on the vector side). A tile is 4 rows x
+ * 32 columns: 8 byte counters (<= 4 per step, so 63 steps fit a byte), widened to u16 (in memory)
+ * every 63 steps, to int32 every 16128 (256 x 252 fits a u16). */
+static uint8_t g_popx[256][32] __attribute__((aligned(64)));
+/* c += v in place: GCC 12 otherwise adds into v's register and copies the sum back (a move per add,
+ * and the loop is bound by instructions issued: measured 15% slower). */
+T256 INL __m256i add8_256(__m256i c, __m256i v) {
+    __asm__("vpaddb %1, %0, %0" : "+x"(c) : "x"(v));
+    return c;
+}
+#define NB_CHUNK 63
+#define NB_FLUSH (256 * NB_CHUNK)
 
-/* R rows x C (1 or 2) blocks of 32 columns, byte steps [q0, q1): adds the counts into s16 (u16,
- * in unpack order: per row and block, [cols 0-7 | 16-23] then [cols 8-15 | 24-31]). */
-T256 INL void bytes_steps_256(const uint8_t *const *a, const uint8_t *b, size_t bstride, int C, size_t q0, size_t q1,
-                              __m256i *s16) {
-    const __m256i m4 = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
-    for (size_t c0 = q0; c0 < q1; c0 += BY_CHUNK) {
-        size_t ce = q1 - c0 < BY_CHUNK ? q1 : c0 + BY_CHUNK;
+/* 4 rows x C (1 or 2) blocks of 16 columns, byte steps [q0, q1): adds the counts into s16 (u16 per
+ * row and block: [cols 0-7 | the same, high nibbles], then cols 8-15 likewise). */
+T256 INL void nib_steps_256(const uint8_t *const *a, const uint8_t *b, size_t bstride, int C, size_t q0, size_t q1,
+                            __m256i *s16) {
+    const __m256i zero = _mm256_setzero_si256();
+    for (size_t c0 = q0; c0 < q1; c0 += NB_CHUNK) {
+        size_t ce = q1 - c0 < NB_CHUNK ? q1 : c0 + NB_CHUNK;
         __m256i c[4][2];
         for (int r = 0; r < 4; r++) c[r][0] = c[r][1] = zero;
         for (size_t q = c0; q < ce; q++) {
-            __m256i v0 = _mm256_loadu_si256((const __m256i *)(b + q * 32));
-            __m256i lo0 = _mm256_and_si256(v0, m4), hi0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), m4);
-            __m256i lo1 = zero, hi1 = zero;
-            if (C == 2) {
-                __m256i v1 = _mm256_loadu_si256((const __m256i *)(b + bstride + q * 32));
-                lo1 = _mm256_and_si256(v1, m4);
-                hi1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), m4);
-            }
+            __m256i i0 = _mm256_loadu_si256((const __m256i *)(b + q * 32));
+            __m256i i1 = C == 2 ? _mm256_loadu_si256((const __m256i *)(b + bstride + q * 32)) : zero;
             for (int r = 0; r < 4; r++) {
-                unsigned x = a[r][q];
-                __m256i tl = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)(g_popx + ((x << 4) & 0xF0u))));
-                __m256i th = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)(g_popx + (x & 0xF0u))));
-                c[r][0] = _mm256_add_epi8(c[r][0], _mm256_shuffle_epi8(tl, lo0));
-                c[r][0] = _mm256_add_epi8(c[r][0], _mm256_shuffle_epi8(th, hi0));
-                if (C == 2) {
-                    c[r][1] = _mm256_add_epi8(c[r][1], _mm256_shuffle_epi8(tl, lo1));
-                    c[r][1] = _mm256_add_epi8(c[r][1], _mm256_shuffle_epi8(th, hi1));
-                }
+                __m256i t = _mm256_load_si256((const __m256i *)g_popx[a[r][q]]);
+                c[r][0] = add8_256(c[r][0], _mm256_shuffle_epi8(t, i0));
+                if (C == 2) c[r][1] = add8_256(c[r][1], _mm256_shuffle_epi8(t, i1));
             }
         }
         for (int r = 0; r < 4; r++)
@@ -331,28 +325,26 @@ T256 INL void bytes_steps_256(const uint8_t *const *a, const uint8_t *b, size_t 
     }
 }
 
-/* acc [2C sub-blocks of 16 columns][4 rows][16] int32 += the u16 sums of s16. */
-T256 INL void bytes_flush_256(const __m256i *s16, int C, int32_t *acc) {
+/* acc [C blocks of 16 columns][4 rows][16] int32 += the u16 sums of s16, both nibbles' lanes. */
+T256 INL void nib_flush_256(const __m256i *s16, int C, int32_t *acc) {
     for (int r = 0; r < 4; r++)
-        for (int k = 0; k < C; k++) {
-            const __m256i *s = s16 + (r * 2 + k) * 2;
-            __m128i part[4] = {_mm256_castsi256_si128(s[0]), _mm256_castsi256_si128(s[1]),     /* cols 0-7, 8-15 */
-                               _mm256_extracti128_si256(s[0], 1), _mm256_extracti128_si256(s[1], 1)}; /* 16-23, 24-31 */
-            for (int p = 0; p < 4; p++) {
-                int32_t *o = acc + ((2 * k + p / 2) * 4 + r) * 16 + 8 * (p % 2);
-                _mm256_storeu_si256((__m256i *)o, _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)o),
-                                                                   _mm256_cvtepu16_epi32(part[p])));
+        for (int k = 0; k < C; k++)
+            for (int h = 0; h < 2; h++) { /* h: columns 0-7, 8-15 */
+                __m256i s = s16[(r * 2 + k) * 2 + h];
+                __m256i v = _mm256_add_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(s)),
+                                             _mm256_cvtepu16_epi32(_mm256_extracti128_si256(s, 1)));
+                int32_t *o = acc + (k * 4 + r) * 16 + 8 * h;
+                _mm256_storeu_si256((__m256i *)o, _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)o), v));
             }
-        }
 }
 
-T256 INL void core_bytes_256(const uint8_t *const *a, const uint8_t *b, size_t Q, int C, int32_t *acc) {
-    for (int i = 0; i < 2 * C * 64; i++) acc[i] = 0;
-    for (size_t f0 = 0; f0 < Q; f0 += BY_FLUSH) {
+T256 INL void core_nib_256(const uint8_t *const *a, const uint8_t *b, size_t Q, int C, int32_t *acc) {
+    for (int i = 0; i < C * 64; i++) acc[i] = 0;
+    for (size_t f0 = 0; f0 < Q; f0 += NB_FLUSH) {
         __m256i s16[16];
         for (int i = 0; i < 16; i++) s16[i] = _mm256_setzero_si256();
-        bytes_steps_256(a, b, Q * 32, C, f0, Q - f0 < BY_FLUSH ? Q : f0 + BY_FLUSH, s16);
-        bytes_flush_256(s16, C, acc);
+        nib_steps_256(a, b, Q * 32, C, f0, Q - f0 < NB_FLUSH ? Q : f0 + NB_FLUSH, s16);
+        nib_flush_256(s16, C, acc);
     }
 }
 
@@ -389,21 +381,19 @@ T256 INL void epilogue_256(job *J, size_t rt, size_t nb, const int32_t *acc) {
     }
 }
 
-/* Tile (row tile rt, column tile ct of 64 columns = 32-column blocks 2ct, 2ct+1). */
+/* Tile (row tile rt, column tile ct of 32 columns = 16-column blocks 2ct, 2ct+1). */
 T256 static void tile_256(job *J, size_t rt, size_t ct) {
-    int32_t acc[4 * 64] __attribute__((aligned(64)));
+    int32_t acc[2 * 64] __attribute__((aligned(64)));
     const uint8_t *a[4];
     for (int r = 0; r < 4; r++) {
         size_t row = rt * 4 + r < J->arows ? rt * 4 + r : J->arows - 1;
         a[r] = (const uint8_t *)(J->A + row * J->lda);
     }
-    size_t nb32 = 2 * ct, NB32 = cdiv(J->N, 32);
-    const uint8_t *b = J->Bb + nb32 * J->Q * 32;
-    int C = NB32 - nb32 >= 2 ? 2 : 1;
-    if (C == 2) core_bytes_256(a, b, J->Q, 2, acc);
-    else core_bytes_256(a, b, J->Q, 1, acc);
-    for (int s = 0; s < 2 * C; s++)
-        if ((4 * ct + s) * 16 < J->N) epilogue_256(J, rt, 4 * ct + s, acc + s * 64);
+    size_t nb = 2 * ct, NB = cdiv(J->N, 16);
+    const uint8_t *b = J->Bb + nb * J->Q * 32;
+    if (NB - nb >= 2) core_nib_256(a, b, J->Q, 2, acc);
+    else core_nib_256(a, b, J->Q, 1, acc);
+    for (int s = 0; s < 2 && nb + s < NB; s++) epilogue_256(J, rt, nb + s, acc + s * 64);
 }
 #endif
 
@@ -839,8 +829,8 @@ T512 static void attnb_512(const attnbits *P, size_t b, size_t h, u32 *s) {
 
 #if defined(BB_X86)
 static const tile_fn TILES[LV_COUNT] = {tile_scalar, tile_256, tile_512};
-static const size_t TILE_COLS[LV_COUNT] = {16, 64, 16};
-#define BYTES_LEVEL LV_AVX2 /* the level whose tiles read the bytes layout */
+static const size_t TILE_COLS[LV_COUNT] = {16, 32, 16};
+#define NIBBLES_LEVEL LV_AVX2 /* the level whose tiles read the nibbles layout */
 static const packf_fn PACKF[LV_COUNT] = {packf_scalar, packf_256, packf_512};
 static lowblock_fn LOWB[LV_COUNT] = {lowblock_scalar, lowblock_256, lowblock_256}; /* [2]: VNNI if present */
 static const attn_fn ATTN[LV_COUNT] = {attn_scalar, attn_256, attn_512};
@@ -848,7 +838,7 @@ static const attnb_fn ATTNB[LV_COUNT] = {attnb_scalar, attnb_256, attnb_512};
 #elif defined(BB_NEON)
 static const tile_fn TILES[LV_COUNT] = {tile_scalar, tile_neon};
 static const size_t TILE_COLS[LV_COUNT] = {16, 16};
-#define BYTES_LEVEL (-1)
+#define NIBBLES_LEVEL (-1)
 static const packf_fn PACKF[LV_COUNT] = {packf_scalar, packf_neon};
 static lowblock_fn LOWB[LV_COUNT] = {lowblock_scalar, lowblock_neon};
 static const attn_fn ATTN[LV_COUNT] = {attn_scalar, attn_neon};
@@ -856,7 +846,7 @@ static const attnb_fn ATTNB[LV_COUNT] = {attnb_scalar, attnb_neon};
 #else
 static const tile_fn TILES[LV_COUNT] = {tile_scalar};
 static const size_t TILE_COLS[LV_COUNT] = {16};
-#define BYTES_LEVEL (-1)
+#define NIBBLES_LEVEL (-1)
 static const packf_fn PACKF[LV_COUNT] = {packf_scalar};
 static lowblock_fn LOWB[LV_COUNT] = {lowblock_scalar};
 static const attn_fn ATTN[LV_COUNT] = {attn_scalar};
@@ -868,8 +858,11 @@ static int g_inited = 0;
 void bb_init(void) {
     if (g_inited) return;
 #ifdef BB_X86
-    for (int v = 0; v < 16; v++)
-        for (int i = 0; i < 16; i++) g_popx[16 * v + i] = (uint8_t)__builtin_popcount((unsigned)(v ^ i));
+    for (int x = 0; x < 256; x++)
+        for (int i = 0; i < 16; i++) {
+            g_popx[x][i] = (uint8_t)__builtin_popcount((unsigned)((x & 15) ^ i));
+            g_popx[x][16 + i] = (uint8_t)__builtin_popcount((unsigned)((x >> 4) ^ i));
+        }
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt")) g_best_level = LV_AVX2;
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -942,31 +935,32 @@ int bb_pack_signs(const float *x, size_t M, size_t K, float shift, uint32_t *out
     return BB_OK;
 }
 
-int bb_bytes_level(void) { return BYTES_LEVEL; }
-size_t bb_weight_bytes_size(size_t K, size_t N) { return cdiv(N, 32) * cdiv(K, 8) * 32; }
+int bb_nibbles_level(void) { return NIBBLES_LEVEL; }
+size_t bb_weight_nibbles_size(size_t K, size_t N) { return cdiv(N, 16) * cdiv(K, 8) * 32; }
 
-void bb_weight_bytes(const uint32_t *w, size_t K, size_t N, uint8_t *out) {
-    size_t W = cdiv(K, 32), Q = cdiv(K, 8), NB32 = cdiv(N, 32);
-    for (size_t nb = 0; nb < NB32; nb++)
+void bb_weight_nibbles(const uint32_t *w, size_t K, size_t N, uint8_t *out) {
+    size_t W = cdiv(K, 32), Q = cdiv(K, 8), NB = cdiv(N, 16);
+    for (size_t nb = 0; nb < NB; nb++)
         for (size_t q = 0; q < Q; q++, out += 32)
-            for (size_t c = 0; c < 32; c++) {
-                size_t n = nb * 32 + c;
-                out[c] = n < N ? (uint8_t)(w[((n / 16) * W + q / 4) * 16 + n % 16] >> (8 * (q % 4))) : 0;
+            for (size_t l = 0; l < 16; l++) {
+                uint8_t v = (uint8_t)(w[(nb * W + q / 4) * 16 + l] >> (8 * (q % 4))); /* rows past N are 0 */
+                out[l] = v & 15;
+                out[16 + l] = v >> 4;
             }
 }
 
-/* The tiles of J at `level` (the bytes layout built here when the level needs it and wb is NULL);
+/* The tiles of J at `level` (the nibbles layout built here when the level needs it and wb is NULL);
  * `pre` (may be NULL) runs first inside the same parallel region. */
 typedef struct packjob { const float *x; size_t K; float shift; u32 *xb; packf_fn packf; } packjob;
 static int gemm_run(job *J, const uint8_t *wb, int level, int nt, const packjob *pre) {
     uint8_t *own = NULL;
     J->CT = cdiv(J->N, TILE_COLS[level]);
     J->Q = cdiv((size_t)J->K, 8);
-    if (level == BYTES_LEVEL) {
+    if (level == NIBBLES_LEVEL) {
         if (!wb) {
-            own = balloc(bb_weight_bytes_size((size_t)J->K, J->N));
+            own = balloc(bb_weight_nibbles_size((size_t)J->K, J->N));
             if (!own) return BB_ENOMEM;
-            bb_weight_bytes(J->B, (size_t)J->K, J->N, own);
+            bb_weight_nibbles(J->B, (size_t)J->K, J->N, own);
         }
         J->Bb = wb ? wb : own;
     }

@@ -42,15 +42,16 @@ int bb_pack_signs(const float *x, size_t M, size_t K, float shift, uint32_t *out
 int bb_matmul_bits(const uint32_t *a, size_t M, size_t K, size_t lda, const uint32_t *b, size_t N, int32_t *out,
                    int level, int num_threads);
 
-/* The AVX2 GEMM's weight layout ("bytes"), made once from the interleaved one: uint8
- * [ceil(N/32)][ceil(K/8)][32], byte q of the bit row of column 32*nb + c at [nb][q][c] (columns past
- * N zero). bb_weight_bytes_size: its size in bytes. */
-size_t bb_weight_bytes_size(size_t K, size_t N);
-int bb_bytes_level(void); /* the level that reads it (x86: avx2), -1 in builds without one */
-void bb_weight_bytes(const uint32_t *w, size_t K, size_t N, uint8_t *out);
+/* The AVX2 GEMM's weight layout ("nibbles"), made once from the interleaved one: uint8
+ * [ceil(N/16)][ceil(K/8)][32]; for the 16 columns of block nb and byte q of their bit rows,
+ * [nb][q][l] = low nibble of column 16*nb + l's byte q, [nb][q][16 + l] = its high nibble
+ * (columns past N zero). bb_weight_nibbles_size: its size in bytes. */
+size_t bb_weight_nibbles_size(size_t K, size_t N);
+void bb_weight_nibbles(const uint32_t *w, size_t K, size_t N, uint8_t *out);
+int bb_nibbles_level(void); /* the level that reads it (x86: avx2), -1 in builds without one */
 
 /* The binary GEMM of the fused layer. a: float [M][K] (its signs of a - shift are packed here) when
- * !a_is_bits, else sign words [M][lda]. w: interleaved weights; wb: the same in the bytes layout, or
+ * !a_is_bits, else sign words [M][lda]. w: interleaved weights; wb: the same in the nibbles layout, or
  * NULL (the AVX2 level then builds it for this call; other levels ignore it).
  * y = float(dot) * scale (+ bias), two roundings.
  * BB_OUT_FLOAT: float out [M][N] = y (+ residual [M][N]), a third rounding.

@@ -63,10 +63,10 @@ _ext, _reason = _load()
 # CPU architecture it was built for: x86 scalar/avx2/avx512_vpopcntdq, aarch64 scalar/neon).
 _LEVELS: tuple[str, ...] = tuple(_ext.info()["levels"]) if _ext is not None else ()
 _best = _ext.best_level() if _ext is not None else -1
-# The level whose GEMM reads a second weight layout (x86: avx2), None if none; see PackedWeight.kernel_bytes.
-_BYTES_LEVEL: int | None = _ext.info()["bytes_level"] if _ext is not None else None
-if _BYTES_LEVEL is not None and _BYTES_LEVEL < 0:
-    _BYTES_LEVEL = None
+# The level whose GEMM reads a second weight layout (x86: avx2), None if none; see PackedWeight.kernel_nibbles.
+_NIBBLES_LEVEL: int | None = _ext.info()["nibbles_level"] if _ext is not None else None
+if _NIBBLES_LEVEL is not None and _NIBBLES_LEVEL < 0:
+    _NIBBLES_LEVEL = None
 _level = _best  # -1 = pure torch
 _warned = False
 
@@ -170,23 +170,23 @@ class PackedWeight:
     Interleaving 16 rows lets one 512-bit load feed 16 output columns.
     """
 
-    __slots__ = ("words", "K", "N", "_signs", "_bytes")
+    __slots__ = ("words", "K", "N", "_signs", "_nibbles")
 
     def __init__(self, words: torch.Tensor, K: int, N: int):
         self.words, self.K, self.N = words, int(K), int(N)
         self._signs: torch.Tensor | None = None
-        self._bytes: torch.Tensor | None = None
+        self._nibbles: torch.Tensor | None = None
 
-    def kernel_bytes(self) -> torch.Tensor:
-        """The AVX2 GEMM's weight layout (uint8 [ceil(N/32), ceil(K/8), 32]: byte q of 32 output rows side
-        by side), built from ``words`` on first use and kept, so only processes that run that level pay its
-        memory (as much again as ``words``)."""
-        if self._bytes is None:
+    def kernel_nibbles(self) -> torch.Tensor:
+        """The AVX2 GEMM's weight layout (uint8 [ceil(N/16), ceil(K/8), 32]: the low then the high nibbles
+        of byte q of 16 output rows, one nibble a byte), built from ``words`` on first use and kept, so
+        only processes that run that level pay its memory (twice that of ``words``)."""
+        if self._nibbles is None:
             words = self.words.contiguous()
-            out = torch.empty(_ext.weight_bytes_size(self.K, self.N), dtype=torch.uint8)
-            _ext.weight_bytes(words.data_ptr(), self.K, self.N, out.data_ptr())
-            self._bytes = out.view((self.N + 31) // 32, (self.K + 7) // 8, 32)
-        return self._bytes
+            out = torch.empty(_ext.weight_nibbles_size(self.K, self.N), dtype=torch.uint8)
+            _ext.weight_nibbles(words.data_ptr(), self.K, self.N, out.data_ptr())
+            self._nibbles = out.view((self.N + 15) // 16, (self.K + 7) // 8, 32)
+        return self._nibbles
 
     def signs(self) -> torch.Tensor:
         """Dense float32 [N, K] of +-1 (cached; used by the pure-torch path)."""
@@ -217,8 +217,8 @@ def prepare_binary_weight(weight_packed_u8: torch.Tensor, K: int) -> PackedWeigh
         raise ValueError(f"weight_packed_u8 must be [N, ceil({K}/8)], got {tuple(weight_packed_u8.shape)}")
     N = weight_packed_u8.shape[0]
     w = PackedWeight(_interleave(weight_packed_u8.detach().cpu(), K), K, N)
-    if _level == _BYTES_LEVEL:
-        w.kernel_bytes()  # at load time rather than in the first forward (other levels build it on first use)
+    if _level == _NIBBLES_LEVEL:
+        w.kernel_nibbles()  # at load time rather than in the first forward (other levels build it on first use)
     return w
 
 
@@ -374,9 +374,9 @@ def binary_gemm(
     if not _use_ext(a, scale, *(t for t in (bias, residual) if t is not None)):
         return _ref.binary_gemm(a, w.signs().to(a.device), scale, bias, residual, out, shift)
     result = torch.empty(M, w.N, dtype=torch.float32) if out == "float" else torch.empty(M, words_n, dtype=torch.int32)
-    w_bytes = w.kernel_bytes().data_ptr() if _level == _BYTES_LEVEL else 0
+    w_nib = w.kernel_nibbles().data_ptr() if _level == _NIBBLES_LEVEL else 0
     _ext.binary_gemm(
-        a.data_ptr(), int(bits_in), M, w.K, words_k, float(shift), w.words.data_ptr(), w_bytes, w.N, scale.data_ptr(),
+        a.data_ptr(), int(bits_in), M, w.K, words_k, float(shift), w.words.data_ptr(), w_nib, w.N, scale.data_ptr(),
         0 if bias is None else bias.data_ptr(), 0 if residual is None else residual.data_ptr(), result.data_ptr(),
         _GEMM_OUT[out], _level, _threads(num_threads),
     )  # fmt: skip

@@ -196,9 +196,9 @@ static void gemm_case(size_t M, size_t K, size_t N, int bits_in, int mode, int w
         for (size_t n = 0; n < N; n++)
             for (size_t k = 0; k < K; k++) sw[n * K + k] = (int8_t)(n % 2 ? -sa[k] : sa[k]);
     uint32_t *w = interleave(sw, N, K);
-    /* the AVX2 bytes layout: prepared (as the Python layer does) in half the cases, else built per call */
-    uint8_t *wb = rndn(2) ? xmalloc(bb_weight_bytes_size(K, N)) : NULL;
-    if (wb) bb_weight_bytes(w, K, N, wb);
+    /* the AVX2 nibbles layout: prepared (as the Python layer does) in half the cases, else built per call */
+    uint8_t *wb = rndn(2) ? xmalloc(bb_weight_nibbles_size(K, N)) : NULL;
+    if (wb) bb_weight_nibbles(w, K, N, wb);
     if (bits_in) pack_rows(sa, M, K, abits, lda);
     fill_affine(scale, bias, N);
     for (size_t i = 0; i < M * N; i++) res[i] = rndn(10) ? runif() * 2.0f : (rndn(2) ? -0.0f : NAN);
@@ -240,9 +240,10 @@ static void test_binary_gemm(void) {
     gemm_case(37, 390, 200, 1, BB_OUT_SIGN, 1, 0, 0.0f);
     gemm_case(6, 2100, 40, 0, BB_OUT_SIGN, 0, 0, 0.0f); /* K > 31 words x 2: the byte-counter flushes */
     gemm_case(5, 2100, 33, 1, BB_OUT_FLOAT, 1, 1, 0.0f);
-    gemm_case(9, 640, 130, 1, BB_OUT_SIGN, 1, 0, 0.0f); /* 64-column AVX2 tiles, a 32-column rest, 16-column tail */
-    g_extreme = 1; /* > 7936 byte steps of counts up to 8: the AVX2 u16 sums must flush to int32 in time */
+    gemm_case(9, 640, 130, 1, BB_OUT_SIGN, 1, 0, 0.0f); /* 32-column AVX2 tiles, a 16-column rest, a partial block */
+    g_extreme = 1; /* > 16128 byte steps of counts up to 4 per nibble: the AVX2 u16 sums must flush to int32 in time */
     gemm_case(5, 64100, 20, 1, BB_OUT_FLOAT, 0, 0, 0.0f);
+    gemm_case(2, 140000, 3, 1, BB_OUT_FLOAT, 0, 0, 0.0f);
     gemm_case(3, 70000, 5, 0, BB_OUT_FLOAT, 1, 0, 0.0f);
     g_extreme = 0;
 }
