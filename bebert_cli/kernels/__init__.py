@@ -217,10 +217,7 @@ def prepare_binary_weight(weight_packed_u8: torch.Tensor, K: int) -> PackedWeigh
     if weight_packed_u8.shape[1] != (K + 7) // 8:
         raise ValueError(f"weight_packed_u8 must be [N, ceil({K}/8)], got {tuple(weight_packed_u8.shape)}")
     N = weight_packed_u8.shape[0]
-    w = PackedWeight(_interleave(weight_packed_u8.detach().cpu(), K), K, N)
-    if _level == _NIBBLES_LEVEL:
-        w.kernel_nibbles()  # at load time rather than in the first forward (other levels build it on first use)
-    return w
+    return PackedWeight(_interleave(weight_packed_u8.detach().cpu(), K), K, N)
 
 
 def binary_linear(
