@@ -349,8 +349,8 @@ T256 INL void core_nib_256(const uint8_t *const *a, const uint8_t *b, size_t Q, 
 }
 
 /* The epilogue in 8-lane halves (VMULPS then VADDPS: two roundings; the shape of epilogue_neon and
- * epilogue_512, one per ISA); partial blocks and OUT_INT
- * take the shared C epilogue, which rounds identically. */
+ * epilogue_512, one per ISA); partial blocks and OUT_INT take the shared C epilogue, which rounds
+ * identically. */
 T256 INL void epilogue_256(job *J, size_t rt, size_t nb, const int32_t *acc) {
     size_t n0 = nb * 16;
     if (J->mode == OUT_INT || J->N - n0 < 16) { epilogue(J, rt, nb, acc); return; }
