@@ -25,6 +25,7 @@
  */
 #include "bebert_kernels_core.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -514,6 +515,110 @@ DEFINE_LOWBLOCK(neon, , lowk_neon, 4)
 #endif
 
 /* ------------------------------------------------------------------------- */
+/* LSQ activation quantization (w1a4 / w1a8), computed as torch computes it     */
+/* ------------------------------------------------------------------------- */
+/* The simulated quantizer (quant/quantizers.py, LsqActivation in eval): v = clamp(x / step, qmin,
+ * qmax), q = round-half-even(v), each a float32 operation (torch divides, never multiplies by
+ * 1/step; torch.round is nearbyint). The same operations in the same order give the same q, and
+ * its float form `((q - v) + v) * step` (split's straight-through round, then `* step`) the same
+ * float bits. The compiler keeps `(q - v) + v` as written: no -ffast-math, -ffp-contract=off.
+ *
+ * Two outputs: float (the quantizer's output, for the attention products, NaN propagates as in
+ * torch: MAXPS/MINPS return their second operand when one is NaN, so the constant goes first),
+ * or int8 q for the low-bit GEMM, fused into its input packing (NaN -> qmin there: a NaN
+ * activation has no integer; the simulated layer then outputs NaN, the packed one a number). */
+
+typedef struct lsqp { float step, lo, hi; } lsqp;
+typedef void (*lsqrow_fn)(const float *x, size_t K, const lsqp *p, int8_t *q, int32_t *sum);
+typedef void (*lsqfq_fn)(const float *x, size_t n, const lsqp *p, float *out);
+
+INL float lsq_clamp_nan(float v, const lsqp *p) { /* torch.clamp: NaN stays NaN */
+    if (v != v) return v;
+    v = v < p->lo ? p->lo : v;
+    return v > p->hi ? p->hi : v;
+}
+INL int lsq_int(float x, const lsqp *p) {
+    float v = x / p->step;
+    v = v >= p->lo ? v : p->lo; /* NaN -> qmin */
+    v = v <= p->hi ? v : p->hi;
+    return (int)rintf(v);
+}
+INL void lsqrow_tail(const float *x, size_t k, size_t K, const lsqp *p, int8_t *q, int32_t *sum) {
+    int32_t t = 0;
+    for (; k < K; k++) { int v = lsq_int(x[k], p); q[k] = (int8_t)v; t += v; }
+    *sum += t;
+}
+static void lsqrow_scalar(const float *x, size_t K, const lsqp *p, int8_t *q, int32_t *sum) {
+    *sum = 0;
+    lsqrow_tail(x, 0, K, p, q, sum);
+}
+INL void lsqfq_tail(const float *x, size_t i, size_t n, const lsqp *p, float *out) {
+    for (; i < n; i++) {
+        float v = lsq_clamp_nan(x[i] / p->step, p), r = rintf(v);
+        out[i] = ((r - v) + v) * p->step;
+    }
+}
+static void lsqfq_scalar(const float *x, size_t n, const lsqp *p, float *out) { lsqfq_tail(x, 0, n, p, out); }
+
+#ifdef BB_X86
+#define RNE (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+T512 static void lsqrow_512(const float *x, size_t K, const lsqp *p, int8_t *q, int32_t *sum) {
+    const __m512 st = _mm512_set1_ps(p->step), lo = _mm512_set1_ps(p->lo), hi = _mm512_set1_ps(p->hi);
+    __m512i acc = _mm512_setzero_si512();
+    size_t k = 0;
+    for (; k + 16 <= K; k += 16) {
+        __m512 v = _mm512_div_ps(_mm512_loadu_ps(x + k), st);
+        v = _mm512_min_ps(_mm512_max_ps(v, lo), hi); /* NaN -> lo */
+        __m512i i = _mm512_cvtps_epi32(_mm512_roundscale_ps(v, RNE));
+        _mm_storeu_si128((__m128i *)(q + k), _mm512_cvtepi32_epi8(i));
+        acc = _mm512_add_epi32(acc, i);
+    }
+    *sum = _mm512_reduce_add_epi32(acc);
+    lsqrow_tail(x, k, K, p, q, sum);
+}
+T512 static void lsqfq_512(const float *x, size_t n, const lsqp *p, float *out) {
+    const __m512 st = _mm512_set1_ps(p->step), lo = _mm512_set1_ps(p->lo), hi = _mm512_set1_ps(p->hi);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_div_ps(_mm512_loadu_ps(x + i), st);
+        v = _mm512_min_ps(hi, _mm512_max_ps(lo, v)); /* NaN propagates */
+        __m512 r = _mm512_roundscale_ps(v, RNE);
+        _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_add_ps(_mm512_sub_ps(r, v), v), st));
+    }
+    lsqfq_tail(x, i, n, p, out);
+}
+T256 static void lsqrow_256(const float *x, size_t K, const lsqp *p, int8_t *q, int32_t *sum) {
+    const __m256 st = _mm256_set1_ps(p->step), lo = _mm256_set1_ps(p->lo), hi = _mm256_set1_ps(p->hi);
+    __m256i acc = _mm256_setzero_si256();
+    size_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+        __m256 v = _mm256_div_ps(_mm256_loadu_ps(x + k), st);
+        v = _mm256_min_ps(_mm256_max_ps(v, lo), hi); /* NaN -> lo */
+        __m256i i = _mm256_cvtps_epi32(_mm256_round_ps(v, RNE));
+        __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+        _mm_storel_epi64((__m128i *)(q + k), _mm_packs_epi16(w16, w16));
+        acc = _mm256_add_epi32(acc, i);
+    }
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    *sum = _mm_cvtsi128_si32(s);
+    lsqrow_tail(x, k, K, p, q, sum);
+}
+T256 static void lsqfq_256(const float *x, size_t n, const lsqp *p, float *out) {
+    const __m256 st = _mm256_set1_ps(p->step), lo = _mm256_set1_ps(p->lo), hi = _mm256_set1_ps(p->hi);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_div_ps(_mm256_loadu_ps(x + i), st);
+        v = _mm256_min_ps(hi, _mm256_max_ps(lo, v)); /* NaN propagates */
+        __m256 r = _mm256_round_ps(v, RNE);
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_add_ps(_mm256_sub_ps(r, v), v), st));
+    }
+    lsqfq_tail(x, i, n, p, out);
+}
+#endif
+
+/* ------------------------------------------------------------------------- */
 /* Binary attention (BiBERT): one (batch, head) at a time, everything in bits    */
 /* ------------------------------------------------------------------------- */
 
@@ -747,18 +852,24 @@ T512 static void attnb_512(const attnbits *P, size_t b, size_t h, u32 *s) {
 static const tile_fn TILES[LV_COUNT] = {tile_scalar, tile_256, tile_512};
 static const packf_fn PACKF[LV_COUNT] = {packf_scalar, packf_256, packf_512};
 static lowblock_fn LOWB[LV_COUNT] = {lowblock_scalar, lowblock_256, lowblock_256}; /* [2]: VNNI if present */
+static const lsqrow_fn LSQROW[LV_COUNT] = {lsqrow_scalar, lsqrow_256, lsqrow_512};
+static const lsqfq_fn LSQFQ[LV_COUNT] = {lsqfq_scalar, lsqfq_256, lsqfq_512};
 static const attn_fn ATTN[LV_COUNT] = {attn_scalar, attn_256, attn_512};
 static const attnb_fn ATTNB[LV_COUNT] = {attnb_scalar, attnb_256, attnb_512};
 #elif defined(BB_NEON)
 static const tile_fn TILES[LV_COUNT] = {tile_scalar, tile_neon};
 static const packf_fn PACKF[LV_COUNT] = {packf_scalar, packf_neon};
 static lowblock_fn LOWB[LV_COUNT] = {lowblock_scalar, lowblock_neon};
+static const lsqrow_fn LSQROW[LV_COUNT] = {lsqrow_scalar, lsqrow_scalar}; /* scalar rintf: FRINTX */
+static const lsqfq_fn LSQFQ[LV_COUNT] = {lsqfq_scalar, lsqfq_scalar};
 static const attn_fn ATTN[LV_COUNT] = {attn_scalar, attn_neon};
 static const attnb_fn ATTNB[LV_COUNT] = {attnb_scalar, attnb_neon};
 #else
 static const tile_fn TILES[LV_COUNT] = {tile_scalar};
 static const packf_fn PACKF[LV_COUNT] = {packf_scalar};
 static lowblock_fn LOWB[LV_COUNT] = {lowblock_scalar};
+static const lsqrow_fn LSQROW[LV_COUNT] = {lsqrow_scalar};
+static const lsqfq_fn LSQFQ[LV_COUNT] = {lsqfq_scalar};
 static const attn_fn ATTN[LV_COUNT] = {attn_scalar};
 static const attnb_fn ATTNB[LV_COUNT] = {attnb_scalar};
 #endif
@@ -886,15 +997,16 @@ int bb_binary_gemm(const void *a, int a_is_bits, size_t M, size_t K, size_t lda,
     return BB_OK;
 }
 
-int bb_lowbit_linear(const int8_t *x, size_t M, size_t K, const uint32_t *w, size_t N, const float *scale,
-                     const float *bias, float *out, int level, int nt) {
-    if (!level_ok(level)) return BB_EINVAL;
-    if (!M || !N) return BB_OK;
+/* The low-bit GEMM of int8 rows x (xf == NULL), or of float rows xf quantized here by `qrow`
+ * (LSQ, fused into the input packing: the float -> k-bit step happens once, in C). */
+static int lowbit_run(const int8_t *x, const float *xf, const lsqp *qp, lsqrow_fn qrow, size_t M, size_t K,
+                      const uint32_t *w, size_t N, const float *scale, const float *bias, float *out, int level,
+                      int nt) {
     size_t Kp = cdiv(K, 4) * 4, S = Kp / 4, MB = cdiv(M, LB_ROWS), NB = cdiv(N, 16);
-    /* rows are read 4 bytes at a time: copy (zero-padded) only when K is not a multiple of 4 */
-    int8_t *X = Kp == K ? NULL : balloc(M * Kp);
+    /* rows are read 4 bytes at a time: int8 input is copied (zero-padded) only when K % 4 */
+    int8_t *X = Kp == K && !xf ? NULL : balloc(M * Kp);
     int32_t *sx = balloc(M * sizeof(int32_t));
-    int failed = (!X && Kp != K) || !sx;
+    int failed = (!X && (Kp != K || xf)) || !sx;
     lowjob J = {.X = X ? X : x, .Kp = Kp, .sx = sx, .B = w, .W = cdiv(K, 32), .M = M, .N = N, .scale = scale,
                 .bias = bias, .out = out};
     lowblock_fn block = LOWB[level];
@@ -908,7 +1020,12 @@ int bb_lowbit_linear(const int8_t *x, size_t M, size_t K, const uint32_t *w, siz
                 failed = 1;
             }
 #pragma omp for schedule(static)
-            for (size_t m = 0; m < M; m++) { /* row sums (+ padded copy) */
+            for (size_t m = 0; m < M; m++) { /* row sums (+ quantized or padded copy) */
+                if (xf) {
+                    qrow(xf + m * K, K, qp, X + m * Kp, sx + m);
+                    memset(X + m * Kp + K, 0, Kp - K);
+                    continue;
+                }
                 const int8_t *src = x + m * K;
                 int32_t t = 0;
                 for (size_t k = 0; k < K; k++) t += src[k];
@@ -927,6 +1044,41 @@ int bb_lowbit_linear(const int8_t *x, size_t M, size_t K, const uint32_t *w, siz
     }
     free(X); free(sx);
     return failed ? BB_ENOMEM : BB_OK;
+}
+
+int bb_lowbit_linear(const int8_t *x, size_t M, size_t K, const uint32_t *w, size_t N, const float *scale,
+                     const float *bias, float *out, int level, int nt) {
+    if (!level_ok(level)) return BB_EINVAL;
+    if (!M || !N) return BB_OK;
+    return lowbit_run(x, NULL, NULL, NULL, M, K, w, N, scale, bias, out, level, nt);
+}
+
+/* The int8 GEMM takes q in [-128, 127]; a zero or non-finite step has no integers (0/0 is NaN).
+ * A negative step is a number like any other (LSQ training can move it below 0). */
+static int lsq_ok(float step, int qmin, int qmax) {
+    return step != 0.0f && fabsf(step) <= 3.4028235e38f && qmin <= qmax && qmin >= -128 && qmax <= 127;
+}
+
+int bb_lsq_linear(const float *x, size_t M, size_t K, float step, int qmin, int qmax, const uint32_t *w, size_t N,
+                  const float *scale, const float *bias, float *out, int level, int nt) {
+    if (!level_ok(level) || !lsq_ok(step, qmin, qmax)) return BB_EINVAL;
+    if (!M || !N) return BB_OK;
+    lsqp qp = {.step = step, .lo = (float)qmin, .hi = (float)qmax};
+    return lowbit_run(NULL, x, &qp, LSQROW[level], M, K, w, N, scale, bias, out, level, nt);
+}
+
+int bb_lsq_quantize(const float *x, size_t n, float step, float qmin, float qmax, float *out, int level, int nt) {
+    if (!level_ok(level) || !(qmin <= qmax)) return BB_EINVAL;
+    lsqp qp = {.step = step, .lo = qmin, .hi = qmax};
+    lsqfq_fn fq = LSQFQ[level];
+    size_t chunk = 4096, nc = cdiv(n, chunk);
+    nt = pick_threads(nt, n / 4);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (size_t c = 0; c < nc; c++) {
+        size_t i0 = c * chunk, len = n - i0 < chunk ? n - i0 : chunk;
+        fq(x + i0, len, &qp, out + i0);
+    }
+    return BB_OK;
 }
 
 /* Runs head(ctx, bh, scratch) for every (batch, head) pair over OpenMP threads, each thread with its
