@@ -47,7 +47,7 @@ def kernel_kind(aq) -> str | None:
     if isinstance(aq, BinaryActivation) and aq.mode in ("sign", "elastic"):
         return aq.mode
     if isinstance(aq, LsqActivation) and -128 <= aq.qmin and aq.qmax <= 127:  # integers that fit int8
-        step = float(aq.step)
+        step = float(aq.step.detach())
         return "lsq" if step != 0.0 and abs(step) < float("inf") else None  # x / 0 has no integers
     return None
 
@@ -119,7 +119,7 @@ def packed_lsq(aq, x: torch.Tensor):
     None where it has no kernel form (another quantizer, training mode, not CPU float32)."""
     if not isinstance(aq, LsqActivation) or aq.training or x.device.type != "cpu" or x.dtype != torch.float32:
         return None
-    return kernels.lsq_quantize(x, float(aq.step), aq.qmin, aq.qmax)
+    return kernels.lsq_quantize(x, float(aq.step.detach()), aq.qmin, aq.qmax)
 
 
 _MASK_CACHE: dict = {}
