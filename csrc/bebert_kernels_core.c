@@ -388,6 +388,7 @@ DEFINE_TILE(neon, , core4_neon, epilogue_neon)
 typedef struct lowjob {
     const int8_t *X; size_t Kp;        /* activation rows, stride Kp = 4*ceil(K/4) (zero-padded copy if K%4) */
     const int32_t *sx;                 /* sum of each activation row */
+    const int8_t *T;                   /* lookup tables [M][Kp/4][16] (the AVX2 w1a4 kernel), else NULL */
     const u32 *B; size_t W;            /* interleaved weight bits */
     size_t M, N;
     const float *scale, *bias; float *out;
@@ -512,6 +513,117 @@ INL void lowk_neon(const int8_t *const *x, const u32 *we, size_t S, int32_t *acc
     for (int i = 0; i < 16; i++) vst1q_s32(acc + 4 * i, t[i]);
 }
 DEFINE_LOWBLOCK(neon, , lowk_neon, 4)
+#endif
+
+/* ------------------------------------------------------------------------- */
+/* w1a4 on AVX2: lookup tables of partial sums (T-MAC / bitnet.cpp style)        */
+/* ------------------------------------------------------------------------- */
+/* AVX2 has no int8 dot product wider than PMADDUBSW (32 multiply-adds an instruction). With binary
+ * weights and |q| <= 8, the 16 possible +-sums of a group of 4 activations fit a byte (|sum| <= 32):
+ * a 16-byte table per (row, group), indexed by the 4 weight bits of the group. One PSHUFB then looks
+ * up 32 output columns at once (128 multiply-adds); three lookups are added in bytes (|.| <= 96)
+ * before widening to int16 (|dot| <= 8 K: exact up to K = 4095 between int32 flushes). The sum is
+ * the +-1 dot itself (no row-sum correction). Tables: built once per row (T [M][S][16], S = groups);
+ * weight nibbles: expanded per task to idx [S][32] (32 columns = two interleaved 16-row blocks). */
+
+#define LUT_ROWS 32  /* rows of a task: 32 rows' tables (S * 512 bytes) stay in L2 across the columns */
+#define LUT_FLUSH 1020 /* groups between int16 -> int32 flushes (4080 columns, multiple of 3) */
+
+INL void lut_tables_tail(const int8_t *q, size_t g, size_t S, int8_t *T) {
+    for (; g < S; g++)
+        for (int i = 0; i < 16; i++) {
+            int t = 0;
+            for (int j = 0; j < 4; j++) t += (i >> j & 1) ? q[4 * g + j] : -q[4 * g + j];
+            T[g * 16 + i] = (int8_t)t;
+        }
+}
+
+#ifdef BB_X86
+T256 static void lut_tables_256(const int8_t *q, size_t S, int8_t *T) {
+    __m256i sg[4], ctl[4];
+    for (int j = 0; j < 4; j++) {
+        int8_t s[32], c[32];
+        for (int i = 0; i < 32; i++) { s[i] = ((i & 15) >> j & 1) ? 1 : -1; c[i] = (int8_t)(i < 16 ? j : 4 + j); }
+        sg[j] = _mm256_loadu_si256((const __m256i *)s);
+        ctl[j] = _mm256_loadu_si256((const __m256i *)c);
+    }
+    size_t g = 0;
+    for (; g + 2 <= S; g += 2) { /* groups g (low lane) and g + 1 (high lane) */
+        long long v8;
+        memcpy(&v8, q + 4 * g, 8);
+        __m256i v = _mm256_set1_epi64x(v8), t = _mm256_sign_epi8(_mm256_shuffle_epi8(v, ctl[0]), sg[0]);
+        for (int j = 1; j < 4; j++) t = _mm256_add_epi8(t, _mm256_sign_epi8(_mm256_shuffle_epi8(v, ctl[j]), sg[j]));
+        _mm256_storeu_si256((__m256i *)(T + g * 16), t);
+    }
+    lut_tables_tail(q, g, S, T);
+}
+
+/* idx[g*32 + h*16 + l] = nibble g of row l of weight block 2*nb32 + h (0 past the last block). */
+INL void lut_expand(const u32 *B, size_t W, size_t NB16, size_t nb32, size_t S, uint8_t *idx) {
+    for (int h = 0; h < 2; h++) {
+        size_t blk = 2 * nb32 + h;
+        const u32 *b = blk < NB16 ? B + blk * W * 16 : NULL;
+        for (size_t g = 0; g < S; g++)
+            for (int l = 0; l < 16; l++)
+                idx[g * 32 + h * 16 + l] = b ? (uint8_t)((b[(g >> 3) * 16 + l] >> (4 * (g & 7))) & 15u) : 0;
+    }
+}
+
+T256 INL __m256i lut_look(const int8_t *t, const uint8_t *idx, size_t g) {
+    __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(t + g * 16)));
+    return _mm256_shuffle_epi8(tab, _mm256_loadu_si256((const __m256i *)(idx + g * 32)));
+}
+
+/* acc[r*32 + c] = dot of row r (tables t[r]) with column c of the 32-column block. */
+T256 static void lutk_256(const int8_t *const *t, const uint8_t *idx, size_t S, int32_t *acc) {
+    for (int i = 0; i < 128; i++) acc[i] = 0;
+    for (size_t s0 = 0; s0 < S; s0 += LUT_FLUSH) {
+        size_t se = S - s0 < LUT_FLUSH ? S : s0 + LUT_FLUSH, g = s0;
+        __m256i c[8];
+        for (int i = 0; i < 8; i++) c[i] = _mm256_setzero_si256();
+        for (; g + 3 <= se; g += 3)
+            for (int r = 0; r < 4; r++) {
+                __m256i s = _mm256_add_epi8(_mm256_add_epi8(lut_look(t[r], idx, g), lut_look(t[r], idx, g + 1)),
+                                            lut_look(t[r], idx, g + 2));
+                c[2 * r] = _mm256_add_epi16(c[2 * r], _mm256_cvtepi8_epi16(_mm256_castsi256_si128(s)));
+                c[2 * r + 1] = _mm256_add_epi16(c[2 * r + 1], _mm256_cvtepi8_epi16(_mm256_extracti128_si256(s, 1)));
+            }
+        for (; g < se; g++)
+            for (int r = 0; r < 4; r++) {
+                __m256i s = lut_look(t[r], idx, g);
+                c[2 * r] = _mm256_add_epi16(c[2 * r], _mm256_cvtepi8_epi16(_mm256_castsi256_si128(s)));
+                c[2 * r + 1] = _mm256_add_epi16(c[2 * r + 1], _mm256_cvtepi8_epi16(_mm256_extracti128_si256(s, 1)));
+            }
+        for (int i = 0; i < 8; i++) { /* c[i]: 16 columns (i & 1) * 16 .. of row i / 2 */
+            int32_t *a = acc + (i >> 1) * 32 + (i & 1) * 16;
+            __m256i lo = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(c[i]));
+            __m256i hi = _mm256_cvtepi16_epi32(_mm256_extracti128_si256(c[i], 1));
+            _mm256_storeu_si256((__m256i *)a, _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)a), lo));
+            _mm256_storeu_si256((__m256i *)(a + 8), _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(a + 8)), hi));
+        }
+    }
+}
+
+/* One task: rows [mb*LUT_ROWS, ...) x columns [nb32*32, +32). */
+T256 static void lutblock_256(const lowjob *J, size_t mb, size_t nb32, uint8_t *idx) {
+    size_t S = J->Kp / 4, m1 = (mb + 1) * LUT_ROWS < J->M ? (mb + 1) * LUT_ROWS : J->M;
+    int32_t acc[128] __attribute__((aligned(64)));
+    const int8_t *t[4];
+    lut_expand(J->B, J->W, cdiv(J->N, 16), nb32, S, idx);
+    for (size_t m0 = mb * LUT_ROWS; m0 < m1; m0 += 4) {
+        int rows = (int)(m1 - m0 < 4 ? m1 - m0 : 4);
+        for (int r = 0; r < 4; r++) t[r] = J->T + (m0 + (r < rows ? r : rows - 1)) * S * 16;
+        lutk_256(t, idx, S, acc);
+        for (int h = 0; h < 2; h++) {
+            size_t n0 = (2 * nb32 + h) * 16;
+            if (n0 >= J->N) break;
+            int nl = (int)(J->N - n0 < 16 ? J->N - n0 : 16);
+            for (int r = 0; r < rows; r++)
+                store_scaled(J->out + (m0 + r) * J->N + n0, acc + r * 32 + h * 16, J->scale + n0,
+                             J->bias ? J->bias + n0 : NULL, NULL, nl);
+        }
+    }
+}
 #endif
 
 /* ------------------------------------------------------------------------- */
@@ -998,51 +1110,63 @@ int bb_binary_gemm(const void *a, int a_is_bits, size_t M, size_t K, size_t lda,
 }
 
 /* The low-bit GEMM of int8 rows x (xf == NULL), or of float rows xf quantized here by `qrow`
- * (LSQ, fused into the input packing: the float -> k-bit step happens once, in C). */
-static int lowbit_run(const int8_t *x, const float *xf, const lsqp *qp, lsqrow_fn qrow, size_t M, size_t K,
+ * (LSQ, fused into the input packing: the float -> k-bit step happens once, in C). `lut`: the
+ * lookup-table kernel (AVX2, |q| <= 8) instead of the int8 dot products. */
+static int lowbit_run(const int8_t *x, const float *xf, const lsqp *qp, lsqrow_fn qrow, int lut, size_t M, size_t K,
                       const uint32_t *w, size_t N, const float *scale, const float *bias, float *out, int level,
                       int nt) {
     size_t Kp = cdiv(K, 4) * 4, S = Kp / 4, MB = cdiv(M, LB_ROWS), NB = cdiv(N, 16);
     /* rows are read 4 bytes at a time: int8 input is copied (zero-padded) only when K % 4 */
     int8_t *X = Kp == K && !xf ? NULL : balloc(M * Kp);
     int32_t *sx = balloc(M * sizeof(int32_t));
-    int failed = (!X && (Kp != K || xf)) || !sx;
-    lowjob J = {.X = X ? X : x, .Kp = Kp, .sx = sx, .B = w, .W = cdiv(K, 32), .M = M, .N = N, .scale = scale,
-                .bias = bias, .out = out};
+    int8_t *T = lut ? balloc(M * S * 16) : NULL;
+    int failed = (!X && (Kp != K || xf)) || !sx || (lut && !T);
+    lowjob J = {.X = X ? X : x, .Kp = Kp, .sx = sx, .T = T, .B = w, .W = cdiv(K, 32), .M = M, .N = N,
+                .scale = scale, .bias = bias, .out = out};
     lowblock_fn block = LOWB[level];
+    size_t tasks = lut ? cdiv(M, LUT_ROWS) * cdiv(N, 32) : MB * NB, scratch = lut ? S * 32 : S * 16 * sizeof(u32);
     nt = pick_threads(nt, M * N * (S + 1));
     if (!failed) {
 #pragma omp parallel num_threads(nt) if (nt > 1)
         {
-            u32 *we = balloc(S * 16 * sizeof(u32));
+            u32 *we = balloc(scratch);
             if (!we) {
 #pragma omp atomic write
                 failed = 1;
             }
 #pragma omp for schedule(static)
-            for (size_t m = 0; m < M; m++) { /* row sums (+ quantized or padded copy) */
+            for (size_t m = 0; m < M; m++) { /* row sums (+ quantized or padded copy, + tables) */
                 if (xf) {
                     qrow(xf + m * K, K, qp, X + m * Kp, sx + m);
                     memset(X + m * Kp + K, 0, Kp - K);
-                    continue;
+                } else {
+                    const int8_t *src = x + m * K;
+                    int32_t t = 0;
+                    for (size_t k = 0; k < K; k++) t += src[k];
+                    sx[m] = t;
+                    if (X) {
+                        memcpy(X + m * Kp, src, K);
+                        memset(X + m * Kp + K, 0, Kp - K);
+                    }
                 }
-                const int8_t *src = x + m * K;
-                int32_t t = 0;
-                for (size_t k = 0; k < K; k++) t += src[k];
-                sx[m] = t;
-                if (X) {
-                    memcpy(X + m * Kp, src, K);
-                    memset(X + m * Kp + K, 0, Kp - K);
-                }
+#ifdef BB_X86
+                if (T) lut_tables_256(J.X + m * Kp, S, T + m * S * 16);
+#endif
             }
             /* row-block-major: a block of activation rows stays in L2 while weight blocks stream */
+            size_t nbt = lut ? cdiv(N, 32) : NB;
 #pragma omp for schedule(dynamic, 1)
-            for (size_t t = 0; t < MB * NB; t++)
-                if (we) block(&J, t / NB, t % NB, we);
+            for (size_t t = 0; t < tasks; t++) {
+                if (!we) continue;
+#ifdef BB_X86
+                if (lut) { lutblock_256(&J, t / nbt, t % nbt, (uint8_t *)we); continue; }
+#endif
+                block(&J, t / nbt, t % nbt, we);
+            }
             free(we);
         }
     }
-    free(X); free(sx);
+    free(X); free(sx); free(T);
     return failed ? BB_ENOMEM : BB_OK;
 }
 
@@ -1050,7 +1174,7 @@ int bb_lowbit_linear(const int8_t *x, size_t M, size_t K, const uint32_t *w, siz
                      const float *bias, float *out, int level, int nt) {
     if (!level_ok(level)) return BB_EINVAL;
     if (!M || !N) return BB_OK;
-    return lowbit_run(x, NULL, NULL, NULL, M, K, w, N, scale, bias, out, level, nt);
+    return lowbit_run(x, NULL, NULL, NULL, 0, M, K, w, N, scale, bias, out, level, nt);
 }
 
 /* The int8 GEMM takes q in [-128, 127]; a zero or non-finite step has no integers (0/0 is NaN).
@@ -1064,7 +1188,12 @@ int bb_lsq_linear(const float *x, size_t M, size_t K, float step, int qmin, int 
     if (!level_ok(level) || !lsq_ok(step, qmin, qmax)) return BB_EINVAL;
     if (!M || !N) return BB_OK;
     lsqp qp = {.step = step, .lo = (float)qmin, .hi = (float)qmax};
-    return lowbit_run(NULL, x, &qp, LSQROW[level], M, K, w, N, scale, bias, out, level, nt);
+    /* AVX2: 4-bit integers (|q| <= 8) by lookup tables, measured ~2x PMADDUBSW (docs/performance.md) */
+    int lut = 0;
+#ifdef BB_X86
+    lut = level == LV_AVX2 && qmin >= -8 && qmax <= 8;
+#endif
+    return lowbit_run(NULL, x, &qp, LSQROW[level], lut, M, K, w, N, scale, bias, out, level, nt);
 }
 
 int bb_lsq_quantize(const float *x, size_t n, float step, float qmin, float qmax, float *out, int level, int nt) {

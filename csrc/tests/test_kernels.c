@@ -330,7 +330,8 @@ static void test_lsq_linear(void) {
         lsq_linear_case(PICK(MS), c < 14 ? KS[c] : PICK(KS), PICK(NS), PICK(STEPS), r[0], r[1], c % 2);
     }
     lsq_linear_case(300, 130, 40, 0.05f, -128, 127, 1); /* 128-row blocks, K % 4 != 0 */
-    lsq_linear_case(150, 384, 33, 0.11f, -8, 7, 0);
+    lsq_linear_case(150, 384, 33, 0.11f, -8, 7, 0);  /* AVX2: lookup tables, several 32-row tasks */
+    lsq_linear_case(3, 4500, 40, 0.0625f, -8, 7, 1); /* AVX2 lookup tables: int16 -> int32 flushes */
 }
 
 static void test_lsq_quantize(void) {
