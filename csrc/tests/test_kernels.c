@@ -250,6 +250,20 @@ static void test_binary_gemm(void) {
 
 /* ------------------------------------------------------------------ lowbit_linear */
 
+/* The first output of an integer x sign GEMM [M][N] that is not float(q . sw) * scale (+ bias), or -1. */
+static long first_bad_lowbit(const int *q, const int8_t *sw, const float *scale, const float *bias, size_t M,
+                             size_t K, size_t N, const float *out) {
+    for (size_t m = 0; m < M; m++)
+        for (size_t n = 0; n < N; n++) {
+            int32_t dot = 0;
+            for (size_t k = 0; k < K; k++) dot += q[m * K + k] * sw[n * K + k];
+            float y = (float)dot * scale[n];
+            if (bias) y = y + bias[n];
+            if (!same_float(out[m * N + n], y)) return (long)(m * N + n);
+        }
+    return -1;
+}
+
 static void lowbit_case(size_t M, size_t K, size_t N, int lo, int hi, int with_bias) {
     int8_t *x = xmalloc(M * K), *sw = random_signs(N * K);
     float *scale = xmalloc(N * sizeof(float)), *bias = xmalloc(N * sizeof(float)), *out = xmalloc(M * N * sizeof(float));
@@ -259,15 +273,10 @@ static void lowbit_case(size_t M, size_t K, size_t N, int lo, int hi, int with_b
     fill_affine(scale, bias, N);
     memset(out, 0xA5, M * N * sizeof(float));
     int rc = bb_lowbit_linear(x, M, K, w, N, scale, with_bias ? bias : NULL, out, g_level, g_threads);
-    long bad = -1;
-    for (size_t m = 0; m < M && bad < 0; m++)
-        for (size_t n = 0; n < N; n++) {
-            int32_t dot = 0;
-            for (size_t k = 0; k < K; k++) dot += x[m * K + k] * sw[n * K + k];
-            float y = (float)dot * scale[n];
-            if (with_bias) y = y + bias[n];
-            if (!same_float(out[m * N + n], y)) { bad = (long)(m * N + n); break; }
-        }
+    int *q = xmalloc(M * K * sizeof(int));
+    for (size_t i = 0; i < M * K; i++) q[i] = x[i];
+    long bad = first_bad_lowbit(q, sw, scale, with_bias ? bias : NULL, M, K, N, out);
+    free(q);
     report(rc == BB_OK && bad < 0, "M=%zu K=%zu N=%zu x in [%d,%d] bias=%d rc=%d first bad %ld", M, K, N, lo, hi,
            with_bias, rc, bad);
     free(x); free(sw); free(scale); free(bias); free(out); free(w);
@@ -322,15 +331,7 @@ static void lsq_linear_case(size_t M, size_t K, size_t N, float step, int lo, in
     fill_affine(scale, bias, N);
     memset(out, 0xA5, M * N * sizeof(float));
     int rc = bb_lsq_linear(x, M, K, step, lo, hi, w, N, scale, with_bias ? bias : NULL, out, g_level, g_threads);
-    long bad = -1;
-    for (size_t m = 0; m < M && bad < 0; m++)
-        for (size_t n = 0; n < N; n++) {
-            int32_t dot = 0;
-            for (size_t k = 0; k < K; k++) dot += q[m * K + k] * sw[n * K + k];
-            float y = (float)dot * scale[n];
-            if (with_bias) y = y + bias[n];
-            if (!same_float(out[m * N + n], y)) { bad = (long)(m * N + n); break; }
-        }
+    long bad = first_bad_lowbit(q, sw, scale, with_bias ? bias : NULL, M, K, N, out);
     report(rc == BB_OK && bad < 0, "M=%zu K=%zu N=%zu step=%g q in [%d,%d] bias=%d rc=%d first bad %ld", M, K, N, step,
            lo, hi, with_bias, rc, bad);
     free(x); free(scale); free(bias); free(out); free(sw); free(q); free(w);
