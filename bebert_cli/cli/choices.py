@@ -56,7 +56,13 @@ Embeddings = _choice("Embeddings", ("table", "binary", "hash"))
 ActivationMode = _choice("ActivationMode", ("sign", "elastic"))
 Attention = _choice("Attention", ("bi", "softmax"))
 FpDtype = _choice("FpDtype", ("float16", "float32"))
-Split = _choice("Split", ("dev", "train"))
+
+
+def glue_tasks(incomplete: str = ""):
+    """Shell completion of --task (imported only when a shell asks)."""
+    from bebert_cli.tasks import TASKS
+
+    return [name for name in TASKS if name.startswith(incomplete)]
 
 
 def comma_list_completer(terms):

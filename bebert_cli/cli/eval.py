@@ -14,11 +14,12 @@ from bebert_cli.cli import options as opt
 @opt.data_options
 def eval_command(
     path: Annotated[str, typer.Argument(help="Checkpoint directory (or hub id) to evaluate.")],
-    split: Annotated[choices.Split, typer.Option(
-        "--split", case_sensitive=False, help="dev (the validation split) or train.")] = choices.Split.dev,
+    split: Annotated[str, typer.Option(  # not a closed set: MNLI adds matched / mismatched (tasks.resolve_split)
+        "--split", autocompletion=lambda: ["dev", "train", "matched", "mismatched"],
+        help="dev (or validation: every dev split, MNLI's two), train, or for MNLI matched / mismatched.")] = "dev",
     batch_size: opt.EvalBatchSize = 64,
     max_samples: opt.MaxSamples = None,
-    max_seq_length: opt.MaxSeqLength = None,
+    max_seq_length: opt.CheckpointMaxSeqLength = None,
     fail_under: Annotated[
         Optional[float], typer.Option("--fail-under", help="Exit 3 if the main metric is below this (fraction, e.g. 0.85).")
     ] = None,

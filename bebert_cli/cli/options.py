@@ -9,7 +9,6 @@ import typer
 
 from bebert_cli.cli import choices
 
-Task = Annotated[str, typer.Option("--task", "-t", help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli.")]
 OutputDir = Annotated[Path, typer.Option("--output", "-o", help="Output directory (written atomically).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output directory.")]
 DataDir = Annotated[
@@ -21,8 +20,13 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, lo
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Batch size (global, across processes).")]
 EvalBatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Evaluation batch size.")]
 MaxSeqLength = Annotated[Optional[int], typer.Option("--max-seq-length", min=8, help="Truncate inputs to this many tokens.")]
-MaxTrainSamples = Annotated[Optional[int], typer.Option("--max-train-samples", min=1, help="Train on a seeded random subset.")]
-MaxSamples = Annotated[Optional[int], typer.Option("--max-samples", min=1, help="Evaluate the first N rows only.")]
+# For eval and predict: None = the length the checkpoint was made at.
+CheckpointMaxSeqLength = Annotated[Optional[int], typer.Option(
+    "--max-seq-length", min=8, show_default="the checkpoint's, else 128", help="Truncate inputs to this many tokens.")]
+MaxTrainSamples = Annotated[Optional[int], typer.Option(
+    "--max-train-samples", min=1, show_default="every row", help="Train on a seeded random subset.")]
+MaxSamples = Annotated[Optional[int], typer.Option(
+    "--max-samples", min=1, show_default="every row", help="Evaluate the first N rows only.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed (data order, initialisation, dropout).")]
 Epochs = Annotated[float, typer.Option("--epochs", min=0.01, help="Training epochs (fractions allowed).")]
 Lr = Annotated[float, typer.Option("--lr", min=0.0, help="Peak learning rate (linear warm-up and decay).")]
@@ -139,7 +143,7 @@ StudentWidth = Annotated[Optional[int], typer.Option(
 # `@data_options` adds them to a command's signature and hands the command one `DataOptions` as `data`.
 DATA_OPTIONS = {
     "task": Annotated[Optional[str], typer.Option(
-        "--task", "-t", help="GLUE preset: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli (default: what the checkpoint records).")],
+        "--task", "-t", autocompletion=choices.glue_tasks, help="GLUE preset: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli (default: what the checkpoint records).")],
     "data_dir": DataDir,
     "train_file": Annotated[Optional[Path], typer.Option(
         "--train-file", help="Your training rows: .csv, .tsv, .json, .jsonl or .parquet.")],
@@ -158,7 +162,8 @@ DATA_OPTIONS = {
     "label_order": Annotated[Optional[str], typer.Option(
         "--label-order", help="Label names in id order, e.g. neg,pos (needed when the model's names are LABEL_0, ...).")],
     "metrics": Annotated[Optional[str], typer.Option(
-        "--metric", help="Comma list of accuracy, f1, macro_f1, matthews, pearson, spearman; the first is the main one.")],
+        "--metric", autocompletion=choices.comma_list_completer(("accuracy", "f1", "macro_f1", "matthews", "pearson", "spearman")),
+        help="Comma list of accuracy, f1, macro_f1, matthews, pearson, spearman; the first is the main one.")],
     "revision": Annotated[Optional[str], typer.Option(
         "--revision", help="Hub revision (branch, tag or commit) of a hub model / dataset; $HF_TOKEN for private ones.")],
     "force": Annotated[bool, typer.Option(

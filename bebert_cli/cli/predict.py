@@ -33,7 +33,7 @@ def predict_command(
         "--output", "-o", help="Write the JSONL here (atomically) instead of stdout.")] = None,
     text_columns: opt.TextColumns = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows per forward pass.")] = 32,
-    max_seq_length: opt.MaxSeqLength = None,
+    max_seq_length: opt.CheckpointMaxSeqLength = None,
     runtime: Annotated[Optional[choices.Runtime], typer.Option(
         "--runtime", case_sensitive=False, show_default="the fastest this machine has",
         help="Binary models: packed (the bit kernels) or simulated (fake-quantized torch).")] = None,

@@ -39,7 +39,7 @@ def write_plot(report: dict, path) -> dict:
         raise UsageError(f"--plot writes a PNG; give a file name ending in .png, not {path.name!r}")
     if not path.parent.is_dir():
         raise UsageError(f"--plot: directory {path.parent} does not exist")
-    _matplotlib()
+    _require_matplotlib()
 
     pts, task, metric = _points(report)
     everyone = len(report["models"]) + (1 if report.get("baseline") else 0)
@@ -55,7 +55,7 @@ def write_plot(report: dict, path) -> dict:
     return {"path": str(path), "points": len(pts), "skipped": everyone - len(pts), "task": task, "metric": metric}
 
 
-def _matplotlib():
+def _require_matplotlib():
     try:
         import matplotlib  # noqa: F401
     except ImportError:

@@ -3,6 +3,7 @@ choices, completion, -h, help with real defaults and examples, one name per conc
 
 import inspect
 import json
+import os
 import subprocess
 import sys
 
@@ -46,7 +47,7 @@ REQUIRED = {"binarize": ["T", "-o", "O"], "ensemble": ["T", "-o", "O"], "eval": 
     ("finetune", "--embeddings", ["table", "binary", "hash"]), ("binarize", "--embeddings", ["table", "binary", "hash"]),
     ("binarize", "--mixed-precision", ["auto", "no", "bf16"]), ("ensemble", "--mixed-precision", ["auto", "no", "bf16"]),
     ("binarize", "--attention", ["bi", "softmax"]), ("binarize", "--activation-mode", ["sign", "elastic"]),
-    ("binarize", "--fp-dtype", ["float16", "float32"]), ("eval", "--split", ["dev", "train"]),
+    ("binarize", "--fp-dtype", ["float16", "float32"]),
 ])
 def test_closed_sets_are_choices_that_help_lists_and_parsing_enforces(command, flag, values):
     assert f"{flag} <{'|'.join(values)}>" in _help(command)
@@ -95,21 +96,22 @@ def test_shell_completion_is_on_and_completes_the_choices():
     assert "--install-completion" in _help() and "--show-completion" in _help()
 
     def complete(words: str) -> list[str]:
-        env = {"_BEBERT_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split()) - (0 if words.endswith(" ") else 1))}
-        proc = subprocess.run([sys.executable, "-m", "bebert_cli"], capture_output=True, text=True, timeout=120,
-                              env={**__import__("os").environ, **env})
+        cword = len(words.split()) - (0 if words.endswith(" ") else 1)
+        env = {**os.environ, "_BEBERT_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(cword)}
+        proc = subprocess.run([sys.executable, "-m", "bebert_cli"], capture_output=True, text=True, timeout=120, env=env)
         assert proc.returncode == 0, proc.stderr
         return proc.stdout.split()
 
     assert complete("bebert binarize T --recipe ") == list(PRESETS)
     assert complete("bebert export P -o O --format re") == ["remote-code"]
     assert complete("bebert binarize T --distill logits,h") == ["logits,hidden"]
+    assert complete("bebert eval P --task s") == ["sst2", "stsb"] and complete("bebert eval P --split ma") == ["matched"]
 
 
 def test_help_shows_the_recipe_presets_defaults():
     text = " ".join(_help("binarize").split())
     lrs = ", ".join(f"{name} {format(r.lr, '.0e').replace('e-0', 'e-')}" for name, r in PRESETS.items())
-    assert f"--lr" in text and f"[default: (per recipe: {lrs});" in text
+    assert f"[default: (per recipe: {lrs});" in text  # --lr
     assert f"[default: ({PRESETS['bibert'].epochs:g} in every recipe);" in text  # --epochs
     assert f"[default: ({DEFAULT_MAX_SEQ_LENGTH} in every recipe);" in text  # --max-seq-length
     assert f"[default: {DEFAULT_RECIPE}]" in text
