@@ -15,22 +15,16 @@ and the settings.
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from bebert_cli.data import CACHE_DIR_ENV
+from bebert_cli.data import cache_root, load_cached, save_cached
 from bebert_cli.errors import DataError
 from bebert_cli.quant.distill import AUGMENTED
+
 CACHE_VERSION = 1
 _CHUNK = 1024  # query rows per similarity block: 1024 x vocab floats at a time, not vocab x vocab
-
-
-def _cache_root() -> Path:
-    return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "bebert") / "augmented"
 
 
 def _is_continuation(token: str, markers: bool) -> bool:
@@ -106,12 +100,10 @@ def augment_dataset(ds, embeddings: torch.Tensor, tokenizer, *, copies: int, top
     key = _digest([CACHE_VERSION, flat.tobytes(), np.asarray([len(x) for x in ids]).tobytes(),
                    *(f"{c}={list(ds[c])!r}" for c in others), hashlib.sha256(emb_bytes).hexdigest(), copies, top_k,
                    repr(float(prob)), seed, repr(sorted(tokenizer.all_special_ids))])
-    cache_dir = _cache_root() / key
-    if cache and (cache_dir / "dataset_info.json").exists():
-        try:
-            return datasets.load_from_disk(str(cache_dir))
-        except Exception:
-            pass  # a damaged entry is rebuilt
+    cache_dir = cache_root("augmented") / key
+    cached = load_cached(cache_dir) if cache else None
+    if cached is not None:
+        return cached
 
     candidate, continuation = candidate_pools(tokenizer)
     if len(candidate) < embeddings.shape[0]:  # embedding rows beyond the vocabulary never replace anything
@@ -138,12 +130,5 @@ def augment_dataset(ds, embeddings: torch.Tensor, tokenizer, *, copies: int, top
     out[AUGMENTED] = [0] * n + [1] * (n * copies)
     result = datasets.Dataset.from_dict(out)
     if cache:
-        tmp = cache_dir.with_name(cache_dir.name + f".tmp{os.getpid()}")
-        try:
-            result.save_to_disk(str(tmp))
-            os.replace(tmp, cache_dir)
-        except OSError:
-            pass  # caching is an optimisation (read-only home, full disk)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        save_cached(result, cache_dir)
     return result

@@ -155,8 +155,33 @@ def load_split(task: GlueTask, split: str, data_dir: Path | None):
     return ds
 
 
-def _cache_root() -> Path:
-    return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "bebert") / "tokenized"
+def cache_root(kind: str) -> Path:
+    """Where bebert caches derived datasets of one kind ("tokenized", "augmented")."""
+    return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "bebert") / kind
+
+
+def load_cached(cache_dir: Path):
+    """The dataset cached in `cache_dir`, or None (no entry, or a damaged one: the caller rebuilds it)."""
+    import datasets
+
+    if (cache_dir / "dataset_info.json").exists():
+        try:
+            return datasets.load_from_disk(str(cache_dir))
+        except Exception:
+            pass
+    return None
+
+
+def save_cached(ds, cache_dir: Path) -> None:
+    """Cache `ds` in `cache_dir`: written beside it and renamed into place, so a reader never sees half an entry."""
+    tmp = cache_dir.with_name(cache_dir.name + f".tmp{os.getpid()}")
+    try:
+        ds.save_to_disk(str(tmp))
+        os.replace(tmp, cache_dir)
+    except OSError:
+        pass  # caching is an optimisation; a read-only home or a full disk must not fail the run
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # a half-written entry (disk full) or a lost race
 
 
 def _content_digest(ds, task: GlueTask) -> str:
@@ -195,12 +220,10 @@ def tokenize(ds, task: GlueTask, tokenizer, max_seq_length: int, *, cache: bool 
     key = hashlib.sha256(
         "|".join([_content_digest(ds, task), task.name, str(max_seq_length), _tokenizer_fingerprint(tokenizer)]).encode()
     ).hexdigest()[:24]
-    cache_dir = _cache_root() / key
-    if cache and (cache_dir / "dataset_info.json").exists():
-        try:
-            return datasets.load_from_disk(str(cache_dir))
-        except Exception:
-            pass  # a damaged cache entry is rebuilt below
+    cache_dir = cache_root("tokenized") / key
+    cached = load_cached(cache_dir) if cache else None
+    if cached is not None:
+        return cached
 
     def encode(batch):
         texts = [batch[f] for f in task.text_fields]
@@ -210,14 +233,7 @@ def tokenize(ds, task: GlueTask, tokenizer, max_seq_length: int, *, cache: bool 
 
     out = ds.map(encode, batched=True, batch_size=1000, remove_columns=ds.column_names, desc=desc or None)
     if cache:
-        tmp = cache_dir.with_name(cache_dir.name + f".tmp{os.getpid()}")
-        try:
-            out.save_to_disk(str(tmp))
-            os.replace(tmp, cache_dir)
-        except OSError:
-            pass  # caching is an optimisation; a read-only home or a full disk must not fail the run
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)  # a half-written entry (disk full) or a lost race
+        save_cached(out, cache_dir)
     return out
 
 

@@ -12,6 +12,7 @@ resumed run sees exactly the batches an uninterrupted one would have.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -24,6 +25,7 @@ import torch
 
 from bebert_cli.atomic import atomic_write_bytes
 from bebert_cli.errors import BebertError, TrainingError
+from bebert_cli.progress import NullProgress, Sink
 
 STATE_FILE = "train_state.safetensors"
 BEST_FILE = "best_model.safetensors"
@@ -248,7 +250,7 @@ def train(
     work_dir: Path,
     resume: bool,
     select_fn: Callable | None = None,
-    output=None,
+    output: Sink | None = None,
     description: str = "train",
     fingerprint: dict | None = None,
     scale_params=frozenset(),
@@ -309,7 +311,7 @@ def train(
     model.train()
     start, samples_seen, last_loss = time.perf_counter(), 0, None
     show = output is not None and accelerator.is_main_process
-    with _StopFlag() as stop, (output.progress(show) if output is not None else _null()) as progress:
+    with _StopFlag() as stop, (output.progress(show) if output is not None else contextlib.nullcontext(NullProgress())) as progress:
         bar = progress.add_task(description, total=total_steps, completed=global_step, info="")
         while global_step < total_steps:
             epoch, offset = divmod(global_step, steps_per_epoch)
@@ -376,13 +378,3 @@ def _select(select_fn, accelerator, model) -> float:
     score = float(select_fn(accelerator.unwrap_model(model)))
     model.train()
     return score
-
-
-class _null:
-    def __enter__(self):
-        from bebert_cli.cli.output import NullProgress
-
-        return NullProgress()
-
-    def __exit__(self, *exc):
-        return False

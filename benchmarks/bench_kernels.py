@@ -1,11 +1,11 @@
 """Micro-benchmark of the binary kernels against torch fp32 and int8 GEMMs.
 
-    OMP_NUM_THREADS=2 python benchmarks/bench_kernels.py [--json out.json] [--all-backends]
+    OMP_NUM_THREADS=2 python benchmarks/bench_kernels.py [--json out.json] [--all-backends] [--no-lowbit]
 
 Fixed thread count (default 2, set before torch is imported), >= 10 timed runs per
 case after warm-up, median and best reported in ms. Shapes are the linear layers of
-BERT-base (768/3072) and MiniLM (384/1536) at 8x128 and 1x128 tokens, plus BiBERT
-attention (12 heads of 64, resp. 12 heads of 32) against fp32 softmax attention.
+BERT-base (768/3072, and 768 -> 2304: the fused Q, K, V) and MiniLM (384/1536) at 8x128 and
+1x128 tokens, plus BiBERT attention (12 heads of 64, resp. 12 heads of 32) against fp32 softmax attention.
 Columns: fp32 = F.linear; int8_mm = torch._int_mm on pre-quantised int8 inputs (GEMM
 only); int8_dyn = dynamically quantised nn.Linear (quantises activations per call, like
 binary_linear packs them); bin = bebert binary_linear (sign packing included); the fused layer's
@@ -28,6 +28,7 @@ import warnings
 
 SHAPES = [  # (model, K, N)
     ("bert-base", 768, 768),
+    ("bert-base", 768, 2304),  # the fused layer's Q, K, V as one GEMM
     ("bert-base", 768, 3072),
     ("bert-base", 3072, 768),
     ("minilm", 384, 384),
@@ -55,6 +56,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-' = stdout)")
     ap.add_argument("--all-backends", action="store_true", help="also time avx2 / scalar binary kernels")
     ap.add_argument("--quick", action="store_true", help="only the first shape of each model")
+    ap.add_argument("--no-lowbit", action="store_true", help="skip the w1a8 / w1a4 columns")
     args = ap.parse_args(argv)
     args.repeats = max(10, args.repeats)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before torch / libgomp start
@@ -79,7 +81,7 @@ def main(argv=None) -> int:
     def set_be(name):
         bk.set_backend(name)
 
-    shapes = [s for i, s in enumerate(SHAPES) if not args.quick or i % 3 == 0]
+    shapes = [s for i, s in enumerate(SHAPES) if not args.quick or i == 0 or SHAPES[i - 1][0] != s[0]]
     for b, l in TOKENS:
         M = b * l
         for model, K, N in shapes:
@@ -103,8 +105,9 @@ def main(argv=None) -> int:
                 bits, res = bk.pack_sign_words(x), torch.randn(M, N)
                 r["->sign"] = timeit(lambda: bk.binary_gemm(x, w, scale, bias, out="sign"), args.repeats)
                 r["bits->"] = timeit(lambda: bk.binary_gemm(bits, w, scale, bias, residual=res), args.repeats)
-                r["w1a8"] = timeit(lambda: bk.lowbit_linear(xq, w, scale, bias), args.repeats)
-                r["w1a4"] = timeit(lambda: bk.lowbit_linear(x4, w, scale, bias), args.repeats)
+                if not args.no_lowbit:
+                    r["w1a8"] = timeit(lambda: bk.lowbit_linear(xq, w, scale, bias), args.repeats)
+                    r["w1a4"] = timeit(lambda: bk.lowbit_linear(x4, w, scale, bias), args.repeats)
             rows.append(r)
         # attention: BERT-base (12 x 64) and MiniLM (12 x 32)
         for model, H, D in (("bert-base", 12, 64), ("minilm", 12, 32)):
@@ -122,7 +125,8 @@ def main(argv=None) -> int:
                     r["->sign"] = timeit(lambda: bk.bi_attention_bits(qkv, mask, b, H, l, D), args.repeats)
             rows.append(r)
 
-    cols = ["fp32", "int8_mm", "int8_dyn"] + [f"bin[{be}]" for be in backends] + ["->sign", "bits->", "w1a8", "w1a4"]
+    cols = ["fp32", "int8_mm", "int8_dyn"] + [f"bin[{be}]" for be in backends] + ["->sign", "bits->"]
+    cols += [] if args.no_lowbit else ["w1a8", "w1a4"]
     print(f"\nbebert binary kernels: backend={best}, threads={args.threads}, torch {torch.__version__}, "
           f"{args.repeats} runs, median / best ms, 1-min load avg at start {load:.2f}\n")  # fmt: skip
     print("| model | tokens | K | N | " + " | ".join(cols) + " | x fp32 |")

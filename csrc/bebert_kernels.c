@@ -81,12 +81,12 @@ static PyObject *py_bi_attention(PyObject *self, PyObject *args) {
 /* The general binary GEMM: float input (packed here, sign(x - shift)) or sign bits already packed
  * (int32 words, `lda` per row); output per `mode`: 0 float (optional residual), 2 sign words. */
 static PyObject *py_binary_gemm(PyObject *self, PyObject *args) {
-    unsigned long long pa, pw, ps, pb, pr, po;
+    unsigned long long pa, pw, pwb, ps, pb, pr, po;
     Py_ssize_t M, K, lda, N;
     int a_bits, mode, level, nt, rc;
     float shift;
-    if (!PyArg_ParseTuple(args, "KinnnfKnKKKKiii", &pa, &a_bits, &M, &K, &lda, &shift, &pw, &N, &ps, &pb, &pr, &po,
-                          &mode, &level, &nt))
+    if (!PyArg_ParseTuple(args, "KinnnfKKnKKKKiii", &pa, &a_bits, &M, &K, &lda, &shift, &pw, &pwb, &N, &ps, &pb, &pr,
+                          &po, &mode, &level, &nt))
         return NULL;
     if (!check_level(level) || !check_sizes(M, K, N) || !check_sizes(lda, 0, 0)) return NULL;
     if (mode != BB_OUT_FLOAT && mode != BB_OUT_SIGN) {
@@ -99,10 +99,28 @@ static PyObject *py_binary_gemm(PyObject *self, PyObject *args) {
     }
     Py_BEGIN_ALLOW_THREADS
     rc = bb_binary_gemm(PTR(const void *, pa), a_bits, (size_t)M, (size_t)K, (size_t)lda, shift,
-                        PTR(const uint32_t *, pw), (size_t)N, PTR(const float *, ps), PTR(const float *, pb),
+                        PTR(const uint32_t *, pw), PTR(const uint8_t *, pwb), (size_t)N, PTR(const float *, ps), PTR(const float *, pb),
                         PTR(const float *, pr), PTR(void *, po), mode, level, nt);
     Py_END_ALLOW_THREADS
     return status(rc, "binary_gemm");
+}
+
+/* The AVX2 GEMM's "nibbles" weight layout from the interleaved one (out: weight_nibbles_size(K, N) bytes). */
+static PyObject *py_weight_nibbles(PyObject *self, PyObject *args) {
+    unsigned long long pw, po;
+    Py_ssize_t K, N;
+    if (!PyArg_ParseTuple(args, "KnnK", &pw, &K, &N, &po)) return NULL;
+    if (!check_sizes(K, N, 0)) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    bb_weight_nibbles(PTR(const uint32_t *, pw), (size_t)K, (size_t)N, PTR(uint8_t *, po));
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_weight_nibbles_size(PyObject *self, PyObject *args) {
+    Py_ssize_t K, N;
+    if (!PyArg_ParseTuple(args, "nn", &K, &N) || !check_sizes(K, N, 0)) return NULL;
+    return PyLong_FromSize_t(bb_weight_nibbles_size((size_t)K, (size_t)N));
 }
 
 static PyObject *py_bi_attention_bits(PyObject *self, PyObject *args) {
@@ -128,7 +146,8 @@ static PyObject *py_bi_attention_bits(PyObject *self, PyObject *args) {
 static PyObject *py_best_level(PyObject *self, PyObject *noargs) { return PyLong_FromLong(bb_best_level()); }
 
 /* {"best": name, "best_level": index, "levels": compiled-in names (index = level code),
- *  "available": names this CPU runs, best first, "openmp": bool, "max_threads": int} */
+ *  "available": names this CPU runs, best first, "openmp": bool, "max_threads": int,
+ *  "nibbles_level": the level whose GEMM reads the nibbles weight layout, -1 if none} */
 static PyObject *py_info(PyObject *self, PyObject *noargs) {
     int n = bb_num_levels(), best = bb_best_level();
     PyObject *levels = PyTuple_New(n), *avail = PyTuple_New(best + 1);
@@ -143,9 +162,9 @@ static PyObject *py_info(PyObject *self, PyObject *noargs) {
         if (!s) goto fail;
         PyTuple_SET_ITEM(avail, best - i, s);
     }
-    return Py_BuildValue("{s:s,s:i,s:N,s:N,s:O,s:i}", "best", bb_level_name(best), "best_level", best, "levels",
+    return Py_BuildValue("{s:s,s:i,s:N,s:N,s:O,s:i,s:i}", "best", bb_level_name(best), "best_level", best, "levels",
                          levels, "available", avail, "openmp", bb_openmp() ? Py_True : Py_False, "max_threads",
-                         bb_max_threads());
+                         bb_max_threads(), "nibbles_level", bb_nibbles_level());
 fail:
     Py_XDECREF(levels);
     Py_XDECREF(avail);
@@ -159,8 +178,10 @@ static PyMethodDef methods[] = {
     {"bi_attention", py_bi_attention, METH_VARARGS,
      "bi_attention(q, k, v, keep_u8_or_0, B, H, Lq, Lk, D, out, level, num_threads)"},
     {"binary_gemm", py_binary_gemm, METH_VARARGS,
-     "binary_gemm(a, a_is_bits, M, K, lda_words, shift, w_interleaved, N, scale, bias_or_0, residual_or_0, out, "
-     "mode (0 float, 2 sign words), level, num_threads)"},
+     "binary_gemm(a, a_is_bits, M, K, lda_words, shift, w_interleaved, w_nibbles_or_0, N, scale, bias_or_0, "
+     "residual_or_0, out, mode (0 float, 2 sign words), level, num_threads)"},
+    {"weight_nibbles", py_weight_nibbles, METH_VARARGS, "weight_nibbles(w_interleaved, K, N, out_u8): the nibbles layout"},
+    {"weight_nibbles_size", py_weight_nibbles_size, METH_VARARGS, "weight_nibbles_size(K, N): its size in bytes"},
     {"bi_attention_bits", py_bi_attention_bits, METH_VARARGS,
      "bi_attention_bits(qkv_words, row_words, k_off, v_off, keep_u8_or_0, B, H, L, D, out_words, out_row_words, level, "
      "num_threads)"},

@@ -13,7 +13,8 @@
  * Weight layout of the GEMMs ("interleaved"): uint32 [ceil(N/16)][W][16] with
  * W = ceil(K/32): word w of the 16 output rows of a block lie next to each other, so
  * one 512-bit load (or four 128-bit ones) feeds 16 output columns and the counts land
- * lane-wise, ready for the epilogue with no horizontal reduction.
+ * lane-wise, ready for the epilogue with no horizontal reduction. The AVX2 GEMM reads the
+ * weights in a second layout, "nibbles" (bb_weight_nibbles), prepared once beside the first.
  *
  * Levels: x86 scalar / AVX2 / AVX-512 VPOPCNTDQ, picked at run time (__builtin_cpu_supports)
  * among function versions compiled with __attribute__((target)); aarch64 scalar / NEON (every
@@ -162,7 +163,8 @@ typedef struct job {
     int mode;
     const u32 *A; size_t lda, arows;   /* packed activations, row stride in words */
     const u32 *B; size_t W;            /* interleaved weights, words per row */
-    size_t M, N, RT; long K;           /* RT = number of row tiles */
+    const uint8_t *Bb; size_t Q;       /* AVX2: the same weights in the nibbles layout, bytes per row */
+    size_t M, N, RT, CT; long K;       /* RT, CT = number of row / column tiles */
     const float *scale, *bias, *res; float *out; int32_t *iout;
     uint16_t *obits; size_t obs;       /* sign-bit output, 16 columns per u16, row stride in u16 */
 } job;
@@ -276,41 +278,124 @@ T512 INL void epilogue_512(job *J, size_t rt, size_t nb, const int32_t *acc) {
 }
 DEFINE_TILE(512, T512, core4_512, epilogue_512)
 
-/* AVX2 has no vector popcount: nibble lookup with PSHUFB into byte counters, widened
- * to the 32-bit lanes every <= 31 words (31*8 = 248 fits a byte) with PMADDUBSW/PMADDWD. */
-T256 INL __m256i pc8_256(__m256i x, __m256i lut, __m256i m4) {
-    return _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256(x, m4)),
-                           _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(x, 4), m4)));
+/* AVX2 has no vector popcount, and a nibble-LUT popcount of a ^ b costs 8 instructions per 256
+ * bits (XOR, two masks, a shift, two PSHUFB, two adds). Fused instead: PSHUFB looks up
+ * popcount(activation nibble ^ weight nibble) directly. The weights are split into nibbles once
+ * ("nibbles" layout, bb_weight_nibbles: per 16 columns and byte q of K, the low nibbles of the 16
+ * columns' byte q, then their high nibbles), so a 32-byte load is an index vector; the table is
+ * chosen by the activation byte x: g_popx[x] holds popcount(x & 15 ^ i) in its low lane and
+ * popcount(x >> 4 ^ i) in its high lane, i < 16 (8 KB). One PSHUFB + one add = 128 bit-products;
+ * per activation byte a load of its table (no arithmetic on the vector side). A tile is 4 rows x
+ * 32 columns: 8 byte counters (<= 4 per step, so 63 steps fit a byte), widened to u16 (in memory)
+ * every 63 steps, to int32 every 16128 (256 x 252 fits a u16). */
+static uint8_t g_popx[256][32] __attribute__((aligned(64)));
+/* c += v in place: GCC 12 otherwise adds into v's register and copies the sum back (a move per add,
+ * and the loop is bound by instructions issued: measured 15% slower). */
+T256 INL __m256i add8_256(__m256i c, __m256i v) {
+    __asm__("vpaddb %1, %0, %0" : "+x"(c) : "x"(v));
+    return c;
 }
-T256 INL __m256i widen_256(__m256i c8) {
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(c8, _mm256_set1_epi8(1)), _mm256_set1_epi16(1));
-}
-#define C256(OP)                                                                         \
-    for (size_t w = w0; w < we; w++) {                                                   \
-        __m256i b0 = _mm256_loadu_si256((const __m256i *)(b + w * 16));                  \
-        __m256i b1 = _mm256_loadu_si256((const __m256i *)(b + w * 16 + 8));              \
-        for (int r = 0; r < 4; r++) {                                                    \
-            __m256i x = _mm256_set1_epi32((int)a[r][w]);                                 \
-            c[2 * r] = _mm256_add_epi8(c[2 * r], pc8_256(OP(x, b0), lut, m4));            \
-            c[2 * r + 1] = _mm256_add_epi8(c[2 * r + 1], pc8_256(OP(x, b1), lut, m4));    \
-        }                                                                                \
+#define NB_CHUNK 63
+#define NB_FLUSH (256 * NB_CHUNK)
+
+/* 4 rows x C (1 or 2) blocks of 16 columns, byte steps [q0, q1): adds the counts into s16 (u16 per
+ * row and block: [cols 0-7 | the same, high nibbles], then cols 8-15 likewise). */
+T256 INL void nib_steps_256(const uint8_t *const *a, const uint8_t *b, size_t bstride, int C, size_t q0, size_t q1,
+                            __m256i *s16) {
+    const __m256i zero = _mm256_setzero_si256();
+    for (size_t c0 = q0; c0 < q1; c0 += NB_CHUNK) {
+        size_t ce = q1 - c0 < NB_CHUNK ? q1 : c0 + NB_CHUNK;
+        __m256i c[4][2];
+        for (int r = 0; r < 4; r++) c[r][0] = c[r][1] = zero;
+        for (size_t q = c0; q < ce; q++) {
+            __m256i i0 = _mm256_loadu_si256((const __m256i *)(b + q * 32));
+            __m256i i1 = C == 2 ? _mm256_loadu_si256((const __m256i *)(b + bstride + q * 32)) : zero;
+            for (int r = 0; r < 4; r++) {
+                __m256i t = _mm256_load_si256((const __m256i *)g_popx[a[r][q]]);
+                c[r][0] = add8_256(c[r][0], _mm256_shuffle_epi8(t, i0));
+                if (C == 2) c[r][1] = add8_256(c[r][1], _mm256_shuffle_epi8(t, i1));
+            }
+        }
+        for (int r = 0; r < 4; r++)
+            for (int k = 0; k < C; k++) {
+                __m256i *s = s16 + (r * 2 + k) * 2;
+                s[0] = _mm256_add_epi16(s[0], _mm256_unpacklo_epi8(c[r][k], zero));
+                s[1] = _mm256_add_epi16(s[1], _mm256_unpackhi_epi8(c[r][k], zero));
+            }
     }
-T256 INL void core4_256(const u32 *const *a, const u32 *b, size_t W, int32_t *acc) {
-    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
-                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
-    __m256i t[8];
-    for (int i = 0; i < 8; i++) t[i] = _mm256_setzero_si256();
-    for (size_t w0 = 0; w0 < W; w0 += 31) {
-        size_t we = W - w0 < 31 ? W : w0 + 31;
-        __m256i c[8];
-        for (int i = 0; i < 8; i++) c[i] = _mm256_setzero_si256();
-        C256(_mm256_xor_si256)
-        for (int i = 0; i < 8; i++) t[i] = _mm256_add_epi32(t[i], widen_256(c[i]));
-    }
-    for (int i = 0; i < 8; i++) _mm256_store_si256((__m256i *)(acc + 8 * i), t[i]);
 }
-DEFINE_TILE(256, T256, core4_256, epilogue)
+
+/* acc [C blocks of 16 columns][4 rows][16] int32 += the u16 sums of s16, both nibbles' lanes. */
+T256 INL void nib_flush_256(const __m256i *s16, int C, int32_t *acc) {
+    for (int r = 0; r < 4; r++)
+        for (int k = 0; k < C; k++)
+            for (int h = 0; h < 2; h++) { /* h: columns 0-7, 8-15 */
+                __m256i s = s16[(r * 2 + k) * 2 + h];
+                __m256i v = _mm256_add_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(s)),
+                                             _mm256_cvtepu16_epi32(_mm256_extracti128_si256(s, 1)));
+                int32_t *o = acc + (k * 4 + r) * 16 + 8 * h;
+                _mm256_storeu_si256((__m256i *)o, _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)o), v));
+            }
+}
+
+T256 INL void core_nib_256(const uint8_t *const *a, const uint8_t *b, size_t Q, int C, int32_t *acc) {
+    for (int i = 0; i < C * 64; i++) acc[i] = 0;
+    for (size_t f0 = 0; f0 < Q; f0 += NB_FLUSH) {
+        __m256i s16[16];
+        for (int i = 0; i < 16; i++) s16[i] = _mm256_setzero_si256();
+        nib_steps_256(a, b, Q * 32, C, f0, Q - f0 < NB_FLUSH ? Q : f0 + NB_FLUSH, s16);
+        nib_flush_256(s16, C, acc);
+    }
+}
+
+/* The epilogue in 8-lane halves (VMULPS then VADDPS: two roundings; the shape of epilogue_neon and
+ * epilogue_512, one per ISA); partial blocks and OUT_INT take the shared C epilogue, which rounds
+ * identically. */
+T256 INL void epilogue_256(job *J, size_t rt, size_t nb, const int32_t *acc) {
+    size_t n0 = nb * 16;
+    if (J->mode == OUT_INT || J->N - n0 < 16) { epilogue(J, rt, nb, acc); return; }
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 sc[2], bi[2];
+    for (int i = 0; i < 2; i++) {
+        sc[i] = _mm256_loadu_ps(J->scale + n0 + 8 * i);
+        bi[i] = J->bias ? _mm256_loadu_ps(J->bias + n0 + 8 * i) : zero;
+    }
+    const __m256i kk = _mm256_set1_epi32((int)J->K);
+    for (int r = 0; r < 4; r++) {
+        size_t m = rt * 4 + r;
+        if (m >= J->M) break;
+        __m256 y[2];
+        for (int i = 0; i < 2; i++) {
+            __m256i dot = _mm256_sub_epi32(kk, _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(acc + 16 * r + 8 * i)), 1));
+            y[i] = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), sc[i]);
+            if (J->bias) y[i] = _mm256_add_ps(y[i], bi[i]);
+        }
+        if (J->mode == OUT_FLOAT) {
+            float *o = J->out + m * J->N + n0;
+            const float *res = J->res ? J->res + m * J->N + n0 : NULL;
+            for (int i = 0; i < 2; i++) _mm256_storeu_ps(o + 8 * i, res ? _mm256_add_ps(y[i], _mm256_loadu_ps(res + 8 * i)) : y[i]);
+            continue;
+        }
+        u32 bits = (u32)_mm256_movemask_ps(_mm256_cmp_ps(y[0], zero, _CMP_GE_OQ)) |
+                   (u32)_mm256_movemask_ps(_mm256_cmp_ps(y[1], zero, _CMP_GE_OQ)) << 8;
+        store_bits(J, m, nb, bits);
+    }
+}
+
+/* Tile (row tile rt, column tile ct of 32 columns = 16-column blocks 2ct, 2ct+1). */
+T256 static void tile_256(job *J, size_t rt, size_t ct) {
+    int32_t acc[2 * 64] __attribute__((aligned(64)));
+    const uint8_t *a[4];
+    for (int r = 0; r < 4; r++) {
+        size_t row = rt * 4 + r < J->arows ? rt * 4 + r : J->arows - 1;
+        a[r] = (const uint8_t *)(J->A + row * J->lda);
+    }
+    size_t nb = 2 * ct, NB = cdiv(J->N, 16);
+    const uint8_t *b = J->Bb + nb * J->Q * 32;
+    if (NB - nb >= 2) core_nib_256(a, b, J->Q, 2, acc);
+    else core_nib_256(a, b, J->Q, 1, acc);
+    for (int s = 0; s < 2 && nb + s < NB; s++) epilogue_256(J, rt, nb + s, acc + s * 64);
+}
 #endif
 
 #ifdef BB_NEON
@@ -745,18 +830,24 @@ T512 static void attnb_512(const attnbits *P, size_t b, size_t h, u32 *s) {
 
 #if defined(BB_X86)
 static const tile_fn TILES[LV_COUNT] = {tile_scalar, tile_256, tile_512};
+static const size_t TILE_COLS[LV_COUNT] = {16, 32, 16};
+#define NIBBLES_LEVEL LV_AVX2 /* the level whose tiles read the nibbles layout */
 static const packf_fn PACKF[LV_COUNT] = {packf_scalar, packf_256, packf_512};
 static lowblock_fn LOWB[LV_COUNT] = {lowblock_scalar, lowblock_256, lowblock_256}; /* [2]: VNNI if present */
 static const attn_fn ATTN[LV_COUNT] = {attn_scalar, attn_256, attn_512};
 static const attnb_fn ATTNB[LV_COUNT] = {attnb_scalar, attnb_256, attnb_512};
 #elif defined(BB_NEON)
 static const tile_fn TILES[LV_COUNT] = {tile_scalar, tile_neon};
+static const size_t TILE_COLS[LV_COUNT] = {16, 16};
+#define NIBBLES_LEVEL (-1)
 static const packf_fn PACKF[LV_COUNT] = {packf_scalar, packf_neon};
 static lowblock_fn LOWB[LV_COUNT] = {lowblock_scalar, lowblock_neon};
 static const attn_fn ATTN[LV_COUNT] = {attn_scalar, attn_neon};
 static const attnb_fn ATTNB[LV_COUNT] = {attnb_scalar, attnb_neon};
 #else
 static const tile_fn TILES[LV_COUNT] = {tile_scalar};
+static const size_t TILE_COLS[LV_COUNT] = {16};
+#define NIBBLES_LEVEL (-1)
 static const packf_fn PACKF[LV_COUNT] = {packf_scalar};
 static lowblock_fn LOWB[LV_COUNT] = {lowblock_scalar};
 static const attn_fn ATTN[LV_COUNT] = {attn_scalar};
@@ -768,6 +859,11 @@ static int g_inited = 0;
 void bb_init(void) {
     if (g_inited) return;
 #ifdef BB_X86
+    for (int x = 0; x < 256; x++)
+        for (int i = 0; i < 16; i++) {
+            g_popx[x][i] = (uint8_t)__builtin_popcount((unsigned)((x & 15) ^ i));
+            g_popx[x][16 + i] = (uint8_t)__builtin_popcount((unsigned)((x >> 4) ^ i));
+        }
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt")) g_best_level = LV_AVX2;
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -818,7 +914,7 @@ static int pick_threads(int nt, size_t work) {
 /* Runs the tiles of J (threads split the flattened (weight block, row tile) space;
  * weight-block-major so a 16-row weight block stays in L1 while the rows stream). */
 static void run_tiles(job *J, tile_fn tile) {
-    size_t total = J->RT * cdiv(J->N, 16), chunk = 1;
+    size_t total = J->RT * J->CT, chunk = 1;
 #ifdef _OPENMP
     /* contiguous dynamic chunks: keep locality, and a thread preempted by another
      * process does not hold up the whole GEMM (static chunks would) */
@@ -840,23 +936,61 @@ int bb_pack_signs(const float *x, size_t M, size_t K, float shift, uint32_t *out
     return BB_OK;
 }
 
+int bb_nibbles_level(void) { return NIBBLES_LEVEL; }
+size_t bb_weight_nibbles_size(size_t K, size_t N) { return cdiv(N, 16) * cdiv(K, 8) * 32; }
+
+void bb_weight_nibbles(const uint32_t *w, size_t K, size_t N, uint8_t *out) {
+    size_t W = cdiv(K, 32), Q = cdiv(K, 8), NB = cdiv(N, 16);
+    for (size_t nb = 0; nb < NB; nb++)
+        for (size_t q = 0; q < Q; q++, out += 32)
+            for (size_t l = 0; l < 16; l++) {
+                uint8_t v = (uint8_t)(w[(nb * W + q / 4) * 16 + l] >> (8 * (q % 4))); /* rows past N are 0 */
+                out[l] = v & 15;
+                out[16 + l] = v >> 4;
+            }
+}
+
+/* The tiles of J at `level` (the nibbles layout built here when the level needs it and wb is NULL);
+ * `pre` (may be NULL) runs first inside the same parallel region. */
+typedef struct packjob { const float *x; size_t K; float shift; u32 *xb; packf_fn packf; } packjob;
+static int gemm_run(job *J, const uint8_t *wb, int level, int nt, const packjob *pre) {
+    uint8_t *own = NULL;
+    J->CT = cdiv(J->N, TILE_COLS[level]);
+    J->Q = cdiv((size_t)J->K, 8);
+    if (level == NIBBLES_LEVEL) {
+        if (!wb) {
+            own = balloc(bb_weight_nibbles_size((size_t)J->K, J->N));
+            if (!own) return BB_ENOMEM;
+            bb_weight_nibbles(J->B, (size_t)J->K, J->N, own);
+        }
+        J->Bb = wb ? wb : own;
+    }
+    tile_fn tile = TILES[level];
+    nt = pick_threads(nt, J->M * J->N * (J->W + 1));
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        if (pre) {
+#pragma omp for schedule(static)
+            for (size_t m = 0; m < J->M; m++) pre->packf(pre->x + m * pre->K, pre->K, pre->shift, pre->xb + m * J->lda);
+        }
+        run_tiles(J, tile);
+    }
+    free(own);
+    return BB_OK;
+}
+
 int bb_matmul_bits(const uint32_t *a, size_t M, size_t K, size_t lda, const uint32_t *b, size_t N, int32_t *out,
                    int level, int nt) {
     if (!level_ok(level)) return BB_EINVAL;
     if (!M || !N) return BB_OK;
-    size_t W = cdiv(K, 32);
-    job J = {.mode = OUT_INT, .A = a, .lda = lda, .arows = M, .B = b, .W = W, .M = M, .N = N, .RT = cdiv(M, 4),
-             .K = (long)K, .iout = out};
-    tile_fn tile = TILES[level];
-    nt = pick_threads(nt, M * N * (W + 1));
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    run_tiles(&J, tile);
-    return BB_OK;
+    job J = {.mode = OUT_INT, .A = a, .lda = lda, .arows = M, .B = b, .W = cdiv(K, 32), .M = M, .N = N,
+             .RT = cdiv(M, 4), .K = (long)K, .iout = out};
+    return gemm_run(&J, NULL, level, nt, NULL);
 }
 
 int bb_binary_gemm(const void *a, int a_is_bits, size_t M, size_t K, size_t lda, float shift, const uint32_t *w,
-                   size_t N, const float *scale, const float *bias, const float *res, void *out, int mode, int level,
-                   int nt) {
+                   const uint8_t *wb, size_t N, const float *scale, const float *bias, const float *res, void *out,
+                   int mode, int level, int nt) {
     if (!level_ok(level) || (mode != OUT_FLOAT && mode != OUT_SIGN) || (res && mode != OUT_FLOAT)) return BB_EINVAL;
     if (!M || !N) return BB_OK;
     size_t W = cdiv(K, 32);
@@ -870,20 +1004,10 @@ int bb_binary_gemm(const void *a, int a_is_bits, size_t M, size_t K, size_t lda,
              .N = N, .RT = cdiv(M, 4), .K = (long)K, .scale = scale, .bias = bias, .res = res};
     if (mode == OUT_FLOAT) J.out = (float *)out;
     else { J.obits = (uint16_t *)out; J.obs = 2 * cdiv(N, 32); }
-    const float *x = (const float *)a;
-    packf_fn packf = PACKF[level];
-    tile_fn tile = TILES[level];
-    nt = pick_threads(nt, M * N * (W + 1));
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        if (xb) {
-#pragma omp for schedule(static)
-            for (size_t m = 0; m < M; m++) packf(x + m * K, K, shift, xb + m * W);
-        }
-        run_tiles(&J, tile);
-    }
+    packjob pre = {.x = (const float *)a, .K = K, .shift = shift, .xb = xb, .packf = PACKF[level]};
+    int rc = gemm_run(&J, wb, level, nt, xb ? &pre : NULL);
     free(xb);
-    return BB_OK;
+    return rc;
 }
 
 int bb_lowbit_linear(const int8_t *x, size_t M, size_t K, const uint32_t *w, size_t N, const float *scale,

@@ -42,12 +42,22 @@ int bb_pack_signs(const float *x, size_t M, size_t K, float shift, uint32_t *out
 int bb_matmul_bits(const uint32_t *a, size_t M, size_t K, size_t lda, const uint32_t *b, size_t N, int32_t *out,
                    int level, int num_threads);
 
+/* The AVX2 GEMM's weight layout ("nibbles"), made once from the interleaved one: uint8
+ * [ceil(N/16)][ceil(K/8)][32]; for the 16 columns of block nb and byte q of their bit rows,
+ * [nb][q][l] = low nibble of column 16*nb + l's byte q, [nb][q][16 + l] = its high nibble
+ * (columns past N zero). bb_weight_nibbles_size: its size in bytes. */
+size_t bb_weight_nibbles_size(size_t K, size_t N);
+void bb_weight_nibbles(const uint32_t *w, size_t K, size_t N, uint8_t *out);
+int bb_nibbles_level(void); /* the level that reads it (x86: avx2), -1 in builds without one */
+
 /* The binary GEMM of the fused layer. a: float [M][K] (its signs of a - shift are packed here) when
- * !a_is_bits, else sign words [M][lda]. y = float(dot) * scale (+ bias), two roundings.
+ * !a_is_bits, else sign words [M][lda]. w: interleaved weights; wb: the same in the nibbles layout, or
+ * NULL (the AVX2 level then builds it for this call; other levels ignore it).
+ * y = float(dot) * scale (+ bias), two roundings.
  * BB_OUT_FLOAT: float out [M][N] = y (+ residual [M][N]), a third rounding.
  * BB_OUT_SIGN: sign words of y, uint32 out [M][ceil(N/32)] (padding 0); residual must be NULL. */
 int bb_binary_gemm(const void *a, int a_is_bits, size_t M, size_t K, size_t lda, float shift, const uint32_t *w,
-                   size_t N, const float *scale, const float *bias, const float *residual, void *out, int mode,
+                   const uint8_t *wb, size_t N, const float *scale, const float *bias, const float *residual, void *out, int mode,
                    int level, int num_threads);
 
 /* out [M][N] = float(x . sign_w) * scale (+ bias) for int8 x [M][K]. */

@@ -141,3 +141,50 @@ def backends_to_test() -> list[str]:
 
     forced = kernels.forced_backend()
     return [forced] if forced else kernels.available_backends()
+
+
+# --- one tiny AdaBoost ensemble, shared by the CLI's and the workflow's ensemble tests -------------------------
+
+ENSEMBLE_FAST = ["--max-train-samples", "48", "--epochs", "1", "--batch-size", "16", "--max-seq-length", "16"]
+
+
+@pytest.fixture(scope="session")
+def ensemble_glue(glue_dir, tmp_path_factory):
+    """SST-2 and STS-B only, 120 training rows, 32 dev rows: every run evaluates the dev set several times."""
+    root = tmp_path_factory.mktemp("ensglue")
+    for name in ("SST-2", "STS-B"):
+        write_slice(glue_dir / name / "train.tsv", root / name / "train.tsv", 121)
+        write_slice(glue_dir / name / "dev.tsv", root / name / "dev.tsv", 33)
+    return root
+
+
+@pytest.fixture(scope="session")
+def adaboost_ens(tiny_bert, ensemble_glue, tmp_path_factory):
+    """One run through the real CLI entry point (in this process: an interpreter start costs seconds)."""
+    import contextlib
+    import io
+
+    from bebert_cli.cli.main import main
+
+    out = tmp_path_factory.mktemp("ens") / "ENS"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        main(["ensemble", str(tiny_bert), "--task", "sst2", "-o", str(out), "--members", "2", "--strategy", "adaboost",
+              "--recipe", "bibert", "--data-dir", str(ensemble_glue), *ENSEMBLE_FAST, "--json"])
+    return out, one_json(stdout.getvalue())
+
+
+def train_data(teacher, glue, task="sst2"):
+    from bebert_cli.models import load_tokenizer
+    from bebert_cli.pipeline import load_train_data
+    from bebert_cli.tasks import get_task
+
+    tokenizer = load_tokenizer(str(teacher))
+    return load_train_data(get_task(task), tokenizer, data_dir=glue, max_seq_length=16, max_train_samples=48, seed=42)
+
+
+def member_logits(path, ds, collator):
+    from bebert_cli.evaluation import predict_logits
+    from bebert_cli.quant.packed import load_packed
+
+    return predict_logits(load_packed(path), ds, collator)

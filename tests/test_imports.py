@@ -105,6 +105,28 @@ def test_the_import_graph_of_bebert_cli_has_no_cycle():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
+def upward_imports(graph: dict[str, set[str]], top: str) -> dict[str, set[str]]:
+    """{module outside package `top`: the modules of `top` it imports}."""
+    inside = lambda m: m == top or m.startswith(top + ".")  # noqa: E731
+    return {name: {t for t in targets if inside(t)} for name, targets in graph.items()
+            if not inside(name) and any(inside(t) for t in targets)}
+
+
+def test_the_layering_check_sees_an_upward_import():
+    graph = {"bebert_cli.cli.main": {"bebert_cli.training"}, "bebert_cli.training": {"bebert_cli.cli.output"},
+             "bebert_cli.progress": set()}
+    assert upward_imports(graph, "bebert_cli.cli") == {"bebert_cli.training": {"bebert_cli.cli.output"}}
+
+
+def test_nothing_below_the_commands_imports_the_cli():
+    """`bebert_cli.cli` is the top layer: the library (training loop, workflows, formats) serves it and must
+    work without it, so only `bebert_cli/cli/` itself and the `python -m bebert_cli` entry point import it."""
+    graph = {name: imports_of(name) for name in MODULES}
+    entry_points = {f"{PACKAGE}.__main__"}
+    upward = {k: v for k, v in upward_imports(graph, f"{PACKAGE}.cli").items() if k not in entry_points}
+    assert upward == {}, f"imports of bebert_cli.cli from below it: {upward}"
+
+
 _ISOLATED_IMPORTS = """
 import importlib, json, sys, traceback
 import torch, transformers  # noqa: F401 - third-party libraries may stay loaded; bebert_cli may not

@@ -13,7 +13,7 @@ import typer
 
 from bebert_cli.cli import choices
 from bebert_cli.cli import options as opt
-from bebert_cli.quant.recipes import DEFAULT_MAX_SEQ_LENGTH, DEFAULT_RECIPE
+from bebert_cli.quant.recipes import DEFAULT_RECIPE
 
 Int = Optional[int]
 _TRAINING_ONLY = ("members", "strategy", "recipe", "weight_bits", "activation_bits", "embedding_bits", "embeddings",
@@ -22,6 +22,7 @@ _TRAINING_ONLY = ("members", "strategy", "recipe", "weight_bits", "activation_bi
 
 
 @opt.data_options
+@opt.quant_options
 def ensemble_command(
     sources: Annotated[Optional[List[str]], typer.Argument(
         metavar="TEACHER | CHECKPOINT...",
@@ -41,15 +42,7 @@ def ensemble_command(
         "--distill", show_default="none (BEBERT: members learn from hard labels, no teacher)",
         autocompletion=choices.comma_list_completer(("logits", "hidden", "dmd", "none")),
         help="Distillation for the members: none or a comma list of logits, hidden, dmd.")] = None,
-    weight_bits: opt.WeightBits = None,
-    activation_bits: opt.ActivationBits = None,
-    embedding_bits: opt.EmbeddingBits = None,
-    embeddings: opt.Embeddings = None,
-    hash_ngrams: opt.HashNgrams = None,
-    hash_seed: opt.HashSeed = None,
-    hash_projection: opt.HashProjection = None,
-    activation_mode: opt.ActivationMode = None,
-    attention: opt.Attention = None,
+    quant=None,  # @quant_options: --weight-bits ... --attention
     epochs: opt.RecipeEpochs = None,
     lr: opt.RecipeLr = None,
     batch_size: opt.RecipeBatchSize = None,
@@ -72,18 +65,21 @@ def ensemble_command(
     data=None,
 ):
     """Train a BEBERT ensemble of binary members (AdaBoost or bagging), or combine finished checkpoints (--from)."""
-    params = dict(locals())
-    from bebert_cli.cli.binarize import teacher_spec
+    params = {**locals(), **quant}
     from bebert_cli.cli.output import Output
     from bebert_cli.errors import UsageError
     from bebert_cli.hardware import MIXED_PRECISION_CHOICES
+    from bebert_cli.workflows import ensemble as workflow
+    from bebert_cli.workflows.context import RunContext
 
     out = Output(json_mode=json_out, quiet=quiet)
     data.check()
-    data_dir = data.data_dir
     sources = list(sources or [])
     if mixed_precision not in MIXED_PRECISION_CHOICES:
         raise UsageError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION_CHOICES)}")
+    ctx = RunContext(out, output, data, overwrite=overwrite, resume=resume, save_every=save_every,
+                     eval_batch_size=eval_batch_size, mixed_precision=mixed_precision, cpu=cpu,
+                     trust_remote_code=trust_remote_code)
 
     if from_:
         given = [name for name in _TRAINING_ONLY if params[name] not in (None, False)]
@@ -92,12 +88,8 @@ def ensemble_command(
             raise UsageError(f"{flags}: training option(s) do not apply to --from (it combines finished checkpoints)")
         if len(sources) < 2:
             raise UsageError("--from needs at least two packed checkpoints: bebert ensemble --from OUT1 OUT2 -o ENS --task T")
-        from bebert_cli.ensemble.train import run_from
-
-        task_ = teacher_spec(data, sources[0], max_seq_length or DEFAULT_MAX_SEQ_LENGTH, out, trust_remote_code=trust_remote_code)
-        result = run_from(sources, task_, output, out=out, data_dir=data_dir, overwrite=overwrite,
-                          max_seq_length=max_seq_length, max_train_samples=max_train_samples, seed=seed,
-                          eval_batch_size=eval_batch_size, cpu=cpu, trust_remote_code=trust_remote_code)
+        result = workflow.combine(ctx, sources, max_seq_length=max_seq_length, max_train_samples=max_train_samples,
+                                  seed=seed)
     else:
         if len(sources) != 1:
             raise UsageError("give exactly one TEACHER to train members from, or --from OUT1 OUT2 ... to combine checkpoints")
@@ -107,32 +99,21 @@ def ensemble_command(
         from bebert_cli.quant.recipes import resolve_recipe
 
         rec = resolve_recipe(
-            recipe or DEFAULT_RECIPE, weight_bits=weight_bits, activation_bits=activation_bits, embedding_bits=embedding_bits,
-            embeddings=embeddings, hash_ngrams=hash_ngrams, hash_seed=hash_seed, hash_projection=hash_projection,
-            activation_mode=activation_mode, attention=attention,
+            recipe or DEFAULT_RECIPE, **quant,
             distill=distill if distill is not None else "none",  # BEBERT: members train without distillation
             epochs=epochs, lr=lr, batch_size=batch_size, max_seq_length=max_seq_length,
             max_train_samples=max_train_samples, seed=seed, fp_dtype=fp_dtype, group_by_length=group_by_length,
         )
-        from bebert_cli.atomic import check_output
-        from bebert_cli.ensemble.train import run_ensemble
+        result = workflow.train_ensemble(ctx, sources[0], rec, members=members or 2, strategy=strategy_)
 
-        check_output(output, overwrite)
-        task_ = teacher_spec(data, sources[0], rec.max_seq_length, out, trust_remote_code=trust_remote_code)
-        result = run_ensemble(
-            sources[0], task_, output, rec, members=members or 2, strategy=strategy_, out=out, data_dir=data_dir,
-            overwrite=overwrite, resume=resume, save_every=save_every, eval_batch_size=eval_batch_size,
-            mixed_precision=mixed_precision, cpu=cpu, trust_remote_code=trust_remote_code, revision=data.revision,
-        )
-
-    metric = task_.main_metric
+    metric = result["main_metric"]
     rows = [[m["path"], m.get("recipe", ""), m["weight"], "" if m.get("error") is None else m["error"],
              m["dev"][metric]] for m in result["members"]]
     rows.append(["ensemble", "", "", "", result["main_value"]])
     teacher = result.get("teacher") or {}
     if teacher.get("main_value") is not None:
         rows.append(["teacher", "", "", "", teacher["main_value"]])
-    out.table(f"{task_.name} dev · {output}", ["model", "recipe", "weight", "error", metric], rows)
+    out.table(f"{result['task']} dev · {output}", ["model", "recipe", "weight", "error", metric], rows)
     if result.get("size_bytes") is not None:
         out.log(f"Saved {output}: {len(result['members'])} members, {result['size_bytes'] / 1e6:.2f} MB on disk")
     out.result(result)

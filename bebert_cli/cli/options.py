@@ -141,58 +141,82 @@ StudentWidth = Annotated[Optional[int], typer.Option(
 
 # --- The data options: one set, shared by finetune, binarize, ensemble, eval, report and predict -------------
 # `@data_options` adds them to a command's signature and hands the command one `DataOptions` as `data`.
+def _given(kind, *flags: str, help: str, **extra):
+    """An option of `kind` that stays None unless typed: a data option only acts when given."""
+    return Annotated[Optional[kind], typer.Option(*flags, help=help, **extra)]
+
+
+_FORMATS = ".csv, .tsv, .json, .jsonl or .parquet"
+METRIC_NAMES = ("accuracy", "f1", "macro_f1", "matthews", "pearson", "spearman")  # metrics.METRICS, without numpy
 DATA_OPTIONS = {
-    "task": Annotated[Optional[str], typer.Option(
-        "--task", "-t", autocompletion=choices.glue_tasks, help="GLUE preset: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli (default: what the checkpoint records).")],
+    "task": _given(str, "--task", "-t", autocompletion=choices.glue_tasks, help="GLUE preset: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli "
+                                             "(default: what the checkpoint records)."),
     "data_dir": DataDir,
-    "train_file": Annotated[Optional[Path], typer.Option(
-        "--train-file", help="Your training rows: .csv, .tsv, .json, .jsonl or .parquet.")],
-    "validation_file": Annotated[Optional[Path], typer.Option(
-        "--validation-file", help="Your dev rows (scored by every command), same formats.")],
-    "dataset": Annotated[Optional[str], typer.Option(
-        "--dataset", help="A hub dataset id, or a directory written by Dataset(Dict).save_to_disk.")],
-    "dataset_config": Annotated[Optional[str], typer.Option("--dataset-config", help="The dataset's configuration name.")],
-    "train_split": Annotated[Optional[str], typer.Option("--train-split", help="Dataset split to train on (default train).")],
-    "validation_split": Annotated[Optional[str], typer.Option(
-        "--validation-split", help="Dataset split to score (default validation, else test).")],
-    "text_columns": Annotated[Optional[List[str]], typer.Option(
-        "--text-column", metavar="COL",
-        help="Text column; twice for sentence pairs (default: text, sentence or sentence1+sentence2).")],
-    "label_column": Annotated[Optional[str], typer.Option("--label-column", help="Label column (default: label or labels).")],
-    "label_order": Annotated[Optional[str], typer.Option(
-        "--label-order", help="Label names in id order, e.g. neg,pos (needed when the model's names are LABEL_0, ...).")],
-    "metrics": Annotated[Optional[str], typer.Option(
-        "--metric", autocompletion=choices.comma_list_completer(("accuracy", "f1", "macro_f1", "matthews", "pearson", "spearman")),
-        help="Comma list of accuracy, f1, macro_f1, matthews, pearson, spearman; the first is the main one.")],
-    "revision": Annotated[Optional[str], typer.Option(
-        "--revision", help="Hub revision (branch, tag or commit) of a hub model / dataset; $HF_TOKEN for private ones.")],
+    "train_file": _given(Path, "--train-file", help=f"Your training rows: {_FORMATS}."),
+    "validation_file": _given(Path, "--validation-file", help="Your dev rows (scored by every command), same formats."),
+    "dataset": _given(str, "--dataset", help="A hub dataset id, or a directory written by Dataset(Dict).save_to_disk."),
+    "dataset_config": _given(str, "--dataset-config", help="The dataset's configuration name."),
+    "train_split": _given(str, "--train-split", help="Dataset split to train on (default train)."),
+    "validation_split": _given(str, "--validation-split", help="Dataset split to score (default validation, else test)."),
+    "text_columns": _given(List[str], "--text-column", metavar="COL",
+                           help="Text column; twice for sentence pairs (default: text, sentence or sentence1+sentence2)."),
+    "label_column": _given(str, "--label-column", help="Label column (default: label or labels)."),
+    "label_order": _given(str, "--label-order",
+                          help="Label names in id order, e.g. neg,pos (needed when the model's names are LABEL_0, ...)."),
+    "metrics": _given(str, "--metric",
+                      help="Comma list of accuracy, f1, macro_f1, matthews, pearson, spearman; the first is the main one."),
+    "revision": _given(str, "--revision",
+                       help="Hub revision (branch, tag or commit) of a hub model / dataset; $HF_TOKEN for private ones."),
     "force": Annotated[bool, typer.Option(
         "--force", help="Score a checkpoint on data it was not made for (another task, other labels).")],
 }
 _DATA_DEFAULTS = {name: (False if name == "force" else None) for name in DATA_OPTIONS}
 
 
-def data_options(command):
-    """Give `command` the shared data options; it receives them as one `data: DataOptions` argument."""
+def _option_group(options: dict, defaults: dict, param: str, build, *, at_end: bool):
+    """A decorator that gives a command the `options` (name -> annotation) in place of its parameter
+    `param` (or after its last parameter, `at_end`) and hands it `build(values)` as that one argument."""
     import functools
     import inspect
 
+    def decorate(command):
+        sig = inspect.signature(command, eval_str=True)
+        params = list(sig.parameters.values())
+        at = len(params) if at_end else [p.name for p in params].index(param)
+        kind = inspect.Parameter.KEYWORD_ONLY if at_end else inspect.Parameter.POSITIONAL_OR_KEYWORD
+        group = [inspect.Parameter(name, kind, default=defaults[name], annotation=annotation)
+                 for name, annotation in options.items()]
+        kept = [p for p in params if p.name != param]
+        at = min(at, len(kept))
+
+        @functools.wraps(command)
+        def wrapper(*args, **kwargs):
+            values = {name: kwargs.pop(name, defaults[name]) for name in options}
+            return command(*args, **{param: build(values)}, **kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=kept[:at] + group + kept[at:])
+        wrapper.__annotations__ = {**{p.name: p.annotation for p in kept}, **options}
+        return wrapper
+
+    return decorate
+
+
+def _data_options(values: dict):
     from bebert_cli.dataspec import DataOptions
 
-    sig = inspect.signature(command, eval_str=True)
-    kept = [p for p in sig.parameters.values() if p.name != "data"]
-    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=_DATA_DEFAULTS[name], annotation=annotation)
-             for name, annotation in DATA_OPTIONS.items()]
+    return DataOptions(**{**values, "text_columns": tuple(values["text_columns"] or ())})
 
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        values = {name: kwargs.pop(name, _DATA_DEFAULTS[name]) for name in DATA_OPTIONS}
-        values["text_columns"] = tuple(values["text_columns"] or ())
-        return command(*args, data=DataOptions(**values), **kwargs)
 
-    wrapper.__signature__ = sig.replace(parameters=kept + extra)
-    wrapper.__annotations__ = {**{p.name: p.annotation for p in kept}, **DATA_OPTIONS}
-    return wrapper
+# `@data_options`: the command receives the shared data options as one `data: DataOptions` argument.
+data_options = _option_group(DATA_OPTIONS, _DATA_DEFAULTS, "data", _data_options, at_end=True)
+
+# --- The quantization overrides of a recipe (binarize, ensemble), None meaning "the recipe's value" ----------
+QUANT_OPTIONS = {"weight_bits": WeightBits, "activation_bits": ActivationBits, "embedding_bits": EmbeddingBits,
+                 "embeddings": Embeddings, "hash_ngrams": HashNgrams, "hash_seed": HashSeed,
+                 "hash_projection": HashProjection, "activation_mode": ActivationMode, "attention": Attention}
+# `@quant_options`: they take the place of the command's `quant` parameter, which receives them as one dict
+# (for `resolve_recipe(..., **quant)`).
+quant_options = _option_group(QUANT_OPTIONS, dict.fromkeys(QUANT_OPTIONS), "quant", dict, at_end=False)
 
 
 TextColumns = DATA_OPTIONS["text_columns"]

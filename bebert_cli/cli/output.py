@@ -8,15 +8,18 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from bebert_cli.progress import LineProgress, NullProgress
+
 
 class Output:
+    """The terminal's `progress.Sink`: rich tables and bars, or one JSON object, or nothing."""
+
     def __init__(self, *, json_mode: bool = False, quiet: bool = False):
         # Under torchrun / accelerate launch only the first process speaks; the others stay silent.
         self.is_main = int(os.environ.get("RANK", "0")) == 0
@@ -89,80 +92,6 @@ def silence_library_warnings() -> None:
         os.environ[var] = "error"
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
-
-
-LINE_INTERVAL = float(os.environ.get("BEBERT_PROGRESS_INTERVAL", "60"))  # seconds between progress lines
-
-
-class LineProgress:
-    """Progress for logs without a terminal: `description: 120/900 (13%) loss 0.41 ... elapsed 1:02 ETA 6:43`,
-    at most every `interval` seconds per task, and a last line when a task that printed one finishes."""
-
-    def __init__(self, log, interval: float | None = None, clock=time.monotonic):
-        self.log, self.interval, self.clock = log, LINE_INTERVAL if interval is None else interval, clock
-        self.tasks: dict[int, dict] = {}
-
-    def add_task(self, description, total=None, completed=0, **fields):
-        now = self.clock()
-        self.tasks[len(self.tasks)] = {"description": description, "total": total, "completed": completed,
-                                       "start_completed": completed, "start": now, "last": now, "printed": False,
-                                       "info": fields.get("info", "")}
-        return len(self.tasks) - 1
-
-    def update(self, task_id, completed=None, advance=None, info=None, **fields):
-        t = self.tasks.get(task_id)
-        if t is None:
-            return
-        if completed is not None:
-            t["completed"] = completed
-        if advance:
-            t["completed"] += advance
-        if info is not None:
-            t["info"] = info
-        now = self.clock()
-        done = t["total"] is not None and t["completed"] >= t["total"]
-        if now - t["last"] >= self.interval or (done and t["printed"]):
-            self._line(t, now)
-
-    def advance(self, task_id, advance=1):
-        self.update(task_id, advance=advance)
-
-    def remove_task(self, task_id):
-        self.tasks.pop(task_id, None)
-
-    def _line(self, t, now):
-        t["last"], t["printed"] = now, True
-        elapsed = now - t["start"]
-        parts = [f"{t['description']}: {t['completed']}"]
-        if t["total"]:
-            parts[0] += f"/{t['total']} ({100 * t['completed'] / t['total']:.0f}%)"
-        if t["info"]:
-            parts.append(str(t["info"]))
-        parts.append(f"elapsed {_clock(elapsed)}")
-        moved = t["completed"] - t["start_completed"]
-        if t["total"] and 0 < moved and t["completed"] < t["total"]:
-            parts.append(f"ETA {_clock(elapsed / moved * (t['total'] - t['completed']))}")
-        self.log(" ".join(parts))
-
-
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-class NullProgress:
-    def add_task(self, *args, **kwargs):
-        return 0
-
-    def update(self, *args, **kwargs):
-        pass
-
-    def advance(self, *args, **kwargs):
-        pass
-
-    def remove_task(self, *args, **kwargs):
-        pass
 
 
 def _fmt(value) -> str:

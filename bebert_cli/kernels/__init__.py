@@ -28,6 +28,7 @@ from . import _reference as _ref
 from ._reference import pack_sign_words, pack_signs_u8, sign_pm1
 
 __all__ = [
+    "BinaryGemm",
     "PackedWeight",
     "available_backends",
     "backend",
@@ -63,6 +64,10 @@ _ext, _reason = _load()
 # CPU architecture it was built for: x86 scalar/avx2/avx512_vpopcntdq, aarch64 scalar/neon).
 _LEVELS: tuple[str, ...] = tuple(_ext.info()["levels"]) if _ext is not None else ()
 _best = _ext.best_level() if _ext is not None else -1
+# The level whose GEMM reads a second weight layout (x86: avx2), None if none; see PackedWeight.kernel_nibbles.
+_NIBBLES_LEVEL: int | None = _ext.info()["nibbles_level"] if _ext is not None else None
+if _NIBBLES_LEVEL is not None and _NIBBLES_LEVEL < 0:
+    _NIBBLES_LEVEL = None
 _level = _best  # -1 = pure torch
 _warned = False
 
@@ -166,11 +171,23 @@ class PackedWeight:
     Interleaving 16 rows lets one 512-bit load feed 16 output columns.
     """
 
-    __slots__ = ("words", "K", "N", "_signs")
+    __slots__ = ("words", "K", "N", "_signs", "_nibbles")
 
     def __init__(self, words: torch.Tensor, K: int, N: int):
         self.words, self.K, self.N = words, int(K), int(N)
         self._signs: torch.Tensor | None = None
+        self._nibbles: torch.Tensor | None = None
+
+    def kernel_nibbles(self) -> torch.Tensor:
+        """The AVX2 GEMM's weight layout (uint8 [ceil(N/16), ceil(K/8), 32]: the low then the high nibbles
+        of byte q of 16 output rows, one nibble a byte), built from ``words`` on first use and kept, so
+        only processes that run that level pay its memory (twice that of ``words``)."""
+        if self._nibbles is None:
+            words = self.words.contiguous()
+            out = torch.empty(_ext.weight_nibbles_size(self.K, self.N), dtype=torch.uint8)
+            _ext.weight_nibbles(words.data_ptr(), self.K, self.N, out.data_ptr())
+            self._nibbles = out.view((self.N + 15) // 16, (self.K + 7) // 8, 32)
+        return self._nibbles
 
     def signs(self) -> torch.Tensor:
         """Dense float32 [N, K] of +-1 (cached; used by the pure-torch path)."""
@@ -314,6 +331,77 @@ def bi_attention(
 _GEMM_OUT = {"float": 0, "sign": 2}  # the C kernel's BB_OUT_* codes
 
 
+class BinaryGemm:
+    """``binary_gemm`` with its weight, scale and bias checked and their pointers taken once (the fused
+    layer keeps one per linear), so that a call checks only what changes: the input and the residual.
+    Same results as ``binary_gemm``, which builds one per call."""
+
+    __slots__ = ("w", "scale", "bias", "_cpu", "_words_k", "_words_n", "_w_ptr", "_s_ptr", "_b_ptr", "_nib_ptr")
+
+    def __init__(self, w: PackedWeight, scale: torch.Tensor, bias: torch.Tensor | None = None):
+        if not isinstance(w, PackedWeight):
+            raise TypeError(f"w must be a PackedWeight (prepare_binary_weight), got {type(w).__name__}")
+        self.w = w
+        self.scale, self.bias = _check_vec(scale, "scale", w.N), _check_vec(bias, "bias", w.N)
+        self._cpu = all(t.device.type == "cpu" for t in (w.words, self.scale, self.bias) if t is not None)
+        self._words_k, self._words_n = (w.K + 31) // 32, (w.N + 31) // 32
+        self._w_ptr, self._s_ptr = w.words.data_ptr(), self.scale.data_ptr()
+        self._b_ptr = 0 if self.bias is None else self.bias.data_ptr()
+        self._nib_ptr = 0  # the nibbles layout's, taken when a call first runs at that level
+
+    def __call__(
+        self,
+        a: torch.Tensor,
+        *,
+        residual: torch.Tensor | None = None,
+        out: str = "float",
+        shift: float = 0.0,
+        num_threads: int | None = None,
+    ) -> torch.Tensor:
+        """See ``binary_gemm``."""
+        mode = _GEMM_OUT.get(out)
+        if mode is None:
+            raise ValueError(f"out must be one of {sorted(_GEMM_OUT)}, got {out!r}")
+        if not isinstance(a, torch.Tensor):
+            raise TypeError(f"a must be a torch.Tensor, got {type(a).__name__}")
+        w, shape = self.w, a.shape
+        if len(shape) != 2:
+            raise ValueError(f"a must be 2-D, got shape {tuple(shape)}")
+        bits_in = a.dtype == torch.int32
+        if not bits_in and a.dtype != torch.float32:
+            raise TypeError(f"a must be torch.float32 (or int32 sign words), got {a.dtype}")
+        if shape[1] != (self._words_k if bits_in else w.K):
+            raise ValueError(f"a must be [M, {self._words_k if bits_in else w.K}], got shape {tuple(shape)}")
+        M = shape[0]
+        if residual is not None:
+            if mode != 0:
+                raise ValueError("residual only applies to out='float'")
+            _check(residual, "residual", torch.float32)
+            if residual.shape != (M, w.N):
+                raise ValueError(f"residual must be [{M}, {w.N}], got shape {tuple(residual.shape)}")
+            if not residual.is_contiguous():
+                residual = residual.contiguous()
+        if not a.is_contiguous():
+            a = a.contiguous()
+        fast = _level >= 0 and self._cpu and a.is_cpu and (residual is None or residual.is_cpu)
+        if not (fast or (self._cpu and _use_ext(a, *(() if residual is None else (residual,))))):
+            return _ref.binary_gemm(a.detach(), w.signs().to(a.device), self.scale, self.bias, residual, out, shift)
+        if mode == 0:
+            result = torch.empty(M, w.N, dtype=torch.float32)
+        else:
+            result = torch.empty(M, self._words_n, dtype=torch.int32)
+        nib = 0
+        if _level == _NIBBLES_LEVEL:
+            nib = self._nib_ptr or w.kernel_nibbles().data_ptr()
+            self._nib_ptr = nib
+        _ext.binary_gemm(
+            a.data_ptr(), int(bits_in), M, w.K, self._words_k, float(shift), self._w_ptr, nib, w.N, self._s_ptr,
+            self._b_ptr, 0 if residual is None else residual.data_ptr(), result.data_ptr(), mode, _level,
+            _threads(num_threads),
+        )  # fmt: skip
+        return result
+
+
 def binary_gemm(
     a: torch.Tensor,
     w: PackedWeight,
@@ -330,37 +418,11 @@ def binary_gemm(
 
     ``out="float"``: float32 [M, N] = dot * scale + bias (+ residual), each a separate rounding, so it
     equals ``binary_linear(...) + residual`` bit for bit. ``out="sign"``: int32 sign words [M, ceil(N/32)]
-    of that float (no residual).
+    of that float (no residual). Calling one weight many times: ``BinaryGemm`` checks it once.
     """
     if out not in _GEMM_OUT:
         raise ValueError(f"out must be one of {sorted(_GEMM_OUT)}, got {out!r}")
-    if a.dim() != 2:
-        raise ValueError(f"a must be 2-D, got shape {tuple(a.shape)}")
-    bits_in = a.dtype == torch.int32
-    if not bits_in:
-        _check(a, "a", torch.float32)
-    words_k, words_n = (w.K + 31) // 32, (w.N + 31) // 32
-    if (a.shape[1] != words_k) if bits_in else (a.shape[1] != w.K):
-        raise ValueError(f"a must be [M, {words_k if bits_in else w.K}], got shape {tuple(a.shape)}")
-    scale, bias = _check_vec(scale, "scale", w.N), _check_vec(bias, "bias", w.N)
-    if residual is not None:
-        if out != "float":
-            raise ValueError("residual only applies to out='float'")
-        _check(residual, "residual", torch.float32)
-        if tuple(residual.shape) != (a.shape[0], w.N):
-            raise ValueError(f"residual must be [{a.shape[0]}, {w.N}], got shape {tuple(residual.shape)}")
-        residual = residual.contiguous()
-    a = a.detach().contiguous()
-    M = a.shape[0]
-    if not _use_ext(a, scale, *(t for t in (bias, residual) if t is not None)):
-        return _ref.binary_gemm(a, w.signs().to(a.device), scale, bias, residual, out, shift)
-    result = torch.empty(M, w.N, dtype=torch.float32) if out == "float" else torch.empty(M, words_n, dtype=torch.int32)
-    _ext.binary_gemm(
-        a.data_ptr(), int(bits_in), M, w.K, words_k, float(shift), w.words.data_ptr(), w.N, scale.data_ptr(),
-        0 if bias is None else bias.data_ptr(), 0 if residual is None else residual.data_ptr(), result.data_ptr(),
-        _GEMM_OUT[out], _level, _threads(num_threads),
-    )  # fmt: skip
-    return result
+    return BinaryGemm(w, scale, bias)(a, residual=residual, out=out, shift=shift, num_threads=num_threads)
 
 
 def bi_attention_bits(

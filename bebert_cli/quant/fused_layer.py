@@ -77,7 +77,7 @@ class FusedForward:
     def __init__(self, layer):
         self.layer = layer
         self.parts = _Parts(layer)
-        self.qkv = None
+        self._gemms = None
 
     def __call__(self, hidden_states, attention_mask=None, encoder_hidden_states=None, *args, **kwargs):
         layer = self.layer
@@ -110,10 +110,10 @@ class FusedForward:
                 return False
         return self.parts.attn_quant.runtime == "packed" and all(m.runtime == "packed" for m in self.parts.linears)
 
-    def qkv_weights(self, states) -> "_QKV":
-        if self.qkv is None or any(a is not b for a, b in zip(self.qkv.parts, states)):
-            self.qkv = _QKV(states)  # (re)built when a layer's prepared kernel state changed
-        return self.qkv
+    def gemms(self, states) -> "_Gemms":
+        if self._gemms is None or any(a is not b for a, b in zip(self._gemms.states, states)):
+            self._gemms = _Gemms(states)  # (re)built when a layer's prepared kernel state changed
+        return self._gemms
 
 
 def install(model) -> int:
@@ -165,20 +165,23 @@ def _has_hooks(module) -> bool:
     return False
 
 
-class _QKV:
-    """Q, K and V as one GEMM: their kernel weights stacked (N is a multiple of 32, so blocks line up)."""
+class _Gemms:
+    """The layer's four GEMMs as `kernels.BinaryGemm`s, built from the six linears' kernel states (Q, K
+    and V as one: their weights stacked, N a multiple of 32, so blocks line up); their weights, scales
+    and biases are checked once here instead of in every call."""
 
-    __slots__ = ("parts", "weight", "scale", "bias")
+    __slots__ = ("states", "qkv", "attn_out", "inter", "out")
 
-    def __init__(self, parts):
-        from bebert_cli.kernels import PackedWeight
+    def __init__(self, states):
+        from bebert_cli.kernels import BinaryGemm, PackedWeight
 
-        self.parts = parts
-        first = parts[0].weight
-        words = torch.cat([p.weight.words for p in parts], dim=0)
-        self.weight = PackedWeight(words, first.K, sum(p.weight.N for p in parts))
-        self.scale = torch.cat([p.scale for p in parts]).contiguous()
-        self.bias = None if parts[0].bias is None else torch.cat([p.bias for p in parts]).contiguous()
+        self.states = states
+        qkv, first = states[:3], states[0].weight
+        words = torch.cat([p.weight.words for p in qkv], dim=0)
+        weight = PackedWeight(words, first.K, sum(p.weight.N for p in qkv))
+        bias = None if qkv[0].bias is None else torch.cat([p.bias for p in qkv]).contiguous()
+        self.qkv = BinaryGemm(weight, torch.cat([p.scale for p in qkv]).contiguous(), bias)
+        self.attn_out, self.inter, self.out = (BinaryGemm(p.weight, p.scale, p.bias) for p in states[3:])
 
 
 def _fused_forward(fused: FusedForward, hidden_states, attention_mask):
@@ -194,13 +197,11 @@ def _fused_forward(fused: FusedForward, hidden_states, attention_mask):
         return None
     B, L, hidden = hidden_states.shape
     x = hidden_states.reshape(B * L, hidden).contiguous()
-    qkv = fused.qkv_weights(tuple(states[:3]))
-    attn_out, inter, out = states[3], states[4], states[5]
+    g = fused.gemms(tuple(states))
 
-    qkv_bits = kernels.binary_gemm(x, qkv.weight, qkv.scale, qkv.bias, out="sign")
+    qkv_bits = g.qkv(x, out="sign")
     ctx_bits = kernels.bi_attention_bits(qkv_bits, mask, B, parts.heads, L, parts.head_size)
-    h = kernels.binary_gemm(ctx_bits, attn_out.weight, attn_out.scale, attn_out.bias, residual=x)
-    h = parts.attn_norm(h)
-    ffn = kernels.binary_gemm(h, inter.weight, inter.scale, inter.bias, out="sign")  # sign(y) = the FFN's input
-    y = kernels.binary_gemm(ffn, out.weight, out.scale, out.bias, residual=h)
+    h = parts.attn_norm(g.attn_out(ctx_bits, residual=x))
+    ffn = g.inter(h, out="sign")  # sign(y) = the FFN's input
+    y = g.out(ffn, residual=h)
     return parts.out_norm(y).view(B, L, hidden)

@@ -1,4 +1,5 @@
-"""Training a binary student from a teacher: the work behind `bebert binarize` (and ensemble members)."""
+"""A binary student and its training: built from a teacher, distilled once or through BiT's stages, rounded
+for saving. The model-level steps `workflows.binarize` (and the ensemble members) put in order."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bebert_cli.errors import TrainingError
-from bebert_cli.files import dir_size
 from bebert_cli.quant.recipes import Recipe, student_heads
 from bebert_cli.tasks import GlueTask
 
@@ -213,89 +213,3 @@ def finalize_student(student, recipe: Recipe):
     student.eval()
     round_full_precision_(student, recipe.fp_dtype)
     return student
-
-
-def run_binarize(teacher_path: str, task: GlueTask, output: Path, recipe: Recipe, *, out, data_dir, overwrite: bool,
-                 resume: bool, save_every: int, eval_batch_size: int, mixed_precision: str = "auto", cpu: bool = False,
-                 trust_remote_code: bool = False, revision: str | None = None) -> dict:
-    from bebert_cli.models import load_classifier, load_tokenizer, save_tokenizer_compact
-    from bebert_cli.pipeline import (
-        EVAL_FILE, RUN_FILE, evaluate_splits, eval_payload, load_eval_split, load_train_data, make_accelerator, write_json,
-    )
-    from bebert_cli.quant.packed import save_packed
-    from bebert_cli.report.card import write_model_card
-    from bebert_cli.report.lineage import lineage
-    from bebert_cli.runner import environment_info, publish, training_run
-
-    accelerator = make_accelerator(cpu=cpu, mixed_precision=mixed_precision, out=out)
-    tokenizer = load_tokenizer(teacher_path, trust_remote_code=trust_remote_code, revision=revision)
-    teacher = load_classifier(teacher_path, task, new_head=False, trust_remote_code=trust_remote_code, revision=revision)
-    data = load_train_data(task, tokenizer, data_dir=data_dir, max_seq_length=recipe.max_seq_length,
-                           max_train_samples=recipe.max_train_samples, seed=recipe.seed)
-    dev = load_eval_split(task, "dev", tokenizer, data_dir=data_dir, max_seq_length=recipe.max_seq_length)
-
-    with training_run(output, overwrite=overwrite, resume=resume, accelerator=accelerator) as work:
-        out.log(f"Binarizing {teacher_path} with recipe {recipe.name} ({recipe.bits_label}) on {task.name}: "
-                f"{len(data.train)} training rows, {len(data.select) if data.select is not None else 0} held out")
-        train_ds = data.train
-        if recipe.augment:
-            from bebert_cli.augment import augment_dataset
-
-            train_ds = augment_dataset(data.train, teacher.get_input_embeddings().weight, tokenizer,
-                                       copies=recipe.augment, top_k=recipe.augment_top_k, prob=recipe.augment_prob,
-                                       seed=recipe.seed)
-            copies = "1 augmented copy" if recipe.augment == 1 else f"{recipe.augment} augmented copies"
-            out.log(f"Augmented: {len(train_ds)} training rows (each row and {copies}; soft labels only)")
-        fingerprint = {"teacher": str(teacher_path), "task": task.name,
-                       **({"data": task.to_dict()} if getattr(task, "source", "glue") != "glue" else {})}
-        stages = []
-        if recipe.stages:
-            student, plan, result, stages = train_stages(
-                teacher, tokenizer, task, recipe, data, accelerator=accelerator, work_dir=work, out=out,
-                save_every=save_every, eval_batch_size=eval_batch_size, train_ds=train_ds, fingerprint=fingerprint)
-        else:
-            student, plan, result = train_student(
-                teacher, tokenizer, task, recipe, data, accelerator=accelerator, work_dir=work, resume=resume, out=out,
-                save_every=save_every, eval_batch_size=eval_batch_size, train_ds=train_ds, fingerprint=fingerprint)
-        finalize_student(student, recipe)
-        with out.progress(accelerator.is_main_process) as progress:
-            results = evaluate_splits(student, task, dev, data.collator, batch_size=eval_batch_size, progress=progress,
-                                      device=accelerator.device)
-            teacher_results = evaluate_splits(teacher, task, dev, data.collator, batch_size=eval_batch_size,
-                                              progress=progress, device=accelerator.device)
-        payload = eval_payload(task, results, model=str(output), split="dev", max_seq_length=recipe.max_seq_length,
-                               recipe=recipe.name, bits=recipe.bits_label)
-        teacher_payload = eval_payload(task, teacher_results, model=str(teacher_path), split="dev",
-                                       max_seq_length=recipe.max_seq_length)
-        run_info = {
-            "command": "binarize", "teacher": str(teacher_path), "task": task.name, "recipe": recipe.to_dict(),
-            **({"data": task.to_dict()} if hasattr(task, "to_dict") else {}),
-            "max_seq_length": recipe.max_seq_length, "train_rows": len(train_ds), "stages": stages,
-            "selection": {"held_out_rows": len(data.select) if data.select is not None else 0,
-                          "best_score": result.best_score, "best_epoch": result.best_epoch},
-            "steps": result.steps, "samples_per_second": result.samples_per_second,
-            "train_seconds": sum(st["train_seconds"] for st in stages) if stages else result.train_seconds,
-            "mixed_precision": accelerator.mixed_precision, "mixed_precision_reason": accelerator.bebert_precision_reason,
-            "processes": accelerator.num_processes, "teacher_eval": teacher_payload, "environment": environment_info(),
-            "lineage": lineage(teacher_path),
-        }
-        sample_texts = [str(t) for t in load_eval_texts(dev, tokenizer)]
-
-        def write(tmp):
-            save_packed(student, tmp, recipe, plan)
-            save_tokenizer_compact(tokenizer, tmp, sample_texts)
-            write_json(tmp / EVAL_FILE, payload)
-            write_json(tmp / RUN_FILE, run_info)
-            write_model_card(tmp, name=Path(output).name)
-
-        publish(output, write, overwrite=overwrite, accelerator=accelerator)
-
-    return {**payload, "output": str(output), "size_bytes": dir_size(output), "teacher": teacher_payload,
-            "train": {k: run_info[k] for k in ("steps", "samples_per_second", "train_seconds", "selection", "train_rows")}}
-
-
-def load_eval_texts(dev: dict, tokenizer) -> list[str]:
-    """Texts to check a compact tokenizer against: the dev inputs, decoded back from their ids."""
-    ds = next(iter(dev.values()))
-    n = min(500, len(ds))
-    return [tokenizer.decode(list(ds[i]["input_ids"]), skip_special_tokens=True) for i in range(n)]

@@ -183,21 +183,28 @@ static void test_matmul_bits(void) {
 
 /* ------------------------------------------------------------------ binary_gemm */
 
+static int g_extreme; /* gemm_case: weights made of row 0's signs and their negation */
 static void gemm_case(size_t M, size_t K, size_t N, int bits_in, int mode, int with_bias, int with_res, float shift) {
     size_t W = cdiv(K, 32), WN = cdiv(N, 32), lda = bits_in ? W + rndn(3) : K;
     float *x = xmalloc(M * K * sizeof(float)), *scale = xmalloc(N * sizeof(float)), *bias = xmalloc(N * sizeof(float));
     float *res = xmalloc(M * N * sizeof(float)), *outf = xmalloc(M * N * sizeof(float));
     uint32_t *outw = xmalloc(M * WN * sizeof(uint32_t)), *abits = xmalloc(M * lda * sizeof(uint32_t));
     int8_t *sw = random_signs(N * K), *sa = xmalloc(M * K);
-    uint32_t *w = interleave(sw, N, K);
     fill_floats(x, M * K, shift);
     for (size_t i = 0; i < M * K; i++) sa[i] = (int8_t)ref_sign(x[i], shift);
+    if (g_extreme) /* row 0 against its own signs and their negation: popcounts 0 and K, the counters' extremes */
+        for (size_t n = 0; n < N; n++)
+            for (size_t k = 0; k < K; k++) sw[n * K + k] = (int8_t)(n % 2 ? -sa[k] : sa[k]);
+    uint32_t *w = interleave(sw, N, K);
+    /* the AVX2 nibbles layout: prepared (as the Python layer does) in half the cases, else built per call */
+    uint8_t *wb = rndn(2) ? xmalloc(bb_weight_nibbles_size(K, N)) : NULL;
+    if (wb) bb_weight_nibbles(w, K, N, wb);
     if (bits_in) pack_rows(sa, M, K, abits, lda);
     fill_affine(scale, bias, N);
     for (size_t i = 0; i < M * N; i++) res[i] = rndn(10) ? runif() * 2.0f : (rndn(2) ? -0.0f : NAN);
     memset(outf, 0xA5, M * N * sizeof(float));
     memset(outw, 0xA5, M * WN * sizeof(uint32_t));
-    int rc = bb_binary_gemm(bits_in ? (const void *)abits : (const void *)x, bits_in, M, K, lda, shift, w, N, scale,
+    int rc = bb_binary_gemm(bits_in ? (const void *)abits : (const void *)x, bits_in, M, K, lda, shift, w, wb, N, scale,
                             with_bias ? bias : NULL, with_res ? res : NULL, mode == BB_OUT_FLOAT ? (void *)outf : (void *)outw,
                             mode, g_level, g_threads);
     long bad = -1;
@@ -217,8 +224,9 @@ static void gemm_case(size_t M, size_t K, size_t N, int bits_in, int mode, int w
         }
         if (mode == BB_OUT_SIGN && bad < 0 && N % 32 && outw[m * WN + WN - 1] >> (N % 32)) bad = (long)(m * N + N); /* padding 0 */
     }
-    report(rc == BB_OK && bad < 0, "M=%zu K=%zu N=%zu bits_in=%d mode=%d bias=%d res=%d shift=%g rc=%d first bad %ld",
-           M, K, N, bits_in, mode, with_bias, with_res, shift, rc, bad);
+    report(rc == BB_OK && bad < 0, "M=%zu K=%zu N=%zu bits_in=%d mode=%d bias=%d res=%d shift=%g prepared=%d rc=%d "
+           "first bad %ld", M, K, N, bits_in, mode, with_bias, with_res, shift, wb != NULL, rc, bad);
+    free(wb);
     free(x); free(scale); free(bias); free(res); free(outf); free(outw); free(abits); free(sw); free(sa); free(w);
 }
 
@@ -232,6 +240,12 @@ static void test_binary_gemm(void) {
     gemm_case(37, 390, 200, 1, BB_OUT_SIGN, 1, 0, 0.0f);
     gemm_case(6, 2100, 40, 0, BB_OUT_SIGN, 0, 0, 0.0f); /* K > 31 words x 2: the byte-counter flushes */
     gemm_case(5, 2100, 33, 1, BB_OUT_FLOAT, 1, 1, 0.0f);
+    gemm_case(9, 640, 130, 1, BB_OUT_SIGN, 1, 0, 0.0f); /* 32-column AVX2 tiles, a 16-column rest, a partial block */
+    g_extreme = 1; /* > 16128 byte steps of counts up to 4 per nibble: the AVX2 u16 sums must flush to int32 in time */
+    gemm_case(5, 64100, 20, 1, BB_OUT_FLOAT, 0, 0, 0.0f);
+    gemm_case(2, 140000, 3, 1, BB_OUT_FLOAT, 0, 0, 0.0f);
+    gemm_case(3, 70000, 5, 0, BB_OUT_FLOAT, 1, 0, 0.0f);
+    g_extreme = 0;
 }
 
 /* ------------------------------------------------------------------ lowbit_linear */
@@ -383,13 +397,13 @@ static void test_rejects(void) {
     report(bb_pack_signs(f, 1, 8, 0.0f, u, bad, 1) == BB_EINVAL, "pack_signs accepted level %d", bad);
     report(bb_matmul_bits(u, 1, 8, 1, u, 1, i32, bad, 1) == BB_EINVAL, "matmul_bits accepted level %d", bad);
     report(bb_matmul_bits(u, 1, 8, 1, u, 1, i32, -1, 1) == BB_EINVAL, "matmul_bits accepted level -1");
-    report(bb_binary_gemm(f, 0, 1, 8, 8, 0.0f, u, 1, f, NULL, NULL, f, BB_OUT_FLOAT, bad, 1) == BB_EINVAL,
+    report(bb_binary_gemm(f, 0, 1, 8, 8, 0.0f, u, NULL, 1, f, NULL, NULL, f, BB_OUT_FLOAT, bad, 1) == BB_EINVAL,
            "binary_gemm accepted level %d", bad);
-    report(bb_binary_gemm(f, 0, 1, 8, 8, 0.0f, u, 1, f, NULL, NULL, f, 1, g_level, 1) == BB_EINVAL,
+    report(bb_binary_gemm(f, 0, 1, 8, 8, 0.0f, u, NULL, 1, f, NULL, NULL, f, 1, g_level, 1) == BB_EINVAL,
            "binary_gemm accepted mode 1");
-    report(bb_binary_gemm(f, 0, 1, 8, 8, 0.0f, u, 1, f, NULL, NULL, f, 3, g_level, 1) == BB_EINVAL,
+    report(bb_binary_gemm(f, 0, 1, 8, 8, 0.0f, u, NULL, 1, f, NULL, NULL, f, 3, g_level, 1) == BB_EINVAL,
            "binary_gemm accepted mode 3 (the removed GELU sign)");
-    report(bb_binary_gemm(f, 0, 1, 8, 8, 0.0f, u, 1, f, NULL, f, u, BB_OUT_SIGN, g_level, 1) == BB_EINVAL,
+    report(bb_binary_gemm(f, 0, 1, 8, 8, 0.0f, u, NULL, 1, f, NULL, f, u, BB_OUT_SIGN, g_level, 1) == BB_EINVAL,
            "binary_gemm accepted a residual with the sign output");
     report(bb_lowbit_linear(i8, 1, 8, u, 1, f, NULL, f, bad, 1) == BB_EINVAL, "lowbit_linear accepted level %d", bad);
     report(bb_bi_attention(f, f, f, NULL, 1, 1, 1, 1, 8, f, bad, 1) == BB_EINVAL, "bi_attention accepted level %d", bad);
@@ -399,8 +413,8 @@ static void test_rejects(void) {
            "bi_attention_bits accepted level %d", bad);
     /* empty shapes: nothing to do, nothing written */
     float sentinel = f[0] = 12345.0f;
-    report(bb_binary_gemm(f, 0, 0, 8, 8, 0.0f, u, 4, f, NULL, NULL, f, BB_OUT_FLOAT, g_level, g_threads) == BB_OK &&
-           bb_binary_gemm(f, 0, 3, 8, 8, 0.0f, u, 0, f, NULL, NULL, f, BB_OUT_FLOAT, g_level, g_threads) == BB_OK &&
+    report(bb_binary_gemm(f, 0, 0, 8, 8, 0.0f, u, NULL, 4, f, NULL, NULL, f, BB_OUT_FLOAT, g_level, g_threads) == BB_OK &&
+           bb_binary_gemm(f, 0, 3, 8, 8, 0.0f, u, NULL, 0, f, NULL, NULL, f, BB_OUT_FLOAT, g_level, g_threads) == BB_OK &&
            f[0] == sentinel, "binary_gemm with M=0 / N=0");
     report(bb_matmul_bits(u, 0, 8, 1, u, 4, i32, g_level, g_threads) == BB_OK, "matmul_bits with M=0");
     report(bb_lowbit_linear(i8, 0, 8, u, 4, f, NULL, f, g_level, g_threads) == BB_OK && f[0] == sentinel,

@@ -71,14 +71,10 @@ LONG = ["--max-train-samples", "96", "--epochs", "12", "--batch-size", "8", "--m
         "--seed", "5"]
 
 
-def test_resume_after_interrupt_gives_the_same_model(tiny_bert, small_glue, tmp_path):
-    base = ["binarize", str(tiny_bert), "--task", "sst2", "--data-dir", str(small_glue), *LONG]
-    run_cli(*base, "-o", tmp_path / "straight", check=0)
-
-    out = tmp_path / "interrupted"
+def interrupt_once_saved(base: list, out, state) -> None:
+    """Run `bebert BASE -o OUT` in a new interpreter, Ctrl-C it once `state` exists, and check it stopped with 130."""
     proc = subprocess.Popen([sys.executable, "-m", "bebert_cli", *base, "-o", str(out)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    state = tmp_path / ".interrupted.bebert-run" / "train_state.safetensors"
     deadline = time.time() + 300
     while time.time() < deadline and not state.exists() and proc.poll() is None:
         time.sleep(0.05)
@@ -87,6 +83,14 @@ def test_resume_after_interrupt_gives_the_same_model(tiny_bert, small_glue, tmp_
     if proc.returncode == 0:
         pytest.fail("training finished before it could be interrupted; make the run longer")
     assert proc.returncode == 130, err
+
+
+def test_resume_after_interrupt_gives_the_same_model(tiny_bert, small_glue, tmp_path):
+    base = ["binarize", str(tiny_bert), "--task", "sst2", "--data-dir", str(small_glue), *LONG]
+    run_cli(*base, "-o", tmp_path / "straight", check=0)
+
+    out = tmp_path / "interrupted"
+    interrupt_once_saved(base, out, tmp_path / ".interrupted.bebert-run" / "train_state.safetensors")
     assert not out.exists()
     run_cli(*base, "-o", out, "--resume", check=0)
     from safetensors.torch import load_file
@@ -130,17 +134,7 @@ def test_multi_step_resume_continues_the_interrupted_stage(tiny_bert, small_glue
             "w1a2,w1a1", *LONG]
     run_cli(*base, "-o", tmp_path / "straight", check=0)
     out = tmp_path / "interrupted"
-    proc = subprocess.Popen([sys.executable, "-m", "bebert_cli", *base, "-o", str(out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    stage2 = tmp_path / ".interrupted.bebert-run" / "stage-2-w1a1" / "train_state.safetensors"
-    deadline = time.time() + 300
-    while time.time() < deadline and not stage2.exists() and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=300)
-    if proc.returncode == 0:
-        pytest.fail("training finished before it could be interrupted; make the run longer")
-    assert proc.returncode == 130, err
+    interrupt_once_saved(base, out, tmp_path / ".interrupted.bebert-run" / "stage-2-w1a1" / "train_state.safetensors")
     resumed = run_cli(*base, "-o", out, "--resume", check=0)
     assert "stage 1/2 (w1a2) already finished" in resumed.stderr
     from safetensors.torch import load_file

@@ -1,4 +1,4 @@
-"""binary_gemm (float/bits in, float/sign out) and bi_attention_bits against the oracle."""
+"""binary_gemm / BinaryGemm (float/bits in, float/sign out) and bi_attention_bits against the oracle."""
 
 from __future__ import annotations
 
@@ -75,6 +75,56 @@ def test_binary_gemm_validation():
         bk.binary_gemm(torch.zeros(2, 40), w, torch.ones(8), out="gelu_sign")  # removed: sign(GELU(y)) = sign(y)
     with pytest.raises(ValueError, match="residual only applies"):
         bk.binary_gemm(torch.zeros(2, 40), w, torch.ones(8), residual=torch.zeros(2, 8), out="sign")
+
+
+def test_binary_gemm_object_equals_function(any_backend):
+    """A BinaryGemm (checked once, called many times) gives binary_gemm's numbers and bits, at every
+    level and after a switch of level (the AVX2 nibbles layout is taken on first use)."""
+    gen = torch.Generator().manual_seed(5)
+    M, K, N = 9, 200, 70
+    w, _ = _weight(N, K, gen)
+    scale, bias = torch.rand(N, generator=gen), torch.randn(N, generator=gen)
+    g = bk.BinaryGemm(w, scale, bias)
+    x = _x(M, K, gen)
+    res = torch.randn(M, N, generator=gen)
+    for a in (x, bk.pack_sign_words(x), x.t().contiguous().t()):  # float, sign words, a non-contiguous view
+        assert torch.equal(g(a), bk.binary_gemm(a, w, scale, bias))
+        assert torch.equal(g(a, residual=res), bk.binary_gemm(a, w, scale, bias, residual=res))
+        assert torch.equal(g(a, out="sign"), bk.binary_gemm(a, w, scale, bias, out="sign"))
+    assert torch.equal(g(x, shift=0.3), bk.binary_gemm(x, w, scale, bias, shift=0.3))
+
+
+def test_binary_gemm_object_validation():
+    w, _ = _weight(8, 40, torch.Generator().manual_seed(0))
+    with pytest.raises(TypeError, match="PackedWeight"):
+        bk.BinaryGemm(torch.zeros(8, 5, dtype=torch.uint8), torch.ones(8))
+    with pytest.raises(ValueError, match="scale must have shape"):
+        bk.BinaryGemm(w, torch.ones(7))
+    with pytest.raises(TypeError, match="bias must be torch.float32"):
+        bk.BinaryGemm(w, torch.ones(8), torch.ones(8, dtype=torch.float64))
+    g = bk.BinaryGemm(w, torch.ones(8))
+    with pytest.raises(TypeError, match="a must be torch.float32"):
+        g(torch.zeros(2, 40, dtype=torch.float64))
+    with pytest.raises(ValueError, match="2-D"):
+        g(torch.zeros(40))
+    with pytest.raises(ValueError, match=r"a must be \[M, 40\]"):
+        g(torch.zeros(2, 41))
+    with pytest.raises(ValueError, match="residual must be"):
+        g(torch.zeros(2, 40), residual=torch.zeros(3, 8))
+    with pytest.raises(ValueError, match="out must be"):
+        g(torch.zeros(2, 40), out="bits")
+
+
+@pytest.mark.skipif(bk._ext is None, reason="compiled kernels not built")
+@pytest.mark.parametrize("K,N", [(1, 1), (70, 17), (256, 48)])
+def test_kernel_nibbles_layout(K, N):
+    """PackedWeight.kernel_nibbles: [ceil(N/16), ceil(K/8), 32], the low then the high nibbles of
+    byte q of a block's 16 weight rows (rows past N zero), rebuilt here from the interleaved words."""
+    w, _ = _weight(N, K, torch.Generator().manual_seed(K + N))
+    nb, q = (N + 15) // 16, (K + 7) // 8
+    rows = w.words.view(torch.uint8).view(nb, -1, 16, 4).permute(0, 1, 3, 2).reshape(nb, -1, 16)[:, :q]
+    want = torch.cat([rows & 15, rows >> 4], dim=2)
+    assert torch.equal(w.kernel_nibbles(), want)
 
 
 @pytest.mark.parametrize("B,H,L,D", [(1, 1, 1, 32), (2, 3, 7, 32), (2, 2, 40, 64), (1, 12, 128, 64)])

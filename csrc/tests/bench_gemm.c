@@ -1,0 +1,89 @@
+/*
+ * Timing of bb_binary_gemm at the fused BERT-base layer's four GEMMs, per level, without Python:
+ *
+ *   make -C csrc/tests bench && csrc/tests/build/native/bench_gemm [--threads N] [--repeats R] [M ...]
+ *
+ * With one thread (the default) the time is the thread's CPU time, so a machine shared with other
+ * jobs slows it only through caches and memory, not through preemption; with more, wall time.
+ * Reports the best of R runs (default 15) in ms and in G bit-products/s (M*N*K / time).
+ */
+#define _POSIX_C_SOURCE 199309L
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bebert_kernels_core.h"
+
+static double seconds(int cpu) {
+    struct timespec t;
+    clock_gettime(cpu ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static uint64_t g_rng = 88172645463325252ull;
+static uint32_t rnd32(void) {
+    g_rng ^= g_rng << 13; g_rng ^= g_rng >> 7; g_rng ^= g_rng << 17;
+    return (uint32_t)(g_rng >> 16);
+}
+
+static void *xalloc(size_t bytes) {
+    void *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!p) { fprintf(stderr, "Error: out of memory\n"); exit(1); }
+    return p;
+}
+
+typedef struct { const char *name; size_t K, N; int bits_in, mode; } gemm;
+/* the fused layer: QKV (float in, sign out), attention output (bits in, float + residual), FFN in,
+ * FFN out */
+static const gemm GEMMS[] = {{"qkv", 768, 2304, 0, BB_OUT_SIGN}, {"attn-out", 768, 768, 1, BB_OUT_FLOAT},
+                             {"ffn-in", 768, 3072, 0, BB_OUT_SIGN}, {"ffn-out", 3072, 768, 1, BB_OUT_FLOAT}};
+
+int main(int argc, char **argv) {
+    int threads = 1, repeats = 15;
+    size_t Ms[8], nM = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--repeats") && i + 1 < argc) repeats = atoi(argv[++i]);
+        else if (nM < 8 && atol(argv[i]) > 0) Ms[nM++] = (size_t)atol(argv[i]);
+        else { fprintf(stderr, "Error: unknown argument %s\n", argv[i]); return 2; }
+    }
+    if (!nM) { Ms[0] = 1024; Ms[1] = 128; nM = 2; }
+    if (threads < 1 || repeats < 1) { fprintf(stderr, "Error: --threads and --repeats must be >= 1\n"); return 2; }
+    int cpu = threads == 1;
+    printf("bb_binary_gemm, %d thread(s), best of %d, %s time; ms and G bit-products/s\n", threads, repeats,
+           cpu ? "thread CPU" : "wall");
+    for (size_t im = 0; im < nM; im++)
+        for (size_t g = 0; g < sizeof(GEMMS) / sizeof(GEMMS[0]); g++) {
+            const gemm *G = &GEMMS[g];
+            size_t M = Ms[im], K = G->K, N = G->N, W = (K + 31) / 32;
+            uint32_t *w = xalloc((N + 15) / 16 * 16 * W * 4), *bits = xalloc(M * W * 4);
+            float *x = xalloc(M * K * 4), *scale = xalloc(N * 4), *bias = xalloc(N * 4), *res = xalloc(M * N * 4);
+            void *out = xalloc(M * N * 4);
+            uint8_t *wn = xalloc(bb_weight_nibbles_size(K, N));
+            for (size_t i = 0; i < (N + 15) / 16 * 16 * W; i++) w[i] = rnd32();
+            for (size_t i = 0; i < M * W; i++) bits[i] = rnd32();
+            for (size_t i = 0; i < M * K; i++) x[i] = (float)(rnd32() % 2001) / 1000.0f - 1.0f;
+            for (size_t i = 0; i < N; i++) { scale[i] = 0.01f; bias[i] = 0.1f; }
+            for (size_t i = 0; i < M * N; i++) res[i] = 1.0f;
+            bb_weight_nibbles(w, K, N, wn);
+            printf("M=%-5zu %-8s K=%-4zu N=%-4zu", M, G->name, K, N);
+            for (int level = 0; level <= bb_best_level(); level++) {
+                double best = 1e30;
+                for (int r = 0; r < repeats; r++) {
+                    double t0 = seconds(cpu);
+                    int rc = bb_binary_gemm(G->bits_in ? (const void *)bits : (const void *)x, G->bits_in, M, K, W, 0.0f,
+                                            w, wn, N, scale, bias, G->mode == BB_OUT_FLOAT ? res : NULL, out, G->mode,
+                                            level, threads);
+                    double t = seconds(cpu) - t0;
+                    if (rc != BB_OK) { fprintf(stderr, "Error: bb_binary_gemm returned %d\n", rc); return 1; }
+                    if (t < best) best = t;
+                }
+                printf(" | %s %8.3f ms %6.0f", bb_level_name(level), best * 1e3, (double)M * N * K / best / 1e9);
+            }
+            printf("\n");
+            free(w); free(bits); free(x); free(scale); free(bias); free(res); free(out); free(wn);
+        }
+    return 0;
+}
