@@ -46,10 +46,12 @@ OMP_NUM_THREADS before torch is imported, and torch.set_num_threads):
   `resource.getrusage(RUSAGE_SELF).ru_maxrss` where there is no /proc: on Linux ru_maxrss is
   inherited through fork + exec from this big parent, so it is not usable here), also for a process
   that only imports the libraries (onnxruntime too, for the ORT rows);
-* `--profile`: where the (fused) packed 1-1-1 model's time goes on the first backend (binary GEMM
-  kernels, Bi-Attention kernel, everything else) by timers around the kernel calls, plus
-  torch.profiler's top operators, and the Python overhead per kernel call (time in the
-  `bebert_cli.kernels` wrappers minus the C extension's time under them; it dominates batch 1).
+* `--profile`: where the time of the (fused) packed 1-1-1, the w1a4 and the w1a8 model goes, on each
+  backend (linear kernels: binary GEMMs / `lsq_linear`; attention kernels: Bi-Attention / the LSQ
+  quantizers of the softmax attention; everything else: torch, e.g. the float attention products,
+  softmax, GELU, LayerNorm) by timers around the kernel calls, plus torch.profiler's top operators,
+  and the Python overhead per kernel call (time in the `bebert_cli.kernels` wrappers minus the C
+  extension's time under them; it dominates batch 1).
 
 Prints one markdown table per model and input, and the memory table; `--json FILE` writes everything
 measured (every timed run, the ORT build and sanity checks, the machine). `--workdir DIR` keeps the
@@ -248,16 +250,23 @@ def ort_check(sessions: dict, fp32_model, batch: dict) -> dict:
             "ok": bool(ok_fp32 and ok_int8)}
 
 
+# The kernel entry points a packed forward calls, by what they compute: the fused 1-1-1 layer calls
+# binary_gemm / bi_attention_bits, the unfused one binary_linear / bi_attention; w1a4 / w1a8 call
+# lsq_linear (LSQ-quantizing linears) and lsq_quantize (the softmax attention's Q/K/V/P quantizers).
+KERNEL_GROUPS = {"binary_gemm": "linears", "binary_linear": "linears", "lsq_linear": "linears",
+                 "lowbit_linear": "linears", "bi_attention_bits": "attention", "bi_attention": "attention",
+                 "lsq_quantize": "attention"}
+PROFILED_ROWS = ("packed 1-1-1", "packed w1a4", "packed w1a8")
+
+
 def profile_packed(model, batch: dict, repeats: int) -> dict:
-    """Time spent in the binary-linear kernels, the Bi-Attention kernel and the rest of the forward."""
+    """Time spent in the linear kernels, the attention kernels and the rest of the forward."""
     import torch
 
     from bebert_cli import kernels
 
-    # the fused layer calls binary_gemm / bi_attention_bits, the unfused one binary_linear / bi_attention
-    groups = {"binary_gemm": "binary_linear", "binary_linear": "binary_linear", "bi_attention_bits": "bi_attention",
-              "bi_attention": "bi_attention"}
-    spent = {"binary_linear": 0.0, "bi_attention": 0.0}
+    groups = {name: g for name, g in KERNEL_GROUPS.items() if hasattr(kernels, name)}
+    spent = {"linears": 0.0, "attention": 0.0}
     originals = {name: getattr(kernels, name) for name in groups}
     gemm_call, depth = kernels.BinaryGemm.__call__, [0]  # the fused layer calls its BinaryGemm objects
 
@@ -315,7 +324,7 @@ def kernel_call_overhead(model, batch: dict, repeats: int) -> dict:
 
     if kernels._ext is None:
         return {}
-    names = ("binary_gemm", "binary_linear", "lowbit_linear", "bi_attention_bits", "bi_attention")
+    names = tuple(n for n in KERNEL_GROUPS if hasattr(kernels, n))
     originals, real_ext = {n: getattr(kernels, n) for n in names}, kernels._ext
     gemm_call = kernels.BinaryGemm.__call__  # what the fused layer calls
     acc = {"calls": 0, "wrapper_s": 0.0, "c_s": 0.0, "depth": 0}
@@ -588,15 +597,18 @@ def run(args, shapes: list[str], feeds: list[tuple[int, int]], backends: list[st
                 for k, t in timing.items():
                     results["latency"].append({"model": shape, "input": f"{b}x{s}", "row": k, "recipe_row": rows[k][0],
                                                "backend": rows[k][1], **t})
-                if args.profile:
-                    prev = kernels.set_backend(backends[0])
-                    try:
-                        n = max(3, args.repeats // 2)
-                        prof = profile_packed(models["packed 1-1-1"], batch, n)
-                        prof.update(kernel_call_overhead(models["packed 1-1-1"], batch, n))
-                        results["profile"][f"{shape} {b}x{s} [{backends[0]}]"] = prof
-                    finally:
-                        kernels.set_backend(prev)
+                if args.profile:  # each profiled row on each backend (1-1-1's key without the row: its history)
+                    for bk in backends:
+                        prev = kernels.set_backend(bk)
+                        try:
+                            n = max(3, args.repeats // 2)
+                            for row in PROFILED_ROWS:
+                                prof = profile_packed(models[row], batch, n)
+                                prof.update(kernel_call_overhead(models[row], batch, n), row=row)
+                                key = f"{shape} {b}x{s} [{bk}]"
+                                results["profile"][key if row == "packed 1-1-1" else f"{row}, {key}"] = prof
+                        finally:
+                            kernels.set_backend(prev)
             del models, sessions
             if not args.no_rss:
                 print(f"[{shape}] peak RSS subprocesses ...", file=sys.stderr)
@@ -720,13 +732,14 @@ def report(results: dict) -> str:
                          f"{f(r['after_over_baseline_mb'])} | {r['disk_mb']:.1f} |")
         lines += ["", "(imports-only: bebert + transformers' BERT code + the kernels; for the ORT rows, onnxruntime too)"]
     if results["profile"]:
-        lines += ["", "| packed 1-1-1, input [backend] | total ms | binary linears ms | Bi-Attention ms | other ms | "
+        lines += ["", "| packed row, model input [backend] | total ms | linear kernels ms | attention kernels ms | other ms | "
                   "kernel calls | Python us per kernel call | top torch ops (self ms) |",
                   "|---|---:|---:|---:|---:|---:|---:|---|"]
         for k, p in results["profile"].items():
             ops = ", ".join(f"{n} {v}" for n, v in list(p["top_torch_ops_ms"].items())[:5])
             calls, per = p.get("kernel_calls_per_forward"), p.get("python_us_per_kernel_call")
-            lines.append(f"| {k} | {p['total']:.1f} | {p['binary_linear']:.1f} | {p['bi_attention']:.1f} | {p['other']:.1f} | "
+            name = k if k.startswith(p["row"]) else f"{p['row']}, {k}"
+            lines.append(f"| {name} | {p['total']:.1f} | {p['linears']:.1f} | {p['attention']:.1f} | {p['other']:.1f} | "
                          f"{'n/a' if calls is None else f'{calls:.0f}'} | {'n/a' if per is None else f'{per:.1f}'} | {ops} |")
     return "\n".join(lines)
 

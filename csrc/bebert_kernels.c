@@ -64,6 +64,34 @@ static PyObject *py_lowbit_linear(PyObject *self, PyObject *args) {
     return status(rc, "lowbit_linear");
 }
 
+static PyObject *py_lsq_linear(PyObject *self, PyObject *args) {
+    unsigned long long px, pw, ps, pb, po;
+    Py_ssize_t M, K, N;
+    float step;
+    int qmin, qmax, level, nt, rc;
+    if (!PyArg_ParseTuple(args, "KnnfiiKnKKKii", &px, &M, &K, &step, &qmin, &qmax, &pw, &N, &ps, &pb, &po, &level, &nt))
+        return NULL;
+    if (!check_level(level) || !check_sizes(M, K, N)) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    rc = bb_lsq_linear(PTR(const float *, px), (size_t)M, (size_t)K, step, qmin, qmax, PTR(const uint32_t *, pw),
+                       (size_t)N, PTR(const float *, ps), PTR(const float *, pb), PTR(float *, po), level, nt);
+    Py_END_ALLOW_THREADS
+    return status(rc, "lsq_linear");
+}
+
+static PyObject *py_lsq_quantize(PyObject *self, PyObject *args) {
+    unsigned long long px, po;
+    Py_ssize_t n;
+    float step, qmin, qmax;
+    int level, nt, rc;
+    if (!PyArg_ParseTuple(args, "KnfffKii", &px, &n, &step, &qmin, &qmax, &po, &level, &nt)) return NULL;
+    if (!check_level(level) || !check_sizes(n, 0, 0)) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    rc = bb_lsq_quantize(PTR(const float *, px), (size_t)n, step, qmin, qmax, PTR(float *, po), level, nt);
+    Py_END_ALLOW_THREADS
+    return status(rc, "lsq_quantize");
+}
+
 static PyObject *py_bi_attention(PyObject *self, PyObject *args) {
     unsigned long long pq, pk, pv, pm, po;
     Py_ssize_t B, H, Lq, Lk, D;
@@ -175,6 +203,9 @@ static PyMethodDef methods[] = {
     {"matmul_bits", py_matmul_bits, METH_VARARGS, "matmul_bits(a_u32, M, K, lda_words, b_interleaved, N, out_i32, level, num_threads)"},
     {"lowbit_linear", py_lowbit_linear, METH_VARARGS,
      "lowbit_linear(x_i8, M, K, w_interleaved, N, scale, bias_or_0, out, level, num_threads)"},
+    {"lsq_linear", py_lsq_linear, METH_VARARGS,
+     "lsq_linear(x_f32, M, K, step, qmin, qmax, w_interleaved, N, scale, bias_or_0, out, level, num_threads)"},
+    {"lsq_quantize", py_lsq_quantize, METH_VARARGS, "lsq_quantize(x_f32, n, step, qmin, qmax, out_f32, level, num_threads)"},
     {"bi_attention", py_bi_attention, METH_VARARGS,
      "bi_attention(q, k, v, keep_u8_or_0, B, H, Lq, Lk, D, out, level, num_threads)"},
     {"binary_gemm", py_binary_gemm, METH_VARARGS,

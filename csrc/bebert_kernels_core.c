@@ -26,6 +26,7 @@
  */
 #include "bebert_kernels_core.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -472,6 +473,7 @@ DEFINE_TILE(neon, , core4_neon, epilogue_neon)
 typedef struct lowjob {
     const int8_t *X; size_t Kp;        /* activation rows, stride Kp = 4*ceil(K/4) (zero-padded copy if K%4) */
     const int32_t *sx;                 /* sum of each activation row */
+    const int8_t *T;                   /* lookup tables [M][Kp/4][16] (the AVX2 w1a4 kernel), else NULL */
     const u32 *B; size_t W;            /* interleaved weight bits */
     size_t M, N;
     const float *scale, *bias; float *out;
@@ -596,6 +598,221 @@ INL void lowk_neon(const int8_t *const *x, const u32 *we, size_t S, int32_t *acc
     for (int i = 0; i < 16; i++) vst1q_s32(acc + 4 * i, t[i]);
 }
 DEFINE_LOWBLOCK(neon, , lowk_neon, 4)
+#endif
+
+/* ------------------------------------------------------------------------- */
+/* w1a4 on AVX2: lookup tables of partial sums (T-MAC / bitnet.cpp style)        */
+/* ------------------------------------------------------------------------- */
+/* AVX2 has no int8 dot product wider than PMADDUBSW (32 multiply-adds an instruction). With binary
+ * weights and |q| <= 8, the 16 possible +-sums of a group of 4 activations fit a byte (|sum| <= 32):
+ * a 16-byte table per (row, group), indexed by the 4 weight bits of the group. One PSHUFB then looks
+ * up 32 output columns at once (128 multiply-adds); three lookups are added in bytes (|.| <= 96)
+ * before widening to int16 (|dot| <= 8 K: exact up to K = 4095 between int32 flushes). The sum is
+ * the +-1 dot itself (no row-sum correction). Tables: built once per row (T [M][S][16], S = groups);
+ * weight nibbles: expanded per task to idx [S][32] (32 columns = two interleaved 16-row blocks). */
+
+#define LUT_ROWS 32  /* rows of a task: 32 rows' tables (S * 512 bytes) stay in L2 across the columns */
+#define LUT_FLUSH 1020 /* groups between int16 -> int32 flushes (4080 columns, multiple of 3) */
+
+INL void lut_tables_tail(const int8_t *q, size_t g, size_t S, int8_t *T) {
+    for (; g < S; g++)
+        for (int i = 0; i < 16; i++) {
+            int t = 0;
+            for (int j = 0; j < 4; j++) t += (i >> j & 1) ? q[4 * g + j] : -q[4 * g + j];
+            T[g * 16 + i] = (int8_t)t;
+        }
+}
+
+#ifdef BB_X86
+T256 static void lut_tables_256(const int8_t *q, size_t S, int8_t *T) {
+    __m256i sg[4], ctl[4];
+    for (int j = 0; j < 4; j++) {
+        int8_t s[32], c[32];
+        for (int i = 0; i < 32; i++) { s[i] = ((i & 15) >> j & 1) ? 1 : -1; c[i] = (int8_t)(i < 16 ? j : 4 + j); }
+        sg[j] = _mm256_loadu_si256((const __m256i *)s);
+        ctl[j] = _mm256_loadu_si256((const __m256i *)c);
+    }
+    size_t g = 0;
+    for (; g + 2 <= S; g += 2) { /* groups g (low lane) and g + 1 (high lane) */
+        long long v8;
+        memcpy(&v8, q + 4 * g, 8);
+        __m256i v = _mm256_set1_epi64x(v8), t = _mm256_sign_epi8(_mm256_shuffle_epi8(v, ctl[0]), sg[0]);
+        for (int j = 1; j < 4; j++) t = _mm256_add_epi8(t, _mm256_sign_epi8(_mm256_shuffle_epi8(v, ctl[j]), sg[j]));
+        _mm256_storeu_si256((__m256i *)(T + g * 16), t);
+    }
+    lut_tables_tail(q, g, S, T);
+}
+
+/* idx[g*32 + h*16 + l] = nibble g of row l of weight block 2*nb32 + h (0 past the last block). */
+INL void lut_expand(const u32 *B, size_t W, size_t NB16, size_t nb32, size_t S, uint8_t *idx) {
+    for (int h = 0; h < 2; h++) {
+        size_t blk = 2 * nb32 + h;
+        const u32 *b = blk < NB16 ? B + blk * W * 16 : NULL;
+        for (size_t g = 0; g < S; g++)
+            for (int l = 0; l < 16; l++)
+                idx[g * 32 + h * 16 + l] = b ? (uint8_t)((b[(g >> 3) * 16 + l] >> (4 * (g & 7))) & 15u) : 0;
+    }
+}
+
+T256 INL __m256i lut_look(const int8_t *t, const uint8_t *idx, size_t g) {
+    __m256i tab = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(t + g * 16)));
+    return _mm256_shuffle_epi8(tab, _mm256_loadu_si256((const __m256i *)(idx + g * 32)));
+}
+
+/* acc[r*32 + c] = dot of row r (tables t[r]) with column c of the 32-column block. */
+T256 static void lutk_256(const int8_t *const *t, const uint8_t *idx, size_t S, int32_t *acc) {
+    for (int i = 0; i < 128; i++) acc[i] = 0;
+    for (size_t s0 = 0; s0 < S; s0 += LUT_FLUSH) {
+        size_t se = S - s0 < LUT_FLUSH ? S : s0 + LUT_FLUSH, g = s0;
+        __m256i c[8];
+        for (int i = 0; i < 8; i++) c[i] = _mm256_setzero_si256();
+        for (; g + 3 <= se; g += 3)
+            for (int r = 0; r < 4; r++) {
+                __m256i s = _mm256_add_epi8(_mm256_add_epi8(lut_look(t[r], idx, g), lut_look(t[r], idx, g + 1)),
+                                            lut_look(t[r], idx, g + 2));
+                c[2 * r] = _mm256_add_epi16(c[2 * r], _mm256_cvtepi8_epi16(_mm256_castsi256_si128(s)));
+                c[2 * r + 1] = _mm256_add_epi16(c[2 * r + 1], _mm256_cvtepi8_epi16(_mm256_extracti128_si256(s, 1)));
+            }
+        for (; g < se; g++)
+            for (int r = 0; r < 4; r++) {
+                __m256i s = lut_look(t[r], idx, g);
+                c[2 * r] = _mm256_add_epi16(c[2 * r], _mm256_cvtepi8_epi16(_mm256_castsi256_si128(s)));
+                c[2 * r + 1] = _mm256_add_epi16(c[2 * r + 1], _mm256_cvtepi8_epi16(_mm256_extracti128_si256(s, 1)));
+            }
+        for (int i = 0; i < 8; i++) { /* c[i]: 16 columns (i & 1) * 16 .. of row i / 2 */
+            int32_t *a = acc + (i >> 1) * 32 + (i & 1) * 16;
+            __m256i lo = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(c[i]));
+            __m256i hi = _mm256_cvtepi16_epi32(_mm256_extracti128_si256(c[i], 1));
+            _mm256_storeu_si256((__m256i *)a, _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)a), lo));
+            _mm256_storeu_si256((__m256i *)(a + 8), _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(a + 8)), hi));
+        }
+    }
+}
+
+/* One task: rows [mb*LUT_ROWS, ...) x columns [nb32*32, +32). */
+T256 static void lutblock_256(const lowjob *J, size_t mb, size_t nb32, uint8_t *idx) {
+    size_t S = J->Kp / 4, m1 = (mb + 1) * LUT_ROWS < J->M ? (mb + 1) * LUT_ROWS : J->M;
+    int32_t acc[128] __attribute__((aligned(64)));
+    const int8_t *t[4];
+    lut_expand(J->B, J->W, cdiv(J->N, 16), nb32, S, idx);
+    for (size_t m0 = mb * LUT_ROWS; m0 < m1; m0 += 4) {
+        int rows = (int)(m1 - m0 < 4 ? m1 - m0 : 4);
+        for (int r = 0; r < 4; r++) t[r] = J->T + (m0 + (r < rows ? r : rows - 1)) * S * 16;
+        lutk_256(t, idx, S, acc);
+        for (int h = 0; h < 2; h++) {
+            size_t n0 = (2 * nb32 + h) * 16;
+            if (n0 >= J->N) break;
+            int nl = (int)(J->N - n0 < 16 ? J->N - n0 : 16);
+            for (int r = 0; r < rows; r++)
+                store_scaled(J->out + (m0 + r) * J->N + n0, acc + r * 32 + h * 16, J->scale + n0,
+                             J->bias ? J->bias + n0 : NULL, NULL, nl);
+        }
+    }
+}
+#endif
+
+/* ------------------------------------------------------------------------- */
+/* LSQ activation quantization (w1a4 / w1a8), computed as torch computes it     */
+/* ------------------------------------------------------------------------- */
+/* The simulated quantizer (quant/quantizers.py, LsqActivation in eval): v = clamp(x / step, qmin,
+ * qmax), q = round-half-even(v), each a float32 operation (torch divides, never multiplies by
+ * 1/step; torch.round is nearbyint). The same operations in the same order give the same q, and
+ * its float form `((q - v) + v) * step` (split's straight-through round, then `* step`) the same
+ * float bits. The compiler keeps `(q - v) + v` as written: no -ffast-math, -ffp-contract=off.
+ *
+ * Two outputs: float (the quantizer's output, for the attention products, NaN propagates as in
+ * torch: MAXPS/MINPS return their second operand when one is NaN, so the constant goes first),
+ * or int8 q for the low-bit GEMM, fused into its input packing (NaN -> qmin there: a NaN
+ * activation has no integer; the simulated layer then outputs NaN, the packed one a number). */
+
+typedef struct lsqp { float step, lo, hi; } lsqp;
+typedef void (*lsqrow_fn)(const float *x, size_t K, const lsqp *p, int8_t *q, int32_t *sum);
+typedef void (*lsqfq_fn)(const float *x, size_t n, const lsqp *p, float *out);
+
+INL float lsq_clamp_nan(float v, const lsqp *p) { /* torch.clamp: NaN stays NaN */
+    if (v != v) return v;
+    v = v < p->lo ? p->lo : v;
+    return v > p->hi ? p->hi : v;
+}
+INL int lsq_int(float x, const lsqp *p) {
+    float v = x / p->step;
+    v = v >= p->lo ? v : p->lo; /* NaN -> qmin */
+    v = v <= p->hi ? v : p->hi;
+    return (int)rintf(v);
+}
+INL void lsqrow_tail(const float *x, size_t k, size_t K, const lsqp *p, int8_t *q, int32_t *sum) {
+    int32_t t = 0;
+    for (; k < K; k++) { int v = lsq_int(x[k], p); q[k] = (int8_t)v; t += v; }
+    *sum += t;
+}
+static void lsqrow_scalar(const float *x, size_t K, const lsqp *p, int8_t *q, int32_t *sum) {
+    *sum = 0;
+    lsqrow_tail(x, 0, K, p, q, sum);
+}
+INL void lsqfq_tail(const float *x, size_t i, size_t n, const lsqp *p, float *out) {
+    for (; i < n; i++) {
+        float v = lsq_clamp_nan(x[i] / p->step, p), r = rintf(v);
+        out[i] = ((r - v) + v) * p->step;
+    }
+}
+static void lsqfq_scalar(const float *x, size_t n, const lsqp *p, float *out) { lsqfq_tail(x, 0, n, p, out); }
+
+#ifdef BB_X86
+#define RNE (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+T512 static void lsqrow_512(const float *x, size_t K, const lsqp *p, int8_t *q, int32_t *sum) {
+    const __m512 st = _mm512_set1_ps(p->step), lo = _mm512_set1_ps(p->lo), hi = _mm512_set1_ps(p->hi);
+    __m512i acc = _mm512_setzero_si512();
+    size_t k = 0;
+    for (; k + 16 <= K; k += 16) {
+        __m512 v = _mm512_div_ps(_mm512_loadu_ps(x + k), st);
+        v = _mm512_min_ps(_mm512_max_ps(v, lo), hi); /* NaN -> lo */
+        __m512i i = _mm512_cvtps_epi32(_mm512_roundscale_ps(v, RNE));
+        _mm_storeu_si128((__m128i *)(q + k), _mm512_cvtepi32_epi8(i));
+        acc = _mm512_add_epi32(acc, i);
+    }
+    *sum = _mm512_reduce_add_epi32(acc);
+    lsqrow_tail(x, k, K, p, q, sum);
+}
+T512 static void lsqfq_512(const float *x, size_t n, const lsqp *p, float *out) {
+    const __m512 st = _mm512_set1_ps(p->step), lo = _mm512_set1_ps(p->lo), hi = _mm512_set1_ps(p->hi);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_div_ps(_mm512_loadu_ps(x + i), st);
+        v = _mm512_min_ps(hi, _mm512_max_ps(lo, v)); /* NaN propagates */
+        __m512 r = _mm512_roundscale_ps(v, RNE);
+        _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_add_ps(_mm512_sub_ps(r, v), v), st));
+    }
+    lsqfq_tail(x, i, n, p, out);
+}
+T256 static void lsqrow_256(const float *x, size_t K, const lsqp *p, int8_t *q, int32_t *sum) {
+    const __m256 st = _mm256_set1_ps(p->step), lo = _mm256_set1_ps(p->lo), hi = _mm256_set1_ps(p->hi);
+    __m256i acc = _mm256_setzero_si256();
+    size_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+        __m256 v = _mm256_div_ps(_mm256_loadu_ps(x + k), st);
+        v = _mm256_min_ps(_mm256_max_ps(v, lo), hi); /* NaN -> lo */
+        __m256i i = _mm256_cvtps_epi32(_mm256_round_ps(v, RNE));
+        __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+        _mm_storel_epi64((__m128i *)(q + k), _mm_packs_epi16(w16, w16));
+        acc = _mm256_add_epi32(acc, i);
+    }
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    *sum = _mm_cvtsi128_si32(s);
+    lsqrow_tail(x, k, K, p, q, sum);
+}
+T256 static void lsqfq_256(const float *x, size_t n, const lsqp *p, float *out) {
+    const __m256 st = _mm256_set1_ps(p->step), lo = _mm256_set1_ps(p->lo), hi = _mm256_set1_ps(p->hi);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_div_ps(_mm256_loadu_ps(x + i), st);
+        v = _mm256_min_ps(hi, _mm256_max_ps(lo, v)); /* NaN propagates */
+        __m256 r = _mm256_round_ps(v, RNE);
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_add_ps(_mm256_sub_ps(r, v), v), st));
+    }
+    lsqfq_tail(x, i, n, p, out);
+}
 #endif
 
 /* ------------------------------------------------------------------------- */
@@ -834,6 +1051,8 @@ static const size_t TILE_COLS[LV_COUNT] = {16, 32, 16};
 #define NIBBLES_LEVEL LV_AVX2 /* the level whose tiles read the nibbles layout */
 static const packf_fn PACKF[LV_COUNT] = {packf_scalar, packf_256, packf_512};
 static lowblock_fn LOWB[LV_COUNT] = {lowblock_scalar, lowblock_256, lowblock_256}; /* [2]: VNNI if present */
+static const lsqrow_fn LSQROW[LV_COUNT] = {lsqrow_scalar, lsqrow_256, lsqrow_512};
+static const lsqfq_fn LSQFQ[LV_COUNT] = {lsqfq_scalar, lsqfq_256, lsqfq_512};
 static const attn_fn ATTN[LV_COUNT] = {attn_scalar, attn_256, attn_512};
 static const attnb_fn ATTNB[LV_COUNT] = {attnb_scalar, attnb_256, attnb_512};
 #elif defined(BB_NEON)
@@ -842,6 +1061,8 @@ static const size_t TILE_COLS[LV_COUNT] = {16, 16};
 #define NIBBLES_LEVEL (-1)
 static const packf_fn PACKF[LV_COUNT] = {packf_scalar, packf_neon};
 static lowblock_fn LOWB[LV_COUNT] = {lowblock_scalar, lowblock_neon};
+static const lsqrow_fn LSQROW[LV_COUNT] = {lsqrow_scalar, lsqrow_scalar}; /* scalar rintf: FRINTX */
+static const lsqfq_fn LSQFQ[LV_COUNT] = {lsqfq_scalar, lsqfq_scalar};
 static const attn_fn ATTN[LV_COUNT] = {attn_scalar, attn_neon};
 static const attnb_fn ATTNB[LV_COUNT] = {attnb_scalar, attnb_neon};
 #else
@@ -850,6 +1071,8 @@ static const size_t TILE_COLS[LV_COUNT] = {16};
 #define NIBBLES_LEVEL (-1)
 static const packf_fn PACKF[LV_COUNT] = {packf_scalar};
 static lowblock_fn LOWB[LV_COUNT] = {lowblock_scalar};
+static const lsqrow_fn LSQROW[LV_COUNT] = {lsqrow_scalar};
+static const lsqfq_fn LSQFQ[LV_COUNT] = {lsqfq_scalar};
 static const attn_fn ATTN[LV_COUNT] = {attn_scalar};
 static const attnb_fn ATTNB[LV_COUNT] = {attnb_scalar};
 #endif
@@ -1010,47 +1233,106 @@ int bb_binary_gemm(const void *a, int a_is_bits, size_t M, size_t K, size_t lda,
     return rc;
 }
 
-int bb_lowbit_linear(const int8_t *x, size_t M, size_t K, const uint32_t *w, size_t N, const float *scale,
-                     const float *bias, float *out, int level, int nt) {
-    if (!level_ok(level)) return BB_EINVAL;
-    if (!M || !N) return BB_OK;
+/* The low-bit GEMM of int8 rows x (xf == NULL), or of float rows xf quantized here by `qrow`
+ * (LSQ, fused into the input packing: the float -> k-bit step happens once, in C). `lut`: the
+ * lookup-table kernel (AVX2, |q| <= 8, 32 columns a task) instead of the int8 dot products. */
+static int lowbit_run(const int8_t *x, const float *xf, const lsqp *qp, lsqrow_fn qrow, int lut, size_t M, size_t K,
+                      const uint32_t *w, size_t N, const float *scale, const float *bias, float *out, int level,
+                      int nt) {
     size_t Kp = cdiv(K, 4) * 4, S = Kp / 4, MB = cdiv(M, LB_ROWS), NB = cdiv(N, 16);
-    /* rows are read 4 bytes at a time: copy (zero-padded) only when K is not a multiple of 4 */
-    int8_t *X = Kp == K ? NULL : balloc(M * Kp);
+    /* rows are read 4 bytes at a time: int8 input is copied (zero-padded) only when K % 4 */
+    int8_t *X = Kp == K && !xf ? NULL : balloc(M * Kp);
     int32_t *sx = balloc(M * sizeof(int32_t));
-    int failed = (!X && Kp != K) || !sx;
-    lowjob J = {.X = X ? X : x, .Kp = Kp, .sx = sx, .B = w, .W = cdiv(K, 32), .M = M, .N = N, .scale = scale,
-                .bias = bias, .out = out};
+    int8_t *T = lut ? balloc(M * S * 16) : NULL;
+    int failed = (!X && (Kp != K || xf)) || !sx || (lut && !T);
+    lowjob J = {.X = X ? X : x, .Kp = Kp, .sx = sx, .T = T, .B = w, .W = cdiv(K, 32), .M = M, .N = N,
+                .scale = scale, .bias = bias, .out = out};
     lowblock_fn block = LOWB[level];
+    size_t nbt = lut ? cdiv(N, 32) : NB, tasks = lut ? cdiv(M, LUT_ROWS) * nbt : MB * NB;
+    size_t scratch = lut ? S * 32 : S * 16 * sizeof(u32);
     nt = pick_threads(nt, M * N * (S + 1));
     if (!failed) {
 #pragma omp parallel num_threads(nt) if (nt > 1)
         {
-            u32 *we = balloc(S * 16 * sizeof(u32));
+            u32 *we = balloc(scratch);
             if (!we) {
 #pragma omp atomic write
                 failed = 1;
             }
 #pragma omp for schedule(static)
-            for (size_t m = 0; m < M; m++) { /* row sums (+ padded copy) */
-                const int8_t *src = x + m * K;
-                int32_t t = 0;
-                for (size_t k = 0; k < K; k++) t += src[k];
-                sx[m] = t;
-                if (X) {
-                    memcpy(X + m * Kp, src, K);
+            for (size_t m = 0; m < M; m++) { /* row sums (+ quantized or padded copy, + tables) */
+                if (xf) {
+                    qrow(xf + m * K, K, qp, X + m * Kp, sx + m);
                     memset(X + m * Kp + K, 0, Kp - K);
+                } else {
+                    const int8_t *src = x + m * K;
+                    int32_t t = 0;
+                    for (size_t k = 0; k < K; k++) t += src[k];
+                    sx[m] = t;
+                    if (X) {
+                        memcpy(X + m * Kp, src, K);
+                        memset(X + m * Kp + K, 0, Kp - K);
+                    }
                 }
+#ifdef BB_X86
+                if (T) lut_tables_256(J.X + m * Kp, S, T + m * S * 16);
+#endif
             }
             /* row-block-major: a block of activation rows stays in L2 while weight blocks stream */
 #pragma omp for schedule(dynamic, 1)
-            for (size_t t = 0; t < MB * NB; t++)
-                if (we) block(&J, t / NB, t % NB, we);
+            for (size_t t = 0; t < tasks; t++) {
+                if (!we) continue;
+#ifdef BB_X86
+                if (lut) { lutblock_256(&J, t / nbt, t % nbt, (uint8_t *)we); continue; }
+#endif
+                block(&J, t / nbt, t % nbt, we);
+            }
             free(we);
         }
     }
-    free(X); free(sx);
+    free(X); free(sx); free(T);
     return failed ? BB_ENOMEM : BB_OK;
+}
+
+int bb_lowbit_linear(const int8_t *x, size_t M, size_t K, const uint32_t *w, size_t N, const float *scale,
+                     const float *bias, float *out, int level, int nt) {
+    if (!level_ok(level)) return BB_EINVAL;
+    if (!M || !N) return BB_OK;
+    return lowbit_run(x, NULL, NULL, NULL, 0, M, K, w, N, scale, bias, out, level, nt);
+}
+
+/* The int8 GEMM takes q in [-128, 127]; a zero or non-finite step has no integers (0/0 is NaN).
+ * A negative step is a number like any other (LSQ training can move it below 0). */
+static int lsq_ok(float step, int qmin, int qmax) {
+    return step != 0.0f && fabsf(step) <= 3.4028235e38f && qmin <= qmax && qmin >= -128 && qmax <= 127;
+}
+
+int bb_lsq_linear(const float *x, size_t M, size_t K, float step, int qmin, int qmax, const uint32_t *w, size_t N,
+                  const float *scale, const float *bias, float *out, int level, int nt) {
+    if (!level_ok(level) || !lsq_ok(step, qmin, qmax)) return BB_EINVAL;
+    if (!M || !N) return BB_OK;
+    lsqp qp = {.step = step, .lo = (float)qmin, .hi = (float)qmax};
+    /* AVX2: 4-bit integers (|q| <= 8) by lookup tables, ~2.2x PMADDUBSW. On AVX-512, VPDPBUSD stays:
+     * the same tables with 64-column VPSHUFB measured 221 vs 327 GMAC/s (docs/performance.md). */
+    int lut = 0;
+#ifdef BB_X86
+    lut = level == LV_AVX2 && qmin >= -8 && qmax <= 8;
+#endif
+    return lowbit_run(NULL, x, &qp, LSQROW[level], lut, M, K, w, N, scale, bias, out, level, nt);
+}
+
+int bb_lsq_quantize(const float *x, size_t n, float step, float qmin, float qmax, float *out, int level, int nt) {
+    if (!level_ok(level) || !(qmin <= qmax)) return BB_EINVAL;
+    lsqp qp = {.step = step, .lo = qmin, .hi = qmax};
+    lsqfq_fn fq = LSQFQ[level];
+    size_t chunk = 4096, nc = cdiv(n, chunk);
+    nt = pick_threads(nt, n / 4);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (size_t c = 0; c < nc; c++) {
+        size_t i0 = c * chunk, len = n - i0 < chunk ? n - i0 : chunk;
+        fq(x + i0, len, &qp, out + i0);
+    }
+    return BB_OK;
 }
 
 /* Runs head(ctx, bh, scratch) for every (batch, head) pair over OpenMP threads, each thread with its

@@ -64,6 +64,16 @@ int bb_binary_gemm(const void *a, int a_is_bits, size_t M, size_t K, size_t lda,
 int bb_lowbit_linear(const int8_t *x, size_t M, size_t K, const uint32_t *w, size_t N, const float *scale,
                      const float *bias, float *out, int level, int num_threads);
 
+/* LSQ activations (w1a4 / w1a8) as torch computes them: v = clamp(x / step, qmin, qmax) in float32,
+ * q = round-half-even(v). bb_lsq_linear: out [M][N] = float(q . sign_w) * scale (+ bias) for float
+ * x [M][K], the quantization fused into the GEMM's input packing (NaN -> qmin); needs a finite
+ * nonzero step and -128 <= qmin <= qmax <= 127. bb_lsq_quantize: out[i] = ((q - v) + v) * step for n
+ * floats (the quantizer's float output, bit for bit; NaN stays NaN). */
+int bb_lsq_linear(const float *x, size_t M, size_t K, float step, int qmin, int qmax, const uint32_t *w, size_t N,
+                  const float *scale, const float *bias, float *out, int level, int num_threads);
+int bb_lsq_quantize(const float *x, size_t n, float step, float qmin, float qmax, float *out, int level,
+                    int num_threads);
+
 /* BiBERT attention, float in: q [B][H][Lq][D], k, v [B][H][Lk][D], keep [B][Lk] (nonzero = may be
  * attended) or NULL. out[i][d] = sum_j A[i][j] sign(v[j][d]), A[i][j] = keep[j] && sign(q_i).sign(k_j) >= 0. */
 int bb_bi_attention(const float *q, const float *k, const float *v, const uint8_t *keep, size_t B, size_t H,

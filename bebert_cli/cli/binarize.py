@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
+from bebert_cli.cli import choices
 from bebert_cli.cli import options as opt
-
-Int = Optional[int]
+from bebert_cli.quant.recipes import DEFAULT_RECIPE
 
 
 @opt.data_options
@@ -16,18 +16,18 @@ Int = Optional[int]
 def binarize_command(
     teacher: Annotated[str, typer.Argument(help="Fine-tuned full-precision checkpoint (the teacher).")],
     output: opt.OutputDir,
-    recipe: Annotated[str, typer.Option("--recipe", help="bibert | bit | w1a4 | w1a8")] = "bibert",
+    recipe: opt.RecipeChoice = choices.RecipeName(DEFAULT_RECIPE),
     quant=None,  # @quant_options: --weight-bits ... --attention
-    distill: Annotated[Optional[str], typer.Option("--distill", help="comma list of dmd,logits,hidden, or none")] = None,
+    distill: opt.Distill = None,
     epochs: opt.RecipeEpochs = None,
     lr: opt.RecipeLr = None,
     batch_size: opt.RecipeBatchSize = None,
     max_seq_length: opt.RecipeMaxSeqLength = None,
     max_train_samples: opt.MaxTrainSamples = None,
-    seed: Annotated[Int, typer.Option("--seed")] = None,
+    seed: opt.RecipeSeed = None,
     fp_dtype: opt.FpDtype = None,
-    student_layers: Annotated[Int, typer.Option("--student-layers", help="smaller student: this many layers (random init)")] = None,
-    student_width: Annotated[Int, typer.Option("--student-width", help="smaller student: this hidden width (random init)")] = None,
+    student_layers: opt.StudentLayers = None,
+    student_width: opt.StudentWidth = None,
     group_by_length: opt.GroupByLength = None,
     warmup_ratio: opt.WarmupRatio = None,
     temperature: opt.Temperature = None,
@@ -37,7 +37,7 @@ def binarize_command(
     augment: opt.Augment = None,
     augment_top_k: opt.AugmentTopK = None,
     augment_prob: opt.AugmentProb = None,
-    mixed_precision: opt.MixedPrecision = "auto",
+    mixed_precision: opt.MixedPrecision = choices.MixedPrecisionMode.auto,
     eval_batch_size: opt.EvalBatchSizeOpt = 64,
     save_every: opt.SaveEvery = 200,
     overwrite: opt.Overwrite = False,
@@ -84,4 +84,10 @@ def binarize_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("binarize")(binarize_command)
+    app.command("binarize", epilog=opt.examples(
+        "bebert binarize teacher/ -o student/                   # the default recipe, on the teacher's own data",
+        "bebert binarize teacher/ -o bibert/ --recipe bibert --epochs 10   # fully binary 1-1-1: needs long training",
+        "bebert binarize teacher/ -o hashed/ --embeddings hash  # EELBERT: no embedding table stored",
+        "bebert binarize teacher/ -o student/ --resume          # continue an interrupted run",
+        "torchrun --nproc_per_node 2 -m bebert_cli binarize teacher/ -o student/   # data-parallel",
+    ))(binarize_command)

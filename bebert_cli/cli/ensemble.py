@@ -11,7 +11,9 @@ from typing import Annotated, List, Optional
 
 import typer
 
+from bebert_cli.cli import choices
 from bebert_cli.cli import options as opt
+from bebert_cli.quant.recipes import DEFAULT_RECIPE
 
 Int = Optional[int]
 _TRAINING_ONLY = ("members", "strategy", "recipe", "weight_bits", "activation_bits", "embedding_bits", "embeddings",
@@ -29,21 +31,28 @@ def ensemble_command(
     output: opt.OutputDir = ...,
     from_: Annotated[bool, typer.Option("--from", help="Combine already binarized checkpoints (the arguments) instead of "
                                                        "training; member weights are fitted on a held-out slice of train.")] = False,
-    members: Annotated[Int, typer.Option("--members", min=1, help="Number of members to train (default 2).")] = None,
-    strategy: Annotated[Optional[str], typer.Option("--strategy", help="adaboost (default) | bagging")] = None,
-    recipe: Annotated[Optional[str], typer.Option("--recipe", help="bibert (default) | bit | w1a4 | w1a8")] = None,
+    members: Annotated[Int, typer.Option("--members", min=1, show_default="2", help="Number of members to train.")] = None,
+    strategy: Annotated[Optional[choices.Strategy], typer.Option(
+        "--strategy", case_sensitive=False, show_default="adaboost",
+        help="adaboost (each member trains on a resample weighted to the previous members' mistakes) or bagging "
+             "(bootstrap resamples).")] = None,
+    recipe: Annotated[Optional[choices.RecipeName], typer.Option(
+        "--recipe", case_sensitive=False, show_default=DEFAULT_RECIPE, help="The members' recipe (as in binarize).")] = None,
     distill: Annotated[Optional[str], typer.Option(
-        "--distill", help="Distillation for the members: none (default for ensembles) or a comma list of logits,hidden,dmd")] = None,
+        "--distill", show_default="none (BEBERT: members learn from hard labels, no teacher)",
+        autocompletion=choices.comma_list_completer(("logits", "hidden", "dmd", "none")),
+        help="Distillation for the members: none or a comma list of logits, hidden, dmd.")] = None,
     quant=None,  # @quant_options: --weight-bits ... --attention
     epochs: opt.RecipeEpochs = None,
     lr: opt.RecipeLr = None,
     batch_size: opt.RecipeBatchSize = None,
     max_seq_length: opt.RecipeMaxSeqLength = None,
     max_train_samples: opt.MaxTrainSamples = None,
-    seed: Annotated[Int, typer.Option("--seed", help="Base seed; member k trains with seed + k (and its resample).")] = None,
+    seed: Annotated[Int, typer.Option("--seed", show_default=opt.recipe_default("seed"),
+                                      help="Base seed; member k trains with seed + k (and its resample).")] = None,
     fp_dtype: opt.FpDtype = None,
     group_by_length: opt.GroupByLength = None,
-    mixed_precision: opt.MixedPrecision = "auto",
+    mixed_precision: opt.MixedPrecision = choices.MixedPrecisionMode.auto,
     eval_batch_size: opt.EvalBatchSizeOpt = 64,
     save_every: opt.SaveEvery = 200,
     overwrite: opt.Overwrite = False,
@@ -90,7 +99,7 @@ def ensemble_command(
         from bebert_cli.quant.recipes import resolve_recipe
 
         rec = resolve_recipe(
-            recipe or "bibert", **quant,
+            recipe or DEFAULT_RECIPE, **quant,
             distill=distill if distill is not None else "none",  # BEBERT: members train without distillation
             epochs=epochs, lr=lr, batch_size=batch_size, max_seq_length=max_seq_length,
             max_train_samples=max_train_samples, seed=seed, fp_dtype=fp_dtype, group_by_length=group_by_length,
@@ -111,4 +120,8 @@ def ensemble_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("ensemble")(ensemble_command)
+    app.command("ensemble", epilog=opt.examples(
+        "bebert ensemble teacher/ -o ens/ --members 2                # BEBERT: AdaBoost, no distillation",
+        "bebert ensemble teacher/ -o ens/ --strategy bagging --recipe bibert --distill logits,hidden",
+        "bebert ensemble --from student-a/ student-b/ -o ens/        # combine finished binary checkpoints",
+    ))(ensemble_command)

@@ -31,4 +31,7 @@ def env_command(json_out: opt.JsonOut = False, quiet: opt.Quiet = False):
 
 
 def register(app: typer.Typer) -> None:
-    app.command("env")(env_command)
+    app.command("env", epilog=opt.examples(
+        "bebert env",
+        "bebert env --json > env.json   # attach to a bug report",
+    ))(env_command)

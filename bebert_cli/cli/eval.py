@@ -7,20 +7,26 @@ from typing import Annotated, Optional
 
 import typer
 
+from bebert_cli.cli import choices
 from bebert_cli.cli import options as opt
 
 
 @opt.data_options
 def eval_command(
     path: Annotated[str, typer.Argument(help="Checkpoint directory (or hub id) to evaluate.")],
-    split: Annotated[str, typer.Option("--split", help="dev (validation) or train.")] = "dev",
+    split: Annotated[str, typer.Option(  # not a closed set: MNLI adds matched / mismatched (tasks.resolve_split)
+        "--split", autocompletion=lambda: ["dev", "train", "matched", "mismatched"],
+        help="dev (or validation: every dev split, MNLI's two), train, or for MNLI matched / mismatched.")] = "dev",
     batch_size: opt.EvalBatchSize = 64,
     max_samples: opt.MaxSamples = None,
-    max_seq_length: opt.MaxSeqLength = None,
+    max_seq_length: opt.CheckpointMaxSeqLength = None,
     fail_under: Annotated[
         Optional[float], typer.Option("--fail-under", help="Exit 3 if the main metric is below this (fraction, e.g. 0.85).")
     ] = None,
-    runtime: Annotated[str, typer.Option("--runtime", help="packed (bit kernels) or simulated (fake-quant) for binary models.")] = "simulated",
+    runtime: Annotated[choices.Runtime, typer.Option(
+        "--runtime", case_sensitive=False,
+        help="Binary models: packed (the bit kernels) or simulated (fake-quantized torch); the same logits bit for bit.")
+    ] = choices.Runtime.simulated,
     json_out: opt.JsonOut = False,
     quiet: opt.Quiet = False,
     trust_remote_code: opt.TrustRemoteCode = False,
@@ -32,8 +38,6 @@ def eval_command(
     from bebert_cli.errors import QualityGateFailed, UsageError
     out = Output(json_mode=json_out, quiet=quiet)
     data.check()
-    if runtime not in ("simulated", "packed"):
-        raise UsageError(f"--runtime must be packed or simulated, not {runtime!r}")
     if fail_under is not None and fail_under > 1.0:
         raise UsageError("--fail-under is a fraction (0.85), not a percentage")
 
@@ -84,4 +88,9 @@ def eval_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("eval")(eval_command)
+    app.command("eval", epilog=opt.examples(
+        "bebert eval student/                                   # the data the checkpoint records",
+        "bebert eval student/ --runtime packed --fail-under 0.80   # the bit kernels; exit 3 below 80%",
+        "bebert eval teacher/ --task sst2 --json",
+        "bebert eval student/ --validation-file march.csv       # new rows with the same columns",
+    ))(eval_command)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from bebert_cli.cli import choices
 from bebert_cli.cli import options as opt
 
 
@@ -13,11 +14,11 @@ def export_command(
     path: Annotated[str, typer.Argument(help="Packed binary checkpoint (the output of bebert binarize).")],
     output: opt.OutputDir,
     fmt: Annotated[
-        str,
-        typer.Option("--format", "-f", help="packed (bebert's format) | dense (plain fp32 HF checkpoint of the binarized "
+        choices.ExportFormat,
+        typer.Option("--format", "-f", case_sensitive=False, help="packed (bebert's format) | dense (plain fp32 HF checkpoint of the binarized "
                                             "weights; exact only with trust_remote_code) | remote-code (packed + "
                                             "standalone modeling code for trust_remote_code=True)"),
-    ] = "packed",
+    ] = choices.ExportFormat.packed,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Reload the export and check its logits exactly.")] = True,
     overwrite: opt.Overwrite = False,
     json_out: opt.JsonOut = False,
@@ -27,12 +28,9 @@ def export_command(
     from pathlib import Path
 
     from bebert_cli.cli.output import Output
-    from bebert_cli.errors import UsageError
-    from bebert_cli.export import FORMATS, export_checkpoint
+    from bebert_cli.export import export_checkpoint
 
     out = Output(json_mode=json_out, quiet=quiet)
-    if fmt not in FORMATS:
-        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     out.log(f"Exporting {path} as {fmt} to {output} ...")
     result = export_checkpoint(Path(path), output, fmt, overwrite=overwrite, verify=verify,
                                log=None if json_out else out.log)
@@ -50,4 +48,8 @@ def export_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("export")(export_command)
+    app.command("export", epilog=opt.examples(
+        "bebert export student/ -o packed/",
+        "bebert export student/ -o dense/ --format dense",
+        "bebert export student/ -o hub-ready/ --format remote-code   # loads with trust_remote_code=True",
+    ))(export_command)

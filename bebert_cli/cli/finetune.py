@@ -6,7 +6,9 @@ from typing import Annotated
 
 import typer
 
+from bebert_cli.cli import choices
 from bebert_cli.cli import options as opt
+from bebert_cli.quant.recipes import DEFAULT_MAX_SEQ_LENGTH
 
 
 @opt.data_options
@@ -16,17 +18,23 @@ def finetune_command(
     epochs: opt.Epochs = 3.0,
     lr: opt.Lr = 5e-5,
     batch_size: opt.BatchSize = 32,
-    max_seq_length: opt.MaxSeqLength = 128,
+    max_seq_length: opt.MaxSeqLength = DEFAULT_MAX_SEQ_LENGTH,
     seed: opt.Seed = 42,
     max_train_samples: opt.MaxTrainSamples = None,
-    eval_batch_size: Annotated[int, typer.Option("--eval-batch-size", min=1)] = 64,
-    embeddings: Annotated[str, typer.Option("--embeddings", help="table (plain HF checkpoint) | binary | hash (EELBERT)")] = "table",
-    hash_ngrams: Annotated[str, typer.Option("--hash-ngrams", help="n-gram sizes for --embeddings hash")] = "3",
-    hash_seed: Annotated[int, typer.Option("--hash-seed")] = 0,
-    hash_projection: Annotated[bool, typer.Option("--hash-projection/--no-hash-projection")] = False,
+    eval_batch_size: opt.EvalBatchSizeOpt = 64,
+    embeddings: Annotated[choices.Embeddings, typer.Option(
+        "--embeddings", case_sensitive=False,
+        help="Word embeddings: table (a plain HF checkpoint), binary (1-bit rows) or hash (EELBERT: computed, "
+             "nothing stored); binary and hash save bebert's packed format.")] = choices.Embeddings.table,
+    hash_ngrams: Annotated[str, typer.Option(
+        "--hash-ngrams", help="Character n-gram sizes for --embeddings hash, e.g. 3 or 2,3,4.")] = "3",
+    hash_seed: Annotated[int, typer.Option("--hash-seed", help="Seed of the hash family (0 to 2**64 - 1).")] = 0,
+    hash_projection: Annotated[bool, typer.Option(
+        "--hash-projection/--no-hash-projection", help="A trainable full-precision projection after the hash.")] = False,
     group_by_length: Annotated[bool, typer.Option(
         "--group-by-length/--no-group-by-length",
-        help="Batches of similar lengths (sorted within mega-batches of 50 batches, batch order shuffled)")] = True,
+        help="Batches of similar lengths (sorted within mega-batches of 50 batches, batch order shuffled): "
+             "far less padding.")] = True,
     save_every: opt.SaveEvery = 200,
     overwrite: opt.Overwrite = False,
     resume: opt.Resume = False,
@@ -60,4 +68,9 @@ def finetune_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("finetune")(finetune_command)
+    app.command("finetune", epilog=opt.examples(
+        "bebert finetune sentence-transformers/all-MiniLM-L6-v2 --task sst2 -o teacher/",
+        "bebert finetune MODEL_DIR --task sst2 -o teacher/ --max-train-samples 8000 --epochs 1   # the demo's budget",
+        "bebert finetune MODEL_DIR -o tickets-fp/ --train-file train.csv --validation-file dev.csv --label-column queue",
+        "bebert finetune MODEL_DIR --task mrpc -o teacher/ --resume                              # continue a stopped run",
+    ))(finetune_command)

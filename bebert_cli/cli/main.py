@@ -15,8 +15,10 @@ from bebert_cli import __version__
 app = typer.Typer(
     name="bebert",
     help="Turn fine-tuned BERT checkpoints into packed binary models.",
+    epilog="Run `bebert COMMAND -h` for a command's options and examples; docs: README.md and docs/.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
+    context_settings={"help_option_names": ["-h", "--help"]},  # every command inherits -h
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -105,6 +107,9 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"{exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}", 1, type(exc).__name__, json_mode)
     except Exception as exc:
         if _is_click(exc, "Exit"):
+            sys.exit(exc.exit_code)
+        if _is_click(exc, "NoArgsIsHelpError"):  # bare `bebert`: the normal help, as `hf` prints it
+            exc.show()
             sys.exit(exc.exit_code)
         if _is_click(exc, "Abort"):
             _fail("aborted", 130, "Interrupted", json_mode)

@@ -32,6 +32,8 @@ class Output:
         self.quiet = quiet or not self.is_main
         self.err = Console(stderr=True, highlight=False)
         self.out = Console(highlight=False)
+        if quiet:
+            silence_library_warnings()
 
     @property
     def show_progress(self) -> bool:
@@ -43,7 +45,8 @@ class Output:
             self.err.print(message)
 
     def warn(self, message: str) -> None:
-        if self.is_main:
+        """A warning on stderr; -q silences it with the rest (errors are not warnings: they always print)."""
+        if not self.quiet:
             self.err.print(f"[yellow]Warning:[/yellow] {message}")
 
     def table(self, title: str, columns: list[str], rows: list[list]) -> None:
@@ -80,6 +83,25 @@ class Output:
         )
         with bar:
             yield bar
+
+
+# Libraries that log warnings through `logging`; their levels are raised to ERROR under -q.
+LIBRARY_LOGGERS = ("transformers", "datasets", "huggingface_hub", "accelerate", "torch", "safetensors", "tokenizers")
+
+
+def silence_library_warnings() -> None:
+    """-q: no Python warnings (torch's, transformers' UserWarnings...) and no library log lines below ERROR.
+
+    The environment variables cover libraries imported later (they read them when they set up their
+    loggers); the levels cover those already imported. Errors still print."""
+    import logging
+    import warnings
+
+    warnings.simplefilter("ignore")
+    for var in ("TRANSFORMERS_VERBOSITY", "DATASETS_VERBOSITY", "HF_HUB_VERBOSITY"):
+        os.environ[var] = "error"
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _fmt(value) -> str:

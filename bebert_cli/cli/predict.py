@@ -18,6 +18,7 @@ from typing import Annotated, Iterator, List, Optional
 
 import typer
 
+from bebert_cli.cli import choices
 from bebert_cli.cli import options as opt
 
 TEXT_SUFFIXES = (".txt", ".text")
@@ -33,9 +34,10 @@ def predict_command(
         "--output", "-o", help="Write the JSONL here (atomically) instead of stdout.")] = None,
     text_columns: opt.TextColumns = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows per forward pass.")] = 32,
-    max_seq_length: opt.MaxSeqLength = None,
-    runtime: Annotated[Optional[str], typer.Option(
-        "--runtime", help="packed | simulated for binary models (default: the fastest this machine has).")] = None,
+    max_seq_length: opt.CheckpointMaxSeqLength = None,
+    runtime: Annotated[Optional[choices.Runtime], typer.Option(
+        "--runtime", case_sensitive=False, show_default="the fastest this machine has",
+        help="Binary models: packed (the bit kernels) or simulated (fake-quantized torch).")] = None,
     overwrite: opt.Overwrite = False,
     quiet: opt.Quiet = False,
     trust_remote_code: opt.TrustRemoteCode = False,
@@ -50,8 +52,6 @@ def predict_command(
     texts = list(texts or [])
     if texts and input_file is not None:
         raise UsageError("give texts as arguments or --input FILE, not both")
-    if runtime is not None and runtime not in ("packed", "simulated"):
-        raise UsageError(f"--runtime must be packed or simulated, not {runtime!r}")
     if output is not None and output.exists() and not overwrite:
         raise UsageError(f"{output} exists; pass --overwrite to replace it")
     if not texts and input_file is None and sys.stdin.isatty():
@@ -231,4 +231,8 @@ def _run(model, tokenizer, rows, total, labels, seq_len: int, batch_size: int, d
 
 
 def register(app: typer.Typer) -> None:
-    app.command("predict")(predict_command)
+    app.command("predict", epilog=opt.examples(
+        'bebert predict student/ "a fine film" "a dull one"',
+        "bebert predict student/ --input rows.csv --text-column review --output preds.jsonl",
+        "cat texts.txt | bebert predict student/",
+    ))(predict_command)

@@ -100,4 +100,7 @@ def upload_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("upload")(upload_command)
+    app.command("upload", epilog=opt.examples(
+        "HF_TOKEN=hf_... bebert upload student/ you/bebert-sst2-w1a4",
+        "bebert upload student/ you/bebert-sst2-w1a4 --private --revision experiment-1",
+    ))(upload_command)

@@ -39,6 +39,8 @@ __all__ = [
     "binary_matmul_bits",
     "forced_backend",
     "lowbit_linear",
+    "lsq_linear",
+    "lsq_quantize",
     "pack_sign_words",
     "pack_signs_u8",
     "prepare_binary_weight",
@@ -264,6 +266,71 @@ def lowbit_linear(
     else:
         out = _ref.lowbit_linear(x2, w.signs().to(x_int.device), scale, bias)
     return out.reshape(*x_int.shape[:-1], w.N)
+
+
+def _lsq_range(step: float, qmin: int, qmax: int, *, int8: bool) -> None:
+    if not qmin <= qmax or (int8 and not -128 <= qmin <= qmax <= 127):
+        raise ValueError(f"LSQ range [{qmin}, {qmax}] is not {'within int8' if int8 else 'ordered'}")
+    if int8 and not (step != 0.0 and abs(step) < float("inf")):
+        raise ValueError(f"LSQ step must be a finite nonzero number, got {step}")
+
+
+def lsq_linear(
+    x: torch.Tensor,
+    w: PackedWeight,
+    step: float,
+    qmin: int,
+    qmax: int,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    num_threads: int | None = None,
+) -> torch.Tensor:
+    """y = (q . sign_w) * scale + bias with q = round(clamp(x / step, qmin, qmax)) (LSQ, w1a4 / w1a8),
+    x float32 [..., K] -> float32 [..., N]; the quantization runs inside the kernel's input packing.
+
+    q is computed as torch computes LsqActivation's integers (float32 division, round half to even),
+    so y equals ``lowbit_linear(q.to(int8), ...)`` bit for bit (NaN inputs excepted: q has none).
+    ``step`` is the quantizer's float32 step as a Python float (finite, nonzero); the range must fit int8."""
+    _check(x, "x", torch.float32)
+    if x.dim() == 0 or x.shape[-1] != w.K:
+        raise ValueError(f"x last dim must be K={w.K}, got shape {tuple(x.shape)}")
+    step, qmin, qmax = float(step), int(qmin), int(qmax)
+    _lsq_range(step, qmin, qmax, int8=True)
+    scale, bias = _check_vec(scale, "scale", w.N), _check_vec(bias, "bias", w.N)
+    x2 = x.detach().reshape(-1, w.K).contiguous()
+    if not _use_ext(x2, scale, *(() if bias is None else (bias,))):
+        out = _ref.lsq_linear(x2, w.signs().to(x2.device), step, qmin, qmax, scale, bias)
+        return out.reshape(*x.shape[:-1], w.N)
+    out = torch.empty(x2.shape[0], w.N, dtype=torch.float32)
+    _ext.lsq_linear(
+        x2.data_ptr(), x2.shape[0], w.K, step, qmin, qmax, w.words.data_ptr(), w.N, scale.data_ptr(),
+        0 if bias is None else bias.data_ptr(), out.data_ptr(), _level, _threads(num_threads),
+    )  # fmt: skip
+    return out.reshape(*x.shape[:-1], w.N)
+
+
+def _dense_order(x: torch.Tensor) -> list[int] | None:
+    """A permutation that makes `x` contiguous (x is a permuted view of dense memory), or None."""
+    order = sorted(range(x.dim()), key=lambda d: (-x.stride(d), -x.shape[d]))
+    return order if x.permute(order).is_contiguous() else None
+
+
+def lsq_quantize(x: torch.Tensor, step: float, qmin: float, qmax: float, *, num_threads: int | None = None) -> torch.Tensor:
+    """LsqActivation's output in eval, ``q * step`` with q as in `lsq_linear`, in one pass; the same
+    float bits as the quantizer's torch ops (NaN stays NaN). float32 in, float32 out with x's strides
+    (so a following matmul sees the layout it would have seen)."""
+    _check(x, "x", torch.float32)
+    step, qmin, qmax = float(step), float(qmin), float(qmax)
+    _lsq_range(step, qmin, qmax, int8=False)
+    x = x.detach()
+    order = _dense_order(x) if x.numel() else None
+    if order is None or not _use_ext(x):
+        return _ref.lsq_quantize(x, step, qmin, qmax)
+    out = torch.empty_like(x)  # same strides as x (dense, non-overlapping)
+    xp, op = x.permute(order), out.permute(order)
+    _ext.lsq_quantize(xp.data_ptr(), x.numel(), step, qmin, qmax, op.data_ptr(), _level, _threads(num_threads))
+    return out
 
 
 def binary_matmul_bits(

@@ -55,6 +55,21 @@ def lowbit_linear(x_int, signs_w, scale, bias=None):
     return _affine(F.linear(x_int.to(torch.float32), signs_w), scale, bias)
 
 
+def lsq_integers(x, step, qmin, qmax):
+    """LsqActivation's integers in eval: round(clamp(x / step, qmin, qmax)), float32."""
+    return (x / step).clamp(qmin, qmax).round()
+
+
+def lsq_quantize(x, step, qmin, qmax):
+    """LsqActivation's output in eval, op for op: split's straight-through round, then `* step`."""
+    v = (x / step).clamp(qmin, qmax)
+    return ((v.round() - v) + v) * step
+
+
+def lsq_linear(x, signs_w, step, qmin, qmax, scale, bias=None):
+    return _affine(F.linear(lsq_integers(x, step, qmin, qmax), signs_w), scale, bias)
+
+
 def matmul_bits(a_bits, b_bits, K):
     a = unpack_bits(a_bits.contiguous().view(torch.uint8), K)
     b = unpack_bits(b_bits.contiguous().view(torch.uint8), K)

@@ -61,13 +61,29 @@ def bebert_attention(module, query, key, value, attention_mask, scaling=None, dr
         weights = bool_ste(scores)
         out = torch.matmul(weights, aq.v_quant(value))
     else:
-        scores = torch.matmul(aq.q_quant(query), aq.k_quant(key).transpose(2, 3)) * scaling
+        quant = _quantizers(aq)
+        scores = torch.matmul(quant(aq.q_quant, query), quant(aq.k_quant, key).transpose(2, 3)) * scaling
         if attention_mask is not None:
             scores = scores + attention_mask
         weights = nn.functional.softmax(scores, dim=-1)
         weights = nn.functional.dropout(weights, p=dropout, training=module.training)
-        out = torch.matmul(aq.p_quant(weights), aq.v_quant(value))
+        out = torch.matmul(quant(aq.p_quant, weights), quant(aq.v_quant, value))
     return out.transpose(1, 2).contiguous(), weights
+
+
+def _apply(quantizer, x):
+    return quantizer(x)
+
+
+def _kernel_or_module(quantizer, x):
+    out = ops.packed_lsq(quantizer, x)
+    return quantizer(x) if out is None else out
+
+
+def _quantizers(aq: AttentionQuant):
+    """How the softmax attention applies its quantizers: the packed runtime runs LSQ ones (w1a4, w1a8)
+    as one kernel pass each, the same float bits as the module's five torch ops."""
+    return _kernel_or_module if aq.runtime == "packed" and not torch.is_grad_enabled() else _apply
 
 
 def register_attention() -> None:

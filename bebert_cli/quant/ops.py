@@ -30,10 +30,11 @@ from bebert_cli.quant.quantizers import BinaryActivation, LsqActivation
 class KernelState:
     """A PackedLinear's kernel-ready state: weight layout, folded fp32 scale, fp32 bias."""
 
-    __slots__ = ("weight", "scale", "bias", "kind", "shift", "key", "weight_key")
+    __slots__ = ("weight", "scale", "bias", "kind", "shift", "lsq", "key", "weight_key")
 
-    def __init__(self, weight, scale, bias, kind, shift, key, weight_key):
+    def __init__(self, weight, scale, bias, kind, shift, key, weight_key, lsq=None):
         self.weight, self.scale, self.bias, self.kind, self.shift = weight, scale, bias, kind, shift
+        self.lsq = lsq  # (step, qmin, qmax) of an LSQ input quantizer, else None
         self.key, self.weight_key = key, weight_key
 
     def is_current(self, layer) -> bool:
@@ -45,8 +46,9 @@ def kernel_kind(aq) -> str | None:
     """How the kernels take a layer's input quantizer: "sign", "elastic", "lsq", or None (no kernel form)."""
     if isinstance(aq, BinaryActivation) and aq.mode in ("sign", "elastic"):
         return aq.mode
-    if isinstance(aq, LsqActivation) and aq.bits <= 8:
-        return "lsq"
+    if isinstance(aq, LsqActivation) and -128 <= aq.qmin and aq.qmax <= 127:  # integers that fit int8
+        step = float(aq.step.detach())
+        return "lsq" if step != 0.0 and abs(step) < float("inf") else None  # x / 0 has no integers
     return None
 
 
@@ -84,15 +86,17 @@ def prepare_linear(layer, previous: KernelState | None = None) -> KernelState | 
         else:
             w = kernels.prepare_binary_weight(layer.weight_packed.detach().cpu(), layer.in_features)
         scale = layer.weight_scale.detach().cpu().float()
-        shift = 0.0
+        shift, lsq = 0.0, None
         if kind == "elastic":
             # alpha_a * sign(x - beta) . s * alpha_w == sign(x - beta) . s * (alpha_w * alpha_a)
             scale = scale * aq.alpha.detach().cpu().float()
             shift = float(aq.beta.detach())
         elif kind == "lsq":
-            scale = scale * aq.step.detach().cpu().float()
+            step = aq.step.detach().cpu().float()
+            scale = scale * step
+            lsq = (float(step), aq.qmin, aq.qmax)
         bias = layer.bias.detach().cpu().float().contiguous() if layer.bias is not None else None
-    return KernelState(w, scale.contiguous(), bias, kind, shift, version_key(layer), weight_key)
+    return KernelState(w, scale.contiguous(), bias, kind, shift, version_key(layer), weight_key, lsq)
 
 
 def packed_linear(layer, x: torch.Tensor):
@@ -106,8 +110,16 @@ def packed_linear(layer, x: torch.Tensor):
         return kernels.binary_linear(x, p.weight, p.scale, p.bias)
     if p.kind == "elastic":
         return kernels.binary_linear(x, p.weight, p.scale, p.bias, p.shift)
-    x_int, _ = layer.act_quant.unit(x)  # the same rounding as the simulated quantizer's integers
-    return kernels.lowbit_linear(x_int.to(torch.int8), p.weight, p.scale, p.bias)
+    # the quantizer's integers computed inside the kernel, as torch computes them (`unit`)
+    return kernels.lsq_linear(x, p.weight, *p.lsq, p.scale, p.bias)
+
+
+def packed_lsq(aq, x: torch.Tensor):
+    """An LSQ quantizer's eval output `q * step` in one kernel pass (the same bits as its torch ops), or
+    None where it has no kernel form (another quantizer, training mode, not CPU float32)."""
+    if not isinstance(aq, LsqActivation) or aq.training or x.device.type != "cpu" or x.dtype != torch.float32:
+        return None
+    return kernels.lsq_quantize(x, float(aq.step.detach()), aq.qmin, aq.qmax)
 
 
 _MASK_CACHE: dict = {}

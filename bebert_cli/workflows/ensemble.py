@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from bebert_cli.errors import ModelError, UsageError
-from bebert_cli.quant.recipes import Recipe
+from bebert_cli.quant.recipes import DEFAULT_MAX_SEQ_LENGTH, Recipe
 from bebert_cli.workflows.context import RunContext, held_out_rows, sample_texts
 
 
@@ -158,7 +158,7 @@ def combine(ctx: RunContext, paths: list, *, max_seq_length: int | None = None, 
 
     if len(paths) < 2:
         raise UsageError("--from needs at least two packed checkpoints to combine")
-    spec = ctx.teacher_spec(paths[0], max_seq_length or 128)
+    spec = ctx.teacher_spec(paths[0], max_seq_length or DEFAULT_MAX_SEQ_LENGTH)
     infos = [inspect_member(p, spec) for p in paths]
     real = [os.path.realpath(i.path) for i in infos]
     if len(set(real)) != len(real):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from bebert_cli.quant.recipes import DEFAULT_MAX_SEQ_LENGTH
 from bebert_cli.training import TrainConfig
 from bebert_cli.workflows.context import RunContext, held_out_rows
 
@@ -15,7 +16,7 @@ from bebert_cli.workflows.context import RunContext, held_out_rows
 class FinetuneSettings:
     """The options of `bebert finetune` that shape the training run."""
     train: TrainConfig  # epochs, lr, batch size, seed, length grouping (save_every: the run context's)
-    max_seq_length: int = 128
+    max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH
     max_train_samples: int | None = None
     embeddings: str = "table"  # table (plain HF) | binary | hash (EELBERT)
     hash_ngrams: str = "3"

@@ -250,6 +250,20 @@ static void test_binary_gemm(void) {
 
 /* ------------------------------------------------------------------ lowbit_linear */
 
+/* The first output of an integer x sign GEMM [M][N] that is not float(q . sw) * scale (+ bias), or -1. */
+static long first_bad_lowbit(const int *q, const int8_t *sw, const float *scale, const float *bias, size_t M,
+                             size_t K, size_t N, const float *out) {
+    for (size_t m = 0; m < M; m++)
+        for (size_t n = 0; n < N; n++) {
+            int32_t dot = 0;
+            for (size_t k = 0; k < K; k++) dot += q[m * K + k] * sw[n * K + k];
+            float y = (float)dot * scale[n];
+            if (bias) y = y + bias[n];
+            if (!same_float(out[m * N + n], y)) return (long)(m * N + n);
+        }
+    return -1;
+}
+
 static void lowbit_case(size_t M, size_t K, size_t N, int lo, int hi, int with_bias) {
     int8_t *x = xmalloc(M * K), *sw = random_signs(N * K);
     float *scale = xmalloc(N * sizeof(float)), *bias = xmalloc(N * sizeof(float)), *out = xmalloc(M * N * sizeof(float));
@@ -259,15 +273,10 @@ static void lowbit_case(size_t M, size_t K, size_t N, int lo, int hi, int with_b
     fill_affine(scale, bias, N);
     memset(out, 0xA5, M * N * sizeof(float));
     int rc = bb_lowbit_linear(x, M, K, w, N, scale, with_bias ? bias : NULL, out, g_level, g_threads);
-    long bad = -1;
-    for (size_t m = 0; m < M && bad < 0; m++)
-        for (size_t n = 0; n < N; n++) {
-            int32_t dot = 0;
-            for (size_t k = 0; k < K; k++) dot += x[m * K + k] * sw[n * K + k];
-            float y = (float)dot * scale[n];
-            if (with_bias) y = y + bias[n];
-            if (!same_float(out[m * N + n], y)) { bad = (long)(m * N + n); break; }
-        }
+    int *q = xmalloc(M * K * sizeof(int));
+    for (size_t i = 0; i < M * K; i++) q[i] = x[i];
+    long bad = first_bad_lowbit(q, sw, scale, with_bias ? bias : NULL, M, K, N, out);
+    free(q);
     report(rc == BB_OK && bad < 0, "M=%zu K=%zu N=%zu x in [%d,%d] bias=%d rc=%d first bad %ld", M, K, N, lo, hi,
            with_bias, rc, bad);
     free(x); free(sw); free(scale); free(bias); free(out); free(w);
@@ -282,6 +291,84 @@ static void test_lowbit_linear(void) {
     lowbit_case(300, 130, 40, -128, 127, 1); /* 128-row blocks + a ragged tail, K % 4 != 0 (copied rows) */
     lowbit_case(150, 384, 33, -128, 127, 0); /* K % 4 == 0 (rows read in place) */
     lowbit_case(3, 1100, 17, -128, 127, 1);  /* > 127 int16 steps on AVX2 / NEON */
+}
+
+/* ------------------------------------------------------------------ lsq_linear / lsq_quantize */
+
+/* LSQ activations from the definition: v = clamp(x / step, lo, hi) in float, q = round half to even
+ * (nearbyintf in the default rounding mode). Floats with exact ties (k + 0.5) * step, -0.0, values
+ * past the range, +-inf and (for the float output) NaN. */
+static void fill_lsq(float *x, size_t n, float step, int with_nan) {
+    for (size_t i = 0; i < n; i++) {
+        switch (rndn(12)) {
+        case 0: x[i] = ((float)((int)rndn(20) - 10) + 0.5f) * step; break; /* a tie: exact for the power-of-two steps */
+        case 1: x[i] = -0.0f; break;
+        case 2: x[i] = rndn(2) ? INFINITY : -INFINITY; break;
+        case 3: x[i] = runif() * 400.0f * step; break; /* clamps */
+        case 4: x[i] = with_nan ? NAN : 0.0f; break;
+        default: x[i] = runif() * 9.0f * step;
+        }
+    }
+}
+
+static float ref_lsq_v(float x, float step, float lo, float hi) {
+    float v = x / step;
+    if (isnan(v)) return v;
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
+static void lsq_linear_case(size_t M, size_t K, size_t N, float step, int lo, int hi, int with_bias) {
+    float *x = xmalloc(M * K * sizeof(float)), *scale = xmalloc(N * sizeof(float)), *bias = xmalloc(N * sizeof(float));
+    float *out = xmalloc(M * N * sizeof(float));
+    int8_t *sw = random_signs(N * K);
+    int *q = xmalloc(M * K * sizeof(int));
+    uint32_t *w = interleave(sw, N, K);
+    fill_lsq(x, M * K, step, 1);
+    for (size_t i = 0; i < M * K; i++) {
+        float v = ref_lsq_v(x[i], step, (float)lo, (float)hi);
+        q[i] = isnan(v) ? lo : (int)nearbyintf(v); /* the documented NaN -> qmin */
+    }
+    fill_affine(scale, bias, N);
+    memset(out, 0xA5, M * N * sizeof(float));
+    int rc = bb_lsq_linear(x, M, K, step, lo, hi, w, N, scale, with_bias ? bias : NULL, out, g_level, g_threads);
+    long bad = first_bad_lowbit(q, sw, scale, with_bias ? bias : NULL, M, K, N, out);
+    report(rc == BB_OK && bad < 0, "M=%zu K=%zu N=%zu step=%g q in [%d,%d] bias=%d rc=%d first bad %ld", M, K, N, step,
+           lo, hi, with_bias, rc, bad);
+    free(x); free(scale); free(bias); free(out); free(sw); free(q); free(w);
+}
+
+static void test_lsq_linear(void) {
+    static const int RANGES[][2] = {{-8, 7}, {-128, 127}, {0, 15}, {-2, 1}};
+    static const float STEPS[] = {0.0625f, 0.37f, 1.0f, -0.21f, 3.0e-3f};
+    for (int c = 0; c < 36; c++) {
+        const int *r = RANGES[rndn(4)];
+        lsq_linear_case(PICK(MS), c < 14 ? KS[c] : PICK(KS), PICK(NS), PICK(STEPS), r[0], r[1], c % 2);
+    }
+    lsq_linear_case(300, 130, 40, 0.05f, -128, 127, 1); /* 128-row blocks, K % 4 != 0 */
+    lsq_linear_case(150, 384, 33, 0.11f, -8, 7, 0);  /* AVX2: lookup tables, several 32-row tasks */
+    lsq_linear_case(3, 4500, 40, 0.0625f, -8, 7, 1); /* AVX2 lookup tables: int16 -> int32 flushes */
+}
+
+static void test_lsq_quantize(void) {
+    static const float STEPS[] = {0.0625f, 0.37f, 1.0f, -0.21f, 3.0e-3f};
+    static const float RANGES[][2] = {{-8, 7}, {-128, 127}, {0, 15}, {0, 255}};
+    static const size_t LENS[] = {1, 7, 8, 15, 16, 17, 33, 100, 4095, 4096, 4097, 10000};
+    for (int c = 0; c < 30; c++) {
+        size_t n = c < 12 ? LENS[c] : PICK(LENS);
+        float step = PICK(STEPS);
+        const float *r = RANGES[rndn(4)];
+        float *x = xmalloc(n * sizeof(float)), *out = xmalloc(n * sizeof(float));
+        fill_lsq(x, n, step, 1);
+        memset(out, 0xA5, n * sizeof(float));
+        int rc = bb_lsq_quantize(x, n, step, r[0], r[1], out, g_level, g_threads);
+        long bad = -1;
+        for (size_t i = 0; i < n; i++) {
+            float v = ref_lsq_v(x[i], step, r[0], r[1]), q = nearbyintf(v);
+            if (!same_float(out[i], ((q - v) + v) * step)) { bad = (long)i; break; }
+        }
+        report(rc == BB_OK && bad < 0, "n=%zu step=%g range [%g,%g] rc=%d first bad %ld", n, step, r[0], r[1], rc, bad);
+        free(x); free(out);
+    }
 }
 
 /* ------------------------------------------------------------------ attention */
@@ -406,6 +493,15 @@ static void test_rejects(void) {
     report(bb_binary_gemm(f, 0, 1, 8, 8, 0.0f, u, NULL, 1, f, NULL, f, u, BB_OUT_SIGN, g_level, 1) == BB_EINVAL,
            "binary_gemm accepted a residual with the sign output");
     report(bb_lowbit_linear(i8, 1, 8, u, 1, f, NULL, f, bad, 1) == BB_EINVAL, "lowbit_linear accepted level %d", bad);
+    report(bb_lsq_linear(f, 1, 8, 1.0f, -8, 7, u, 1, f, NULL, f, bad, 1) == BB_EINVAL, "lsq_linear accepted level %d", bad);
+    report(bb_lsq_linear(f, 1, 8, 0.0f, -8, 7, u, 1, f, NULL, f, g_level, 1) == BB_EINVAL, "lsq_linear accepted step 0");
+    report(bb_lsq_linear(f, 1, 8, NAN, -8, 7, u, 1, f, NULL, f, g_level, 1) == BB_EINVAL, "lsq_linear accepted step NaN");
+    report(bb_lsq_linear(f, 1, 8, INFINITY, -8, 7, u, 1, f, NULL, f, g_level, 1) == BB_EINVAL, "lsq_linear accepted step inf");
+    report(bb_lsq_linear(f, 1, 8, 1.0f, 0, 255, u, 1, f, NULL, f, g_level, 1) == BB_EINVAL,
+           "lsq_linear accepted a range past int8");
+    report(bb_lsq_linear(f, 1, 8, 1.0f, 7, -8, u, 1, f, NULL, f, g_level, 1) == BB_EINVAL, "lsq_linear accepted qmin > qmax");
+    report(bb_lsq_quantize(f, 8, 1.0f, -8, 7, f, bad, 1) == BB_EINVAL, "lsq_quantize accepted level %d", bad);
+    report(bb_lsq_quantize(f, 8, 1.0f, 7, -8, f, g_level, 1) == BB_EINVAL, "lsq_quantize accepted qmin > qmax");
     report(bb_bi_attention(f, f, f, NULL, 1, 1, 1, 1, 8, f, bad, 1) == BB_EINVAL, "bi_attention accepted level %d", bad);
     report(bb_bi_attention_bits(u, 3, 1, 2, NULL, 1, 1, 1, 48, u, 1, g_level, 1) == BB_EINVAL,
            "bi_attention_bits accepted D=48");
@@ -419,6 +515,9 @@ static void test_rejects(void) {
     report(bb_matmul_bits(u, 0, 8, 1, u, 4, i32, g_level, g_threads) == BB_OK, "matmul_bits with M=0");
     report(bb_lowbit_linear(i8, 0, 8, u, 4, f, NULL, f, g_level, g_threads) == BB_OK && f[0] == sentinel,
            "lowbit_linear with M=0");
+    report(bb_lsq_linear(f, 0, 8, 1.0f, -8, 7, u, 4, f, NULL, f, g_level, g_threads) == BB_OK && f[0] == sentinel,
+           "lsq_linear with M=0");
+    report(bb_lsq_quantize(f, 0, 1.0f, -8, 7, f, g_level, g_threads) == BB_OK && f[0] == sentinel, "lsq_quantize with n=0");
     report(bb_bi_attention(f, f, f, NULL, 0, 2, 3, 3, 8, f, g_level, g_threads) == BB_OK && f[0] == sentinel,
            "bi_attention with B=0");
     report(bb_bi_attention_bits(u, 3, 1, 2, NULL, 0, 1, 4, 32, u, 1, g_level, g_threads) == BB_OK,
@@ -448,6 +547,7 @@ typedef struct { const char *name; void (*fn)(void); } entry;
 static const entry ENTRIES[] = {
     {"pack_signs", test_pack_signs},         {"matmul_bits", test_matmul_bits},
     {"binary_gemm", test_binary_gemm},       {"lowbit_linear", test_lowbit_linear},
+    {"lsq_linear", test_lsq_linear},         {"lsq_quantize", test_lsq_quantize},
     {"bi_attention", test_bi_attention},     {"bi_attention_bits", test_bi_attention_bits},
     {"argument_checks", test_rejects},
 };

@@ -64,10 +64,16 @@ def test_every_row_once_per_backend_with_ratios(bench):
     ens = results["ensemble_vs_members"]
     assert {(e["input"], e["backend"]) for e in ens} == {(i, b) for i in ("2x16", "1x8") for b in compiled}
     assert "load average" in proc.stdout.splitlines()[0] and results["meta"]["loadavg_end"]
-    for inp in ("2x16", "1x8"):  # --profile: the packed 1-1-1 breakdown on the first backend, kernel calls counted
-        p = results["profile"][f"tiny {inp} [{compiled[0]}]"]
-        # 2 fused layers x (4 GEMMs + Bi-Attention) + the binary pooler dense
-        assert p["kernel_calls_per_forward"] == 2 * 5 + 1 and p["python_us_per_kernel_call"] > 0
+    for inp in ("2x16", "1x8"):  # --profile: 1-1-1, w1a4, w1a8 broken down on every backend, kernel calls counted
+        for b in compiled:
+            p = results["profile"][f"tiny {inp} [{b}]"]
+            # 2 fused layers x (4 GEMMs + Bi-Attention) + the binary pooler dense
+            assert p["kernel_calls_per_forward"] == 2 * 5 + 1 and p["python_us_per_kernel_call"] > 0
+            for row in ("packed w1a4", "packed w1a8"):
+                p = results["profile"][f"{row}, tiny {inp} [{b}]"]
+                # 2 layers x (6 linears + 4 attention quantizers) + the pooler dense
+                assert p["kernel_calls_per_forward"] == 2 * 10 + 1 and p["linears"] > 0 and p["attention"] > 0
+        assert f"| packed w1a4, tiny {inp} [{compiled[0]}] |" in proc.stdout
     skipped = [line for line in proc.stderr.splitlines() if "ONNX Runtime rows skipped" in line]
     assert len(skipped) == (0 if HAVE_ORT else 1), skipped
 

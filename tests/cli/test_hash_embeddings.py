@@ -17,7 +17,7 @@ def _keys(path):
 
 def test_binarize_with_hashed_embeddings(tiny_bert, small_glue, tmp_path):
     out = tmp_path / "hash-bibert"
-    payload = one_json(run_cli("binarize", tiny_bert, "--task", "sst2", "-o", out, "--embeddings", "hash",
+    payload = one_json(run_cli("binarize", tiny_bert, "--task", "sst2", "-o", out, "--recipe", "bibert", "--embeddings", "hash",
                                "--hash-ngrams", "2,3", "--hash-seed", "7", "--data-dir", small_glue, *FAST, "--json",
                                check=0).stdout)
     assert payload["bits"] == "1-h-1"

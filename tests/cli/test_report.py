@@ -81,11 +81,41 @@ def test_human_tables_and_markdown(models):
     for text in ("size and compute per sequence (L=16)", "1-bit", "scales (fp16)", "teacher (baseline)", "-4.00 pt",
                  "binary linear", "classifier head", "FLOP-eq = FLOPs + binary ops / 64"):
         assert text in proc.stdout, text
-    md = run_cli("report", models["student"], models["ens"], "--baseline", models["teacher"], "--markdown", "--seq-len", "128",
+    md = run_cli("report", models["student"], models["ens"], "--baseline", models["teacher"], "--markdown", "--max-seq-length", "128",
                  check=0).stdout
     assert md.startswith("### bebert report (L = 128)")
     assert "| model | bits | weights | disk | FLOPs | binary ops | FLOP-eq |" in md and "| ens | 1-1-1 x2 |" in md
     assert "┃" not in md  # no rich table in markdown mode
+
+
+def test_by_module_fits_80_columns_without_breaking_a_name(models):
+    """A pipe or CI log (rich's 80 columns) or COLUMNS=80: no line wider, every module name whole."""
+    from bebert_cli.report.module_table import group_of
+
+    names = [m["name"] for m in one_json(run_cli("report", models["student"], "--by-module", "--json", check=0).stdout)
+             ["models"][0]["modules"]]
+    for env in ({"COLUMNS": "80"}, {}):  # {}: stdout is a pipe, not a terminal
+        proc = run_cli("report", models["student"], "--baseline", models["teacher"], "--by-module", env=env, check=0)
+        lines = proc.stdout.splitlines()
+        assert max(map(len, lines)) <= 80, max(lines, key=len)
+        for name in names:
+            block, short = group_of(name)
+            assert any(short in line for line in lines) and (not block or any(block in line for line in lines)), name
+        assert "1. LayerNorm: normalisation statistics need full precision" in proc.stdout  # kind and reason, as notes
+    wide = run_cli("report", models["student"], "--by-module", env={"COLUMNS": "220"}, check=0).stdout
+    assert all(name in wide for name in names) and "normalisation statistics" in wide  # full rows when they fit
+
+
+def test_seq_len_is_the_deprecated_spelling_of_max_seq_length(models):
+    new = one_json(run_cli("report", models["student"], "--max-seq-length", "32", "--json", check=0).stdout)
+    old = run_cli("report", models["student"], "--seq-len", "32", "--json", check=0)
+    assert one_json(old.stdout)["seq_len"] == new["seq_len"] == 32
+    assert "--seq-len is deprecated; use --max-seq-length" in old.stderr
+    assert "--seq-len" not in run_cli("report", "-h", check=0).stdout  # hidden from help
+    assert "contradicts" in error_line(run_cli("report", models["student"], "--seq-len", "32", "--max-seq-length", "64",
+                                               check=2).stderr)
+    quiet = run_cli("report", models["student"], "--seq-len", "32", "--json", "-q", check=0)
+    assert quiet.stderr == "" and one_json(quiet.stdout)["seq_len"] == 32  # -q silences warnings too
 
 
 def test_plot_is_a_png_with_one_point_per_model(models, tmp_path):

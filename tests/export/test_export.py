@@ -267,7 +267,8 @@ def test_cli_export_json_overwrite_and_errors(tmp_path, tiny_bert, tokenizer):
     assert json.loads((out / "config.json").read_text())["bebert_quantization"]["storage"] == "dense"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no temp dirs left behind
     # Usage errors.
-    assert "--format must be one of" in error_line(run_cli("export", src, "-o", tmp_path / "x", "--format", "onnx", check=2).stderr)
+    assert "'onnx' is not one of 'packed', 'dense', 'remote-code'" in error_line(
+        run_cli("export", src, "-o", tmp_path / "x", "--format", "onnx", check=2).stderr)
     assert "needs a packed binary checkpoint" in error_line(run_cli("export", tiny_bert, "-o", tmp_path / "y", check=2).stderr)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 

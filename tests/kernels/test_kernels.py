@@ -144,6 +144,63 @@ def test_lowbit_linear_many_rows(backend):
         assert torch.equal(y.reshape(300, 40), ref.lowbit_linear(x.reshape(300, K), sw, scale, bias))
 
 
+def _lsq_inputs(M, K, step, gen):
+    """Floats with exact rounding ties (k + 0.5) * step (step a power of two), -0.0, and values past the range."""
+    x = torch.randn(M, K, generator=gen) * 6 * step
+    ties = (torch.randint(-10, 10, (M, K), generator=gen).float() + 0.5) * step
+    pick = torch.rand(M, K, generator=gen)
+    x = torch.where(pick < 0.2, ties, x)
+    x = torch.where(pick > 0.95, x * 100, x)
+    x[0, 0] = -0.0
+    return x
+
+
+@pytest.mark.parametrize("K", KS)
+def test_lsq_linear_is_the_quantizer_then_lowbit_linear(any_backend, K):
+    """lsq_linear == LsqActivation's integers (torch ops) through lowbit_linear, bit for bit."""
+    from bebert_cli.quant.quantizers import LsqActivation
+
+    gen = torch.Generator().manual_seed(K + 1)
+    for bits, step in ((4, 0.0625), (8, 0.0078125), (4, -0.37), (8, 0.0213)):
+        aq = LsqActivation(bits).eval()
+        with torch.no_grad():
+            aq.step.fill_(step)
+        for M, N in [(1, 3), (6, 33), (150, 17)]:
+            w, sw = _weight(N, K, gen)
+            scale, bias = torch.rand(N, generator=gen), torch.randn(N, generator=gen)
+            x = _lsq_inputs(M, K, abs(step), gen)
+            q, _ = aq.unit(x)
+            for b in (None, bias):
+                y = bk.lsq_linear(x, w, float(aq.step.detach()), aq.qmin, aq.qmax, scale, b)
+                assert torch.equal(y, ref.lowbit_linear(q.to(torch.int8), sw, scale, b)), (bits, step, M, N)
+
+
+@pytest.mark.parametrize("shape", [(5,), (3, 17), (2, 3, 40, 64), (1, 2, 128, 128)])
+def test_lsq_quantize_is_the_quantizer(any_backend, shape):
+    """lsq_quantize == LsqActivation(x) in eval (its five torch ops), bit for bit, NaN included, and
+    keeps a transposed input's strides."""
+    from bebert_cli.quant.quantizers import LsqActivation
+
+    gen = torch.Generator().manual_seed(len(shape))
+    for bits, signed, step in ((4, True, 0.0625), (8, True, 0.0213), (4, False, 0.0137), (8, False, 0.00390625)):
+        aq = LsqActivation(bits, signed=signed).eval()
+        with torch.no_grad():
+            aq.step.fill_(step)
+        x = _lsq_inputs(1, int(torch.tensor(shape).prod()), step, gen).reshape(shape)
+        x.view(-1)[-1] = float("nan")
+        with torch.no_grad():
+            want = aq(x)
+        got = bk.lsq_quantize(x, float(aq.step.detach()), aq.qmin, aq.qmax)
+        assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got.nan_to_num(), want.nan_to_num())
+        if x.dim() == 4:  # the (B, L, H, D) -> (B, H, L, D) view the attention quantizes
+            xt = x.transpose(1, 2)
+            got = bk.lsq_quantize(xt, float(aq.step.detach()), aq.qmin, aq.qmax)
+            assert got.stride() == xt.stride()
+            with torch.no_grad():
+                want = aq(xt)
+            assert torch.equal(got.nan_to_num(), want.nan_to_num()) and torch.equal(got.isnan(), want.isnan())
+
+
 # ---------------------------------------------------------------- attention
 
 
@@ -180,6 +237,14 @@ def test_validation():
         bk.lowbit_linear(torch.zeros(2, 10, dtype=torch.int32), w, torch.ones(4))
     with pytest.raises(ValueError):
         bk.prepare_binary_weight(torch.zeros(4, 3, dtype=torch.uint8), 10)
+    with pytest.raises(ValueError, match="within int8"):
+        bk.lsq_linear(torch.randn(2, 10), w, 0.1, 0, 255, torch.ones(4))
+    with pytest.raises(ValueError, match="finite nonzero"):
+        bk.lsq_linear(torch.randn(2, 10), w, 0.0, -8, 7, torch.ones(4))
+    with pytest.raises(ValueError):
+        bk.lsq_linear(torch.randn(2, 11), w, 0.1, -8, 7, torch.ones(4))
+    with pytest.raises(TypeError):
+        bk.lsq_quantize(torch.randn(2, 10, dtype=torch.float64), 0.1, -8, 7)
     with pytest.raises(TypeError):
         bk.bi_attention(*torch.randn(3, 1, 1, 4, 8).unbind(0), key_mask=torch.zeros(1, 4))
     with pytest.raises(ValueError):
