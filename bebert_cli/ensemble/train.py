@@ -83,6 +83,11 @@ def _read_state(path: Path, fingerprint: dict, n: int) -> dict | None:
     if state.get("fingerprint") != json.loads(json.dumps(fingerprint)):
         raise TrainingError(f"the saved ensemble state in {path.parent} is from a run with different settings; "
                             "rerun with the same options, or start over with --overwrite")
+    for rec in state["members"]:
+        # Records saved before JSON schema 2 held the member's score as {"dev": {metric: value}}.
+        old = rec.pop("dev", None)
+        if "main_value" not in rec and isinstance(old, dict) and len(old) == 1:
+            rec["main_value"] = next(iter(old.values()))
     return state
 
 
