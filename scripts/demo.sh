@@ -29,8 +29,4 @@ echo "== teacher (fp32) on the SST-2 dev set"
 bebert eval "$OUT/teacher" --task sst2
 echo "== binary student (packed, recipe $RECIPE) on the SST-2 dev set"
 bebert eval "$OUT/$RECIPE" --task sst2
-if bebert report --help >/dev/null 2>&1; then
-  bebert report "$OUT/$RECIPE" --baseline "$OUT/teacher" --task sst2
-else
-  du -b "$OUT/teacher/model.safetensors" "$OUT/$RECIPE"/*
-fi
+bebert report "$OUT/$RECIPE" --baseline "$OUT/teacher" --task sst2
