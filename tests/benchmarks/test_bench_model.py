@@ -98,6 +98,7 @@ def test_without_onnxruntime_the_ort_rows_are_skipped_with_one_line(bench, tmp_p
     assert all(r["x_ort_int8"] is None for r in results["latency"])
 
 
+@pytest.mark.slow  # over 15 s; moved out of the default suite to keep it under 15 minutes
 def test_peak_memory_of_the_new_recipe_rows(bench):
     import bench_model
 

@@ -13,7 +13,8 @@ from tests.conftest import error_line, one_json, run_cli
 FAST = ["--max-train-samples", "64", "--epochs", "1", "--batch-size", "16", "--max-seq-length", "32"]
 
 
-@pytest.mark.parametrize("recipe", ["bibert", "bit", "w1a4", "w1a8"])
+# bit differs from bibert only in its quantizer settings (covered by tests/quant); its CLI run is slow-only
+@pytest.mark.parametrize("recipe", ["bibert", pytest.param("bit", marks=pytest.mark.slow), "w1a4", "w1a8"])
 def test_each_recipe_end_to_end(tiny_bert, small_glue, tmp_path, recipe):
     out = tmp_path / recipe
     payload = one_json(run_cli("binarize", tiny_bert, "--task", "sst2", "-o", out, "--recipe", recipe,
@@ -129,6 +130,7 @@ def test_multi_step_distillation_records_the_chain(tiny_bert, small_glue, tmp_pa
     assert "ending with this recipe's own w1a1" in line
 
 
+@pytest.mark.slow  # over 15 s; moved out of the default suite to keep it under 15 minutes
 def test_multi_step_resume_continues_the_interrupted_stage(tiny_bert, small_glue, tmp_path):
     base = ["binarize", str(tiny_bert), "--task", "sst2", "--data-dir", str(small_glue), "--recipe", "bit", "--stages",
             "w1a2,w1a1", *LONG]

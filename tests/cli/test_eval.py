@@ -1,6 +1,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import error_line, make_tiny, one_json, run_cli
 
 
@@ -77,6 +79,7 @@ def test_debug_env_shows_traceback(tiny_bert, tmp_path):
     assert "Traceback" in proc.stderr
 
 
+@pytest.mark.slow  # over 15 s; moved out of the default suite to keep it under 15 minutes
 def test_other_architectures_evaluate(tmp_path, glue_dir, tokenizer):
     for mt in ("roberta", "electra", "distilbert"):
         path = make_tiny(tmp_path / mt, model_type=mt, tokenizer=tokenizer)
