@@ -50,13 +50,9 @@ def binarize_command(
 ):
     """Binarize a fine-tuned checkpoint by distillation and write a packed checkpoint."""
     from bebert_cli.cli.output import Output
-    from bebert_cli.errors import UsageError
-    from bebert_cli.hardware import MIXED_PRECISION_CHOICES
     from bebert_cli.quant.recipes import resolve_recipe
     out = Output(json_mode=json_out, quiet=quiet)
     data.check()
-    if mixed_precision not in MIXED_PRECISION_CHOICES:
-        raise UsageError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION_CHOICES)}")
     rec = resolve_recipe(
         recipe, **quant, distill=distill, epochs=epochs, lr=lr,
         batch_size=batch_size, max_seq_length=max_seq_length, max_train_samples=max_train_samples, seed=seed,

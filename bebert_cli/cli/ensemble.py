@@ -68,15 +68,12 @@ def ensemble_command(
     params = {**locals(), **quant}
     from bebert_cli.cli.output import Output
     from bebert_cli.errors import UsageError
-    from bebert_cli.hardware import MIXED_PRECISION_CHOICES
     from bebert_cli.workflows import ensemble as workflow
     from bebert_cli.workflows.context import RunContext
 
     out = Output(json_mode=json_out, quiet=quiet)
     data.check()
     sources = list(sources or [])
-    if mixed_precision not in MIXED_PRECISION_CHOICES:
-        raise UsageError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION_CHOICES)}")
     ctx = RunContext(out, output, data, overwrite=overwrite, resume=resume, save_every=save_every,
                      eval_batch_size=eval_batch_size, mixed_precision=mixed_precision, cpu=cpu,
                      trust_remote_code=trust_remote_code)
@@ -94,8 +91,6 @@ def ensemble_command(
         if len(sources) != 1:
             raise UsageError("give exactly one TEACHER to train members from, or --from OUT1 OUT2 ... to combine checkpoints")
         strategy_ = (strategy or "adaboost").lower()
-        if strategy_ not in ("adaboost", "bagging"):
-            raise UsageError(f"--strategy must be adaboost or bagging, not {strategy!r}")
         from bebert_cli.quant.recipes import resolve_recipe
 
         rec = resolve_recipe(
