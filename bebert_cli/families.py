@@ -26,6 +26,7 @@ class Family:
     ffn_key: str  # ... of the FFN's inner width
     ffn_down: str  # the FFN's down-projection relative to a layer (its input is `ffn_key` wide)
     ffn_activation: tuple[str, str]  # (module holding the FFN's activation, its attribute), relative to a layer
+    ffn_up: str  # the FFN's up-projection relative to a layer (the activation's input is its output)
     embedding_key: str | None = None  # config key of a word-embedding width that may differ from the model's
     token_type_ids: bool = True  # whether the model takes token type ids
     bert_layer: bool = True  # layers are transformers' BertLayer shape (what the fused runtime computes)
@@ -42,7 +43,7 @@ class Family:
 
 _BERT_LIKE = dict(layers="encoder.layer", qkv=("attention.self.query", "attention.self.key", "attention.self.value"),
                   hidden_key="hidden_size", layers_key="num_hidden_layers", heads_key="num_attention_heads",
-                  ffn_key="intermediate_size", ffn_down="output.dense", ffn_activation=("intermediate", "intermediate_act_fn"))
+                  ffn_key="intermediate_size", ffn_down="output.dense", ffn_activation=("intermediate", "intermediate_act_fn"), ffn_up="intermediate.dense")
 
 FAMILIES: dict[str, Family] = {
     "bert": Family("bert", **_BERT_LIKE),
@@ -51,7 +52,7 @@ FAMILIES: dict[str, Family] = {
     "electra": Family("electra", **_BERT_LIKE, embedding_key="embedding_size"),
     "distilbert": Family("distilbert", layers="transformer.layer", qkv=("attention.q_lin", "attention.k_lin", "attention.v_lin"),
                          hidden_key="dim", layers_key="n_layers", heads_key="n_heads", ffn_key="hidden_dim",
-                         ffn_down="ffn.lin2", ffn_activation=("ffn", "activation"), token_type_ids=False, bert_layer=False),
+                         ffn_down="ffn.lin2", ffn_activation=("ffn", "activation"), ffn_up="ffn.lin1", token_type_ids=False, bert_layer=False),
 }
 
 SUPPORTED_MODEL_TYPES = tuple(FAMILIES)

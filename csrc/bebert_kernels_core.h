@@ -68,7 +68,7 @@ int bb_lowbit_linear(const int8_t *x, size_t M, size_t K, const uint32_t *w, siz
  * q = round-half-even(v). bb_lsq_linear: out [M][N] = float(q . sign_w) * scale (+ bias) for float
  * x [M][K], the quantization fused into the GEMM's input packing (NaN -> qmin); needs a finite
  * nonzero step and -128 <= qmin <= qmax <= 127. bb_lsq_quantize: out[i] = ((q - v) + v) * step for n
- * floats (the quantizer's float output, bit for bit; NaN stays NaN). */
+ * floats (the quantizer's float output, bit for bit; NaN stays NaN); elementwise, so out may be x. */
 int bb_lsq_linear(const float *x, size_t M, size_t K, float step, int qmin, int qmax, const uint32_t *w, size_t N,
                   const float *scale, const float *bias, float *out, int level, int num_threads);
 int bb_lsq_quantize(const float *x, size_t n, float step, float qmin, float qmax, float *out, int level,

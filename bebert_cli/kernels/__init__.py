@@ -316,18 +316,25 @@ def _dense_order(x: torch.Tensor) -> list[int] | None:
     return order if x.permute(order).is_contiguous() else None
 
 
-def lsq_quantize(x: torch.Tensor, step: float, qmin: float, qmax: float, *, num_threads: int | None = None) -> torch.Tensor:
+def lsq_quantize(x: torch.Tensor, step: float, qmin: float, qmax: float, *, inplace: bool = False,
+                 num_threads: int | None = None) -> torch.Tensor:
     """LsqActivation's output in eval, ``q * step`` with q as in `lsq_linear`, in one pass; the same
     float bits as the quantizer's torch ops (NaN stays NaN). float32 in, float32 out with x's strides
-    (so a following matmul sees the layout it would have seen)."""
+    (so a following matmul sees the layout it would have seen). ``inplace=True`` overwrites x and
+    returns it (the packed attention quantizes its probabilities so: one buffer less per layer)."""
     _check(x, "x", torch.float32)
     step, qmin, qmax = float(step), float(qmin), float(qmax)
     _lsq_range(step, qmin, qmax, int8=False)
-    x = x.detach()
+    given, x = x, x.detach()
     order = _dense_order(x) if x.numel() else None
     if order is None or not _use_ext(x):
-        return _ref.lsq_quantize(x, step, qmin, qmax)
-    out = torch.empty_like(x)  # same strides as x (dense, non-overlapping)
+        out = _ref.lsq_quantize(x, step, qmin, qmax)
+        if not inplace:
+            return out
+        x.copy_(out)
+        return given
+    # The kernel is elementwise (each output written from its own input only), so out may be x.
+    out = given if inplace else torch.empty_like(x)  # same strides as x (dense, non-overlapping)
     xp, op = x.permute(order), out.permute(order)
     _ext.lsq_quantize(xp.data_ptr(), x.numel(), step, qmin, qmax, op.data_ptr(), _level, _threads(num_threads))
     return out

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from bebert_cli.quant import ops
-from bebert_cli.quant.quantizers import bool_ste, make_activation_quantizer
+from bebert_cli.quant.recording import collecting_inner_outputs
+from bebert_cli.quant.quantizers import LsqActivation, bool_ste, make_activation_quantizer
 
 ATTN_IMPLEMENTATION = "bebert"
 
@@ -61,6 +62,10 @@ def bebert_attention(module, query, key, value, attention_mask, scaling=None, dr
         weights = bool_ste(scores)
         out = torch.matmul(weights, aq.v_quant(value))
     else:
+        if aq.runtime == "packed" and not torch.is_grad_enabled() and not module.training:
+            out = _packed_softmax_attention(module, aq, query, key, value, attention_mask, scaling)
+            if out is not None:
+                return out
         quant = _quantizers(aq)
         scores = torch.matmul(quant(aq.q_quant, query), quant(aq.k_quant, key).transpose(2, 3)) * scaling
         if attention_mask is not None:
@@ -69,6 +74,36 @@ def bebert_attention(module, query, key, value, attention_mask, scaling=None, dr
         weights = nn.functional.dropout(weights, p=dropout, training=module.training)
         out = torch.matmul(quant(aq.p_quant, weights), quant(aq.v_quant, value))
     return out.transpose(1, 2).contiguous(), weights
+
+
+def _packed_softmax_attention(module, aq: AttentionQuant, query, key, value, attention_mask, scaling):
+    """The softmax attention of w1a4 / w1a8 as the simulated one computes it, op for op and bit for
+    bit, with its intermediates written in place: Q, K and V are quantized where they lie, and one
+    [B, H, L, L] scores buffer is scaled, masked, soft-maxed and (when no caller records the attention
+    weights) quantized where it lies, instead of eight fresh buffers a layer. Fresh buffers are what cost: each is new memory the first time (page
+    faults) and all of them add to the forward's peak resident memory. None where an LSQ kernel
+    does not apply (another quantizer); the caller then runs the simulated ops."""
+    if not all(isinstance(quant, LsqActivation) for quant in (aq.q_quant, aq.k_quant, aq.v_quant, aq.p_quant)):
+        return None
+    # Q, K and V are views of their projections' fresh outputs, read by nothing but this function
+    # unless a hook holds them (or a decoder's cache does): then they are quantized into new buffers.
+    inplace = not getattr(module, "is_decoder", False) and not any(c._forward_hooks for c in module.children())
+    q, k, v = (ops.packed_lsq(quant, x, inplace=inplace)
+               for quant, x in ((aq.q_quant, query), (aq.k_quant, key), (aq.v_quant, value)))
+    if q is None or k is None or v is None:
+        return None
+    scores = torch.matmul(q, k.transpose(2, 3))
+    scores.mul_(scaling)
+    if attention_mask is not None:
+        if attention_mask.dtype == scores.dtype and torch.broadcast_shapes(scores.shape, attention_mask.shape) == scores.shape:
+            scores.add_(attention_mask)
+        else:
+            scores = scores + attention_mask
+    weights = torch.ops.aten._softmax.out(scores, -1, False, out=scores)  # row by row: out may be its input
+    keep = collecting_inner_outputs()  # output_attentions=True: the caller gets the probabilities
+    p = ops.packed_lsq(aq.p_quant, weights, inplace=not keep)
+    out = torch.matmul(p, v)
+    return out.transpose(1, 2).contiguous(), (weights if keep else None)
 
 
 def _apply(quantizer, x):

@@ -23,6 +23,8 @@ import os
 
 import torch
 
+from bebert_cli.quant.recording import collecting_inner_outputs
+
 _SUBMODULES = ("attention", "attention.self", "attention.output", "intermediate", "output")
 
 
@@ -143,16 +145,6 @@ def uninstall(model) -> int:
     return count
 
 
-def _collecting_inner_outputs() -> bool:
-    """Whether transformers is recording outputs of modules inside the layers (e.g. attentions)."""
-    try:
-        from transformers.utils.output_capturing import _active_collector
-    except ImportError:
-        return True
-    collected = _active_collector.get()
-    return collected is not None and any(k not in ("hidden_states", "_hidden_states_layers") for k in collected)
-
-
 def _has_hooks(module) -> bool:
     """Hooks that need the module to run. transformers' output-capturing hooks stay installed after
     one `output_attentions=True` call but do nothing unless a recording asks for their output."""
@@ -160,7 +152,7 @@ def _has_hooks(module) -> bool:
         return True
     for hook in module._forward_hooks.values():
         inert = getattr(hook, "__qualname__", "").startswith("install_output_capuring_hook")
-        if not inert or _collecting_inner_outputs():
+        if not inert or collecting_inner_outputs():
             return True
     return False
 

@@ -114,12 +114,13 @@ def packed_linear(layer, x: torch.Tensor):
     return kernels.lsq_linear(x, p.weight, *p.lsq, p.scale, p.bias)
 
 
-def packed_lsq(aq, x: torch.Tensor):
+def packed_lsq(aq, x: torch.Tensor, *, inplace: bool = False):
     """An LSQ quantizer's eval output `q * step` in one kernel pass (the same bits as its torch ops), or
-    None where it has no kernel form (another quantizer, training mode, not CPU float32)."""
+    None where it has no kernel form (another quantizer, training mode, not CPU float32). `inplace`
+    overwrites x (the caller owns it and needs it no more)."""
     if not isinstance(aq, LsqActivation) or aq.training or x.device.type != "cpu" or x.dtype != torch.float32:
         return None
-    return kernels.lsq_quantize(x, float(aq.step.detach()), aq.qmin, aq.qmax)
+    return kernels.lsq_quantize(x, float(aq.step.detach()), aq.qmin, aq.qmax, inplace=inplace)
 
 
 _MASK_CACHE: dict = {}

@@ -2,12 +2,14 @@
 
 "simulated" unpacks the signs and runs the same float ops as training (bit-identical to the trained
 student); "packed" routes PackedLinear and Bi-Attention through the bit kernels (`ops.py`) and gives
-every eligible BiBERT layer the fused forward (`fused_layer.py`). Both give the same outputs bit for
+every eligible BiBERT layer the fused forward (`fused_layer.py`) and the other recipes' FFN an
+in-place GELU (`inplace_act.py`). Both give the same outputs bit for
 bit; only the speed differs.
 """
 
 from __future__ import annotations
 
+from bebert_cli.quant import inplace_act
 from bebert_cli.quant.attention import AttentionQuant
 from bebert_cli.quant.fused_layer import install
 from bebert_cli.quant.layers import PackedEmbedding, PackedLinear
@@ -39,3 +41,4 @@ def prepare_packed_runtime(model) -> None:
             m.drop_kernel_state()
             m.kernel_state()
     install(model)  # BiBERT layers then run bits end to end (identical outputs, see fused_layer)
+    inplace_act.install(model)  # w1a4 / w1a8: GELU over the up-projection's output (the same bits)

@@ -199,6 +199,14 @@ def test_lsq_quantize_is_the_quantizer(any_backend, shape):
             with torch.no_grad():
                 want = aq(xt)
             assert torch.equal(got.nan_to_num(), want.nan_to_num()) and torch.equal(got.isnan(), want.isnan())
+        # in place: the same bits written over x (a strided view too), x itself returned
+        for src in ((x, x.transpose(1, 2)) if x.dim() == 4 else (x,)):
+            with torch.no_grad():
+                want = aq(src)
+            buf = src.clone() if src.is_contiguous() else src.transpose(1, 2).clone().transpose(1, 2)
+            got = bk.lsq_quantize(buf, float(aq.step.detach()), aq.qmin, aq.qmax, inplace=True)
+            assert got is buf and got.stride() == src.stride()
+            assert torch.equal(got.nan_to_num(), want.nan_to_num()) and torch.equal(got.isnan(), want.isnan())
 
 
 # ---------------------------------------------------------------- attention

@@ -83,6 +83,47 @@ def test_packed_runtime_matches_simulated(tmp_path, recipe_name, model_type):
         assert torch.equal(want, got)
 
 
+@pytest.mark.parametrize("model_type", ["bert", "distilbert"])
+@pytest.mark.parametrize("recipe_name", ["w1a4", "w1a8"])
+def test_lowbit_in_place_buffers_change_no_bit(tmp_path, recipe_name, model_type, monkeypatch):
+    """The packed softmax attention quantizes Q/K/V and the probabilities where they lie, and GELU
+    overwrites the up-projection's output: the logits, the returned attention weights and whatever a
+    hook keeps stay those of the simulated model."""
+    from bebert_cli.families import FAMILIES
+    from bebert_cli.quant import ops
+    from bebert_cli.quant.inplace_act import InPlaceGELU
+
+    d = packed_checkpoint(tmp_path / "ckpt", recipe_name, model_type)
+    simulated, packed = load_packed(d), load_packed(d, runtime="packed")
+    fam = FAMILIES[model_type]
+    layers = [getattr(m, m.base_model_prefix).get_submodule(fam.layers) for m in (simulated, packed)]
+    holder, attr = fam.ffn_activation
+    assert all(isinstance(getattr(layer.get_submodule(holder), attr), InPlaceGELU) for layer in layers[1])
+    calls = []
+    real = ops.packed_lsq
+    monkeypatch.setattr(ops, "packed_lsq", lambda aq, x, inplace=False: calls.append(inplace) or real(aq, x, inplace=inplace))
+    b = batch()
+    with torch.no_grad():
+        want, got = simulated(**b, output_attentions=True), packed(**b, output_attentions=True)
+    assert torch.equal(want.logits, got.logits)
+    assert all(torch.equal(w, g) for w, g in zip(want.attentions, got.attentions, strict=True))
+    assert calls.count(True) == 3 * len(layers[1]) and calls.count(False) == len(layers[1])  # P kept: recorded
+    calls.clear()
+    assert torch.equal(logits(packed, b), want.logits)
+    assert calls.count(True) == 4 * len(layers[1])  # Q, K, V and P in place
+    # Hooks that keep the Q projection's and the up-projection's outputs see them untouched.
+    kept = {}
+    for name, layer_list in zip(("sim", "packed"), layers, strict=True):
+        layer = layer_list[0]
+        layer.get_submodule(fam.qkv[0]).register_forward_hook(lambda m, a, o, n=name: kept.__setitem__(n + "q", o))
+        layer.get_submodule(fam.ffn_up).register_forward_hook(lambda m, a, o, n=name: kept.__setitem__(n + "up", o))
+    calls.clear()
+    assert torch.equal(logits(packed, b), logits(simulated, b))
+    assert torch.equal(kept["simq"], kept["packedq"]) and torch.equal(kept["simup"], kept["packedup"])
+    # the hooked layer quantizes Q, K and V into new buffers (P is its own buffer either way)
+    assert calls.count(True) == 4 * (len(layers[1]) - 1) + 1 and calls.count(False) == 3
+
+
 def test_inference_mode(tmp_path):
     d = packed_checkpoint(tmp_path / "ckpt", "bit")
     want = logits(load_packed(d), batch())
