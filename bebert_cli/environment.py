@@ -49,9 +49,17 @@ def kernel_info() -> dict:
 def threads_info() -> dict:
     import torch
 
+    from bebert_cli.errors import UsageError
+    from bebert_cli.quant.serial import serial_max_tokens
+
+    try:
+        serial = serial_max_tokens()  # packed forwards of at most this many tokens run on one thread
+    except UsageError as exc:
+        serial = f"invalid: {exc}"
     return {"torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY") or "unset (OpenMP runtime default)"}
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY") or "unset (OpenMP runtime default)",
+            "serial_max_tokens": serial}
 
 
 def report() -> dict:

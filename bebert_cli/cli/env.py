@@ -24,10 +24,19 @@ def env_command(json_out: opt.JsonOut = False, quiet: opt.Quiet = False):
         ["fused BiBERT layers", "on" if k["fused_layers"] else "off (BEBERT_FUSED_LAYERS)"],
         ["threads", f"{t['torch_threads']} torch, {t['cpu_count']} CPUs, OMP_NUM_THREADS={t['OMP_NUM_THREADS'] or 'unset'}"],
         ["OMP_WAIT_POLICY", t["OMP_WAIT_POLICY"]],
+        ["one-thread packed forwards", _serial(t["serial_max_tokens"])],
         ["mixed precision (auto)", info["mixed_precision_auto"]["reason"]],
     ]
     out.table("bebert env", ["", ""], rows)
     out.result(info, "env")
+
+
+def _serial(limit) -> str:
+    if isinstance(limit, str):
+        return limit
+    if not limit:
+        return "never (BEBERT_SERIAL_MAX_TOKENS; on by default only with OMP_WAIT_POLICY=passive)"
+    return f"up to {limit} tokens (BEBERT_SERIAL_MAX_TOKENS)"
 
 
 def register(app: typer.Typer) -> None:

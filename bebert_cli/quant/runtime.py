@@ -9,7 +9,7 @@ bit; only the speed differs.
 
 from __future__ import annotations
 
-from bebert_cli.quant import inplace_act
+from bebert_cli.quant import inplace_act, serial
 from bebert_cli.quant.attention import AttentionQuant
 from bebert_cli.quant.fused_layer import install
 from bebert_cli.quant.layers import PackedEmbedding, PackedLinear
@@ -42,3 +42,4 @@ def prepare_packed_runtime(model) -> None:
             m.kernel_state()
     install(model)  # BiBERT layers then run bits end to end (identical outputs, see fused_layer)
     inplace_act.install(model)  # w1a4 / w1a8: GELU over the up-projection's output (the same bits)
+    serial.install(model)  # small forwards on one thread under a passive OpenMP wait policy

@@ -1,0 +1,102 @@
+"""Small packed forwards run on one thread under a passive OpenMP wait policy (quant/serial.py)."""
+
+import threading
+
+import pytest
+import torch
+
+from bebert_cli.errors import UsageError
+from bebert_cli.quant import serial
+from bebert_cli.quant.packed import load_packed
+from tests.quant.test_runtime import batch, packed_checkpoint
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_limit_follows_the_wait_policy_and_the_override(monkeypatch):
+    monkeypatch.delenv("BEBERT_SERIAL_MAX_TOKENS", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert serial.serial_max_tokens() == 0  # spinning threads: two threads win at every size
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    assert serial.serial_max_tokens() == serial.PASSIVE_DEFAULT_MAX_TOKENS
+    monkeypatch.setenv("BEBERT_SERIAL_MAX_TOKENS", "0")
+    assert serial.serial_max_tokens() == 0
+    monkeypatch.setenv("BEBERT_SERIAL_MAX_TOKENS", "64")
+    assert serial.serial_max_tokens() == 64
+    monkeypatch.setenv("BEBERT_SERIAL_MAX_TOKENS", "many")
+    with pytest.raises(UsageError, match="BEBERT_SERIAL_MAX_TOKENS"):
+        serial.serial_max_tokens()
+
+
+def test_small_forwards_run_on_one_thread_and_restore_it(tmp_path, monkeypatch, two_threads):
+    model = load_packed(packed_checkpoint(tmp_path / "ckpt", "w1a4"), runtime="packed")
+    seen = []
+    model.bert.encoder.register_forward_hook(lambda *a: seen.append(torch.get_num_threads()))
+    small, large = batch(rows=4, length=5), batch(rows=6, length=20)  # 20 and 120 tokens
+    monkeypatch.setenv("BEBERT_SERIAL_MAX_TOKENS", "100")
+    with torch.no_grad():
+        want_small, want_large = model(**small).logits, model(**large).logits
+        assert seen == [1, 2] and torch.get_num_threads() == 2
+        monkeypatch.setenv("BEBERT_SERIAL_MAX_TOKENS", "0")
+        assert torch.equal(model(**small).logits, want_small) and torch.equal(model(**large).logits, want_large)
+    assert seen == [1, 2, 2, 2]
+    # with autograd on (training) the thread count is never touched
+    monkeypatch.setenv("BEBERT_SERIAL_MAX_TOKENS", "100")
+    model(**small)
+    assert seen[-1] == 2
+
+
+def test_thread_count_comes_back_when_the_forward_raises(tmp_path, monkeypatch, two_threads):
+    model = load_packed(packed_checkpoint(tmp_path / "ckpt", "bibert"), runtime="packed")
+    monkeypatch.setenv("BEBERT_SERIAL_MAX_TOKENS", "1000")
+
+    def boom(*a):
+        raise RuntimeError("boom")
+
+    handle = model.bert.encoder.register_forward_hook(boom)
+    with torch.no_grad(), pytest.raises(RuntimeError, match="boom"):
+        model(**batch())
+    assert torch.get_num_threads() == 2
+    handle.remove()
+    monkeypatch.setenv("BEBERT_SERIAL_MAX_TOKENS", "lots")
+    with torch.no_grad(), pytest.raises(UsageError):
+        model(**batch())
+    assert torch.get_num_threads() == 2 and not serial._calls.stack
+
+
+def test_concurrent_forwards_each_restore_their_own_thread(tmp_path, monkeypatch, two_threads):
+    """OpenMP's thread count is the calling thread's: two Python threads in small forwards at once
+    each run on one thread and each get their own count back."""
+    model = load_packed(packed_checkpoint(tmp_path / "ckpt", "w1a8"), runtime="packed")
+    monkeypatch.setenv("BEBERT_SERIAL_MAX_TOKENS", "1000")
+    with torch.no_grad():
+        want = model(**batch()).logits
+    inside = threading.Barrier(2)
+    during = []
+
+    def hold(*a):  # both forwards are inside before either leaves
+        during.append(torch.get_num_threads())
+        inside.wait(timeout=30)
+
+    model.bert.encoder.register_forward_hook(hold)
+    results, after = [], []
+
+    def work():
+        torch.set_num_threads(2)
+        with torch.no_grad():
+            results.append(model(**batch()).logits)
+        after.append(torch.get_num_threads())
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert during == [1, 1] and after == [2, 2] and torch.get_num_threads() == 2
+    assert len(results) == 2 and all(torch.equal(r, want) for r in results)
