@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from bebert_cli.quant import ops
-from bebert_cli.quant.recording import collecting_inner_outputs
 from bebert_cli.quant.quantizers import LsqActivation, bool_ste, make_activation_quantizer
+from bebert_cli.quant.recording import collecting_inner_outputs
 
 ATTN_IMPLEMENTATION = "bebert"
 
@@ -80,9 +80,10 @@ def _packed_softmax_attention(module, aq: AttentionQuant, query, key, value, att
     """The softmax attention of w1a4 / w1a8 as the simulated one computes it, op for op and bit for
     bit, with its intermediates written in place: Q, K and V are quantized where they lie, and one
     [B, H, L, L] scores buffer is scaled, masked, soft-maxed and (when no caller records the attention
-    weights) quantized where it lies, instead of eight fresh buffers a layer. Fresh buffers are what cost: each is new memory the first time (page
-    faults) and all of them add to the forward's peak resident memory. None where an LSQ kernel
-    does not apply (another quantizer); the caller then runs the simulated ops."""
+    weights) quantized where it lies, instead of eight fresh buffers a layer. Fresh buffers are what
+    cost: each is new memory the first time (page faults), and all of them add to the forward's peak
+    resident memory. None where an LSQ kernel does not apply (another quantizer); the caller then runs
+    the simulated ops."""
     if not all(isinstance(quant, LsqActivation) for quant in (aq.q_quant, aq.k_quant, aq.v_quant, aq.p_quant)):
         return None
     # Q, K and V are views of their projections' fresh outputs, read by nothing but this function

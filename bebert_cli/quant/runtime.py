@@ -3,8 +3,8 @@
 "simulated" unpacks the signs and runs the same float ops as training (bit-identical to the trained
 student); "packed" routes PackedLinear and Bi-Attention through the bit kernels (`ops.py`) and gives
 every eligible BiBERT layer the fused forward (`fused_layer.py`) and the other recipes' FFN an
-in-place GELU (`inplace_act.py`). Both give the same outputs bit for
-bit; only the speed differs.
+in-place GELU (`inplace_act.py`). Both give the same outputs bit for bit; only the speed differs.
+Small forwards may run on one thread (`serial.py`).
 """
 
 from __future__ import annotations
