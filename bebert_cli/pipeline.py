@@ -52,9 +52,32 @@ def make_accelerator(cpu: bool = False, mixed_precision: str = "no", out=None):
         AcceleratorState._reset_state()
     accelerator = Accelerator(cpu=cpu or (launched and no_accelerator), mixed_precision=resolved)
     accelerator.bebert_precision_reason = reason
+    if accelerator.num_processes > 1:
+        _destroy_process_group_at_exit()
     if out is not None and mixed_precision != "no":
         out.log(f"Training precision: {reason}")
     return accelerator
+
+
+_EXIT_HOOK: list = []
+
+
+def _destroy_process_group_at_exit() -> None:
+    """Under torchrun, tear the process group down before the interpreter does: left to the
+    interpreter's own teardown, gloo's threads can be destroyed while joinable and the process dies
+    with SIGABRT ("terminate called without an active exception") after its work is done."""
+    if _EXIT_HOOK:
+        return
+    import atexit
+
+    def destroy():
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+    atexit.register(destroy)
+    _EXIT_HOOK.append(destroy)
 
 
 def load_rows(task, split: str, data_dir):
