@@ -9,9 +9,10 @@ tokens. With the default (spinning) policy two threads win at every size measure
 
 So a packed model runs a forward of at most `serial_max_tokens()` tokens (batch x length) with
 `torch.set_num_threads(1)` and restores the previous count afterwards (also when the forward raises).
-OpenMP's thread count belongs to the calling thread, so concurrent forwards from several Python
-threads each switch and restore their own. BEBERT_SERIAL_MAX_TOKENS overrides the limit (0: never
-switch).
+torch's thread count is shared by the process's threads: concurrent small forwards switch it together,
+a large forward running beside a small one may run on one thread meanwhile, and the count is back once
+the last of them has ended (each forward restores only the count it found, and only if it changed it).
+BEBERT_SERIAL_MAX_TOKENS overrides the limit (0: never switch).
 """
 
 from __future__ import annotations
@@ -25,8 +26,7 @@ from bebert_cli.errors import UsageError
 
 PASSIVE_DEFAULT_MAX_TOKENS = 512
 _ENV = "BEBERT_SERIAL_MAX_TOKENS"
-# OpenMP's thread count is a per-thread setting (omp_set_num_threads sets the calling thread's), so
-# each Python thread keeps its own stack: per forward, the count to restore, or None if unchanged.
+# Per Python thread, a stack with one entry per running forward: the count to restore, or None if unchanged.
 _calls = threading.local()
 
 

@@ -70,9 +70,10 @@ def test_thread_count_comes_back_when_the_forward_raises(tmp_path, monkeypatch, 
     assert torch.get_num_threads() == 2 and not serial._calls.stack
 
 
-def test_concurrent_forwards_each_restore_their_own_thread(tmp_path, monkeypatch, two_threads):
-    """OpenMP's thread count is the calling thread's: two Python threads in small forwards at once
-    each run on one thread and each get their own count back."""
+def test_concurrent_small_forwards_give_the_count_back(tmp_path, monkeypatch, two_threads):
+    """Two Python threads in small forwards at once: both run on one thread, their logits are the
+    model's, and once both have ended the thread count is the one they started with. (torch's count is
+    shared by the process's threads, so while one forward runs another may see its switch.)"""
     model = load_packed(packed_checkpoint(tmp_path / "ckpt", "w1a8"), runtime="packed")
     monkeypatch.setenv("BEBERT_SERIAL_MAX_TOKENS", "1000")
     with torch.no_grad():
@@ -85,18 +86,16 @@ def test_concurrent_forwards_each_restore_their_own_thread(tmp_path, monkeypatch
         inside.wait(timeout=30)
 
     model.bert.encoder.register_forward_hook(hold)
-    results, after = [], []
+    results = []
 
     def work():
-        torch.set_num_threads(2)
         with torch.no_grad():
             results.append(model(**batch()).logits)
-        after.append(torch.get_num_threads())
 
     threads = [threading.Thread(target=work) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=60)
-    assert during == [1, 1] and after == [2, 2] and torch.get_num_threads() == 2
+    assert during == [1, 1] and torch.get_num_threads() == 2
     assert len(results) == 2 and all(torch.equal(r, want) for r in results)
