@@ -33,8 +33,10 @@ ENSEMBLE_MANIFEST = "ensemble.json"
 # the packed format (`quantization_config` in config.json)
 QUANT_METHOD = "bebert"
 # 1: first release. 2: a 1-1-1 FFN's binary input is sign(y), not the sign of torch's rounded GELU(y)
-# (`quant/ffn_sign.py`); format-1 checkpoints load with their own definition.
-PACKED_FORMAT_VERSION = 2
+# (`quant/ffn_sign.py`). 3: the w1a4 / w1a8 softmax attention multiplies the quantizers' integers and
+# scales once (`quant/attention.py::_integer_products`), so integer kernels reproduce it bit for bit.
+# Older checkpoints load with their own definitions.
+PACKED_FORMAT_VERSION = 3
 BIT_ORDER = "little"  # bit i (value 1 << i) of byte j holds column 8*j + i
 PACK_DTYPE = "uint8"
 SCALE_DTYPE = "float16"

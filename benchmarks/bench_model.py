@@ -47,9 +47,9 @@ OMP_NUM_THREADS before torch is imported, and torch.set_num_threads):
   inherited through fork + exec from this big parent, so it is not usable here), also for a process
   that only imports the libraries (onnxruntime too, for the ORT rows);
 * `--profile`: where the time of the (fused) packed 1-1-1, the w1a4 and the w1a8 model goes, on each
-  backend (linear kernels: binary GEMMs / `lsq_linear`; attention kernels: Bi-Attention / the LSQ
-  quantizers of the softmax attention; everything else: torch, e.g. the float attention products,
-  softmax, GELU, LayerNorm) by timers around the kernel calls, plus torch.profiler's top operators,
+  backend (linear kernels: binary GEMMs / `lsq_linear`; attention kernels: Bi-Attention / the integer
+  products of the softmax attention, or its LSQ quantizers for format-2 checkpoints; everything else:
+  torch, e.g. softmax, GELU, LayerNorm, and the float attention products of format 2) by timers around the kernel calls, plus torch.profiler's top operators,
   and the Python overhead per kernel call (time in the `bebert_cli.kernels` wrappers minus the C
   extension's time under them; it dominates batch 1).
 
@@ -252,10 +252,12 @@ def ort_check(sessions: dict, fp32_model, batch: dict) -> dict:
 
 # The kernel entry points a packed forward calls, by what they compute: the fused 1-1-1 layer calls
 # binary_gemm / bi_attention_bits, the unfused one binary_linear / bi_attention; w1a4 / w1a8 call
-# lsq_linear (LSQ-quantizing linears) and lsq_quantize (the softmax attention's Q/K/V/P quantizers).
+# lsq_linear (LSQ-quantizing linears) and, for the softmax attention, lsq_attention_scores /
+# lsq_attention_context (packed format 3: both products on the integers) or lsq_quantize (format 2:
+# the Q/K/V/P quantizers, the products in torch float).
 KERNEL_GROUPS = {"binary_gemm": "linears", "binary_linear": "linears", "lsq_linear": "linears",
                  "lowbit_linear": "linears", "bi_attention_bits": "attention", "bi_attention": "attention",
-                 "lsq_quantize": "attention"}
+                 "lsq_quantize": "attention", "lsq_attention_scores": "attention", "lsq_attention_context": "attention"}
 PROFILED_ROWS = ("packed 1-1-1", "packed w1a4", "packed w1a8")
 
 

@@ -171,6 +171,46 @@ static PyObject *py_bi_attention_bits(PyObject *self, PyObject *args) {
     return status(rc, "bi_attention_bits");
 }
 
+static PyObject *py_lsq_attention_scores(PyObject *self, PyObject *args) {
+    unsigned long long pq, pk, po;
+    Py_ssize_t qs[3], ks[3], B, H, Lq, Lk, D;
+    float qstep, kstep, c;
+    int qmin, qmax, kmin, kmax, level, nt, rc;
+    if (!PyArg_ParseTuple(args, "KnnnKnnnnnnnnfiifiifKii", &pq, &qs[0], &qs[1], &qs[2], &pk, &ks[0], &ks[1], &ks[2],
+                          &B, &H, &Lq, &Lk, &D, &qstep, &qmin, &qmax, &kstep, &kmin, &kmax, &c, &po, &level, &nt))
+        return NULL;
+    if (!check_level(level) || !check_sizes(B, H, Lq) || !check_sizes(Lk, D, 0) || !check_sizes(qs[0], qs[1], qs[2]) ||
+        !check_sizes(ks[0], ks[1], ks[2]))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    rc = bb_lsq_attention_scores(PTR(const float *, pq), (size_t)qs[0], (size_t)qs[1], (size_t)qs[2],
+                                 PTR(const float *, pk), (size_t)ks[0], (size_t)ks[1], (size_t)ks[2], (size_t)B,
+                                 (size_t)H, (size_t)Lq, (size_t)Lk, (size_t)D, qstep, qmin, qmax, kstep, kmin, kmax, c,
+                                 PTR(float *, po), level, nt);
+    Py_END_ALLOW_THREADS
+    return status(rc, "lsq_attention_scores");
+}
+
+static PyObject *py_lsq_attention_context(PyObject *self, PyObject *args) {
+    unsigned long long pp, pv, po;
+    Py_ssize_t vs[3], os[3], B, H, Lq, Lk, D;
+    float pstep, vstep, c;
+    int pmin, pmax, vmin, vmax, level, nt, rc;
+    if (!PyArg_ParseTuple(args, "KKnnnnnnnnfiifiifKnnnii", &pp, &pv, &vs[0], &vs[1], &vs[2], &B, &H, &Lq, &Lk, &D,
+                          &pstep, &pmin, &pmax, &vstep, &vmin, &vmax, &c, &po, &os[0], &os[1], &os[2], &level, &nt))
+        return NULL;
+    if (!check_level(level) || !check_sizes(B, H, Lq) || !check_sizes(Lk, D, 0) || !check_sizes(vs[0], vs[1], vs[2]) ||
+        !check_sizes(os[0], os[1], os[2]))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    rc = bb_lsq_attention_context(PTR(const float *, pp), PTR(const float *, pv), (size_t)vs[0], (size_t)vs[1],
+                                  (size_t)vs[2], (size_t)B, (size_t)H, (size_t)Lq, (size_t)Lk, (size_t)D, pstep, pmin,
+                                  pmax, vstep, vmin, vmax, c, PTR(float *, po), (size_t)os[0], (size_t)os[1],
+                                  (size_t)os[2], level, nt);
+    Py_END_ALLOW_THREADS
+    return status(rc, "lsq_attention_context");
+}
+
 static PyObject *py_best_level(PyObject *self, PyObject *noargs) { return PyLong_FromLong(bb_best_level()); }
 
 /* {"best": name, "best_level": index, "levels": compiled-in names (index = level code),
@@ -216,6 +256,10 @@ static PyMethodDef methods[] = {
     {"bi_attention_bits", py_bi_attention_bits, METH_VARARGS,
      "bi_attention_bits(qkv_words, row_words, k_off, v_off, keep_u8_or_0, B, H, L, D, out_words, out_row_words, level, "
      "num_threads)"},
+    {"lsq_attention_scores", py_lsq_attention_scores, METH_VARARGS,
+     "lsq_attention_scores(q, qsb, qsh, qsl, k, ksb, ksh, ksl, B, H, Lq, Lk, D, qstep, qmin, qmax, kstep, kmin, kmax, c, out, level, num_threads)"},
+    {"lsq_attention_context", py_lsq_attention_context, METH_VARARGS,
+     "lsq_attention_context(p, v, vsb, vsh, vsl, B, H, Lq, Lk, D, pstep, pmin, pmax, vstep, vmin, vmax, c, out, osb, osh, osl, level, num_threads)"},
     {"best_level", py_best_level, METH_NOARGS, "index of the best level this CPU runs in info()['levels']"},
     {"info", py_info, METH_NOARGS, "build/runtime information: best, best_level, levels, available, openmp, max_threads"},
     {NULL, NULL, 0, NULL}};

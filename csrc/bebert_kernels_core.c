@@ -1042,6 +1042,240 @@ T512 static void attnb_512(const attnbits *P, size_t b, size_t h, u32 *s) {
 #endif
 
 /* ------------------------------------------------------------------------- */
+/* LSQ attention products (w1a4 / w1a8, packed format 3): integer GEMMs per head */
+/* ------------------------------------------------------------------------- */
+/* The two products of the softmax attention of w1a4 / w1a8, on the quantizers' integers:
+ *   scores[i][j] = float(sum_d q[i][d] k[j][d]) * c   (q, k: LSQ integers of Q, K; c = s_q s_k / sqrt(D))
+ *   out[i][d]    = float(sum_j p[i][j] v[j][d]) * c   (p: unsigned LSQ integers of the probabilities)
+ * which is what the simulated model of format 3 computes in float: its matmul of integer-valued
+ * tensors is exact while every partial sum stays below 2^24 (the entry points refuse shapes where it
+ * may not), so one rounding by c remains, the same here. Softmax and the mask stay torch's, between.
+ *
+ * One shape serves both: C[m][n] = sum_t a[m][t] b[n][t], a unsigned bytes, b signed bytes, t
+ * padded to Tp (a multiple of 4) with zeros in b. Signed a (Q) goes in as q + 128 (q ^ 0x80), and
+ * 128 * sum_t b[n][t] comes off in the epilogue. b is laid out once per head for the level's
+ * micro-kernel: VNNI [N/16][Tp/4][16][4] bytes (one VPDPBUSD = 4 t x 16 n, u8 x s8), AVX2
+ * [N/16][Tp/2][16][2] int16 (one VPMADDWD = 2 t x 8 n; PMADDUBSW would saturate at 8 bits),
+ * scalar [N][Tp] bytes. All sums are exact in int32 (|sum| < 2^24 as above).
+ *
+ * Q, K and V arrive as views of their projections' outputs ([B][L][H*D] rows, one head a 64-float
+ * slice of each): a head read in place strides across rows, one cache miss per row. So they are
+ * quantized first, row by row in memory order, into int8 [B][L][H][Dp] (4x smaller, and the pass
+ * streams), and the heads read those. */
+
+typedef struct bmat { const int8_t *p; size_t ns, ts; } bmat; /* b[n][t] = p[n * ns + t * ts] */
+
+typedef struct igemm {
+    const uint8_t *A; size_t as, Tp; /* a row m at A + m * as, Tp bytes read */
+    const void *Bl;                  /* b in the level's layout */
+    const int32_t *corr;             /* per n (padded to 16): subtracted from the sum, or NULL */
+    size_t M, N; float c;
+    float *out; size_t ostride;      /* row m of the result at out + m * ostride */
+    uint8_t *tile;                   /* scratch of 8 * Tp bytes (the AVX2 kernel's widened rows) */
+} igemm;
+typedef void (*ilayout_fn)(bmat b, size_t N, size_t T, size_t Tp, void *out);
+typedef void (*igemm_fn)(const igemm *G);
+typedef struct ikern { ilayout_fn layout; igemm_fn gemm; } ikern;
+
+static size_t ilayout_bytes(size_t N, size_t Tp) { return cdiv(N, 16) * 16 * Tp * 2; } /* the largest (AVX2) */
+INL int8_t bget(bmat b, size_t n, size_t t, size_t N, size_t T) { return n < N && t < T ? b.p[n * b.ns + t * b.ts] : 0; }
+
+static void ilayout_scalar(bmat b, size_t N, size_t T, size_t Tp, void *out) {
+    int8_t *o = out;
+    for (size_t n = 0; n < N; n++)
+        for (size_t t = 0; t < Tp; t++) *o++ = bget(b, n, t, N, T);
+}
+static void igemm_scalar(const igemm *G) {
+    const int8_t *B = G->Bl;
+    for (size_t m = 0; m < G->M; m++) {
+        const uint8_t *a = G->A + m * G->as;
+        float *o = G->out + m * G->ostride;
+        for (size_t n = 0; n < G->N; n++) {
+            const int8_t *bn = B + n * G->Tp;
+            int32_t s = 0;
+            for (size_t t = 0; t < G->Tp; t++) s += (int32_t)a[t] * bn[t];
+            o[n] = (float)(s - (G->corr ? G->corr[n] : 0)) * G->c;
+        }
+    }
+}
+
+#ifdef BB_X86
+T512V static void ilayout_vnni(bmat b, size_t N, size_t T, size_t Tp, void *out) {
+    int8_t *o = out;
+    for (size_t nb = 0; nb < cdiv(N, 16); nb++)
+        for (size_t t0 = 0; t0 < Tp; t0 += 4)
+            for (size_t n = nb * 16; n < nb * 16 + 16; n++, o += 4) {
+                if (n < N && t0 + 4 <= T && b.ts == 1) { memcpy(o, b.p + n * b.ns + t0, 4); continue; }
+                for (size_t t = 0; t < 4; t++) o[t] = bget(b, n, t0 + t, N, T);
+            }
+}
+/* 8 rows x 16 columns a step: 8 independent VPDPBUSD chains, one b load feeds all eight */
+T512V static void igemm_vnni(const igemm *G) {
+    size_t G4 = G->Tp / 4, NB = cdiv(G->N, 16);
+    const __m512 cv = _mm512_set1_ps(G->c);
+    for (size_t m0 = 0; m0 < G->M; m0 += 8) {
+        int R = (int)(G->M - m0 < 8 ? G->M - m0 : 8);
+        const uint8_t *a[8];
+        for (int r = 0; r < 8; r++) a[r] = G->A + (m0 + (r < R ? r : R - 1)) * G->as;
+        for (size_t nb = 0; nb < NB; nb++) {
+            const int8_t *bl = (const int8_t *)G->Bl + nb * G4 * 64;
+            __m512i c[8];
+            for (int r = 0; r < 8; r++) c[r] = _mm512_setzero_si512();
+            for (size_t g = 0; g < G4; g++) {
+                __m512i bv = _mm512_loadu_si512((const void *)(bl + g * 64));
+                for (int r = 0; r < 8; r++)
+                    c[r] = _mm512_dpbusd_epi32(c[r], _mm512_set1_epi32((int)ld32((const int8_t *)a[r] + 4 * g)), bv);
+            }
+            size_t n0 = nb * 16;
+            __mmask16 km = G->N - n0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (G->N - n0)) - 1);
+            __m512i corr = G->corr ? _mm512_loadu_si512((const void *)(G->corr + n0)) : _mm512_setzero_si512();
+            for (int r = 0; r < R; r++)
+                _mm512_mask_storeu_ps(G->out + (m0 + r) * G->ostride + n0, km,
+                                      _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(c[r], corr)), cv));
+        }
+    }
+}
+
+T256 static void ilayout_256(bmat b, size_t N, size_t T, size_t Tp, void *out) {
+    int16_t *o = out;
+    for (size_t nb = 0; nb < cdiv(N, 16); nb++)
+        for (size_t t0 = 0; t0 < Tp; t0 += 2)
+            for (size_t n = nb * 16; n < nb * 16 + 16; n++, o += 2) {
+                o[0] = bget(b, n, t0, N, T);
+                o[1] = bget(b, n, t0 + 1, N, T);
+            }
+}
+/* 4 rows x 16 columns a step (8 accumulators); a rows widened to int16 once per row tile */
+T256 static void igemm_256(const igemm *G) {
+    size_t G2 = G->Tp / 2, NB = cdiv(G->N, 16);
+    uint16_t *a16 = (uint16_t *)G->tile;
+    const __m256 cv = _mm256_set1_ps(G->c);
+    for (size_t m0 = 0; m0 < G->M; m0 += 4) {
+        int R = (int)(G->M - m0 < 4 ? G->M - m0 : 4);
+        for (int r = 0; r < 4; r++) {
+            const uint8_t *src = G->A + (m0 + (r < R ? r : R - 1)) * G->as;
+            for (size_t t = 0; t < G->Tp; t++) a16[r * G->Tp + t] = src[t];
+        }
+        for (size_t nb = 0; nb < NB; nb++) {
+            const int16_t *bl = (const int16_t *)G->Bl + nb * G2 * 32;
+            __m256i c[8];
+            for (int i = 0; i < 8; i++) c[i] = _mm256_setzero_si256();
+            for (size_t g = 0; g < G2; g++) {
+                __m256i b0 = _mm256_loadu_si256((const __m256i *)(bl + g * 32));
+                __m256i b1 = _mm256_loadu_si256((const __m256i *)(bl + g * 32 + 16));
+                for (int r = 0; r < 4; r++) {
+                    u32 pair;
+                    memcpy(&pair, a16 + r * G->Tp + 2 * g, 4);
+                    __m256i av = _mm256_set1_epi32((int)pair);
+                    c[2 * r] = _mm256_add_epi32(c[2 * r], _mm256_madd_epi16(b0, av));
+                    c[2 * r + 1] = _mm256_add_epi32(c[2 * r + 1], _mm256_madd_epi16(b1, av));
+                }
+            }
+            size_t n0 = nb * 16, nl = G->N - n0 < 16 ? G->N - n0 : 16;
+            __m256i k0 = _mm256_setzero_si256(), k1 = _mm256_setzero_si256();
+            if (G->corr) {
+                k0 = _mm256_loadu_si256((const __m256i *)(G->corr + n0));
+                k1 = _mm256_loadu_si256((const __m256i *)(G->corr + n0 + 8));
+            }
+            for (int r = 0; r < R; r++) {
+                float *o = G->out + (m0 + r) * G->ostride + n0;
+                __m256 f0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(c[2 * r], k0)), cv);
+                __m256 f1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(c[2 * r + 1], k1)), cv);
+                if (nl == 16) {
+                    _mm256_storeu_ps(o, f0);
+                    _mm256_storeu_ps(o + 8, f1);
+                } else {
+                    float tmp[16];
+                    _mm256_storeu_ps(tmp, f0);
+                    _mm256_storeu_ps(tmp + 8, f1);
+                    for (size_t l = 0; l < nl; l++) o[l] = tmp[l];
+                }
+            }
+        }
+    }
+}
+
+/* Unsigned LSQ integers of one row (the probabilities, 0..2^b - 1 <= 255) as bytes: lsqrow_256 packs
+ * with signed saturation (255 -> 127), so AVX2 needs its own; the others truncate to the low byte. */
+T256 static void urow_256(const float *x, size_t K, const lsqp *p, int8_t *q, int32_t *sum) {
+    const __m256 st = _mm256_set1_ps(p->step), lo = _mm256_set1_ps(p->lo), hi = _mm256_set1_ps(p->hi);
+    size_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+        __m256 v = _mm256_div_ps(_mm256_loadu_ps(x + k), st);
+        v = _mm256_min_ps(_mm256_max_ps(v, lo), hi); /* NaN -> lo */
+        __m256i i = _mm256_cvtps_epi32(_mm256_round_ps(v, RNE));
+        __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+        _mm_storel_epi64((__m128i *)(q + k), _mm_packus_epi16(w16, w16));
+    }
+    *sum = 0;
+    lsqrow_tail(x, k, K, p, q, sum);
+}
+#endif
+
+/* Quantizes the heads of x (element (b, h, i, d) at b*xs[0] + h*xs[1] + i*xs[2] + d) into int8
+ * out [B][L][H][Dp] in that order (pads zero), and sum[b][h][i] (row stride Ls, a multiple of 16) when
+ * asked; `flip` stores q + 128 as unsigned bytes (the a side of the GEMM). Rows (b, i) over threads. */
+static void quantize_heads(const float *x, const size_t *xs, size_t B, size_t H, size_t L, size_t D, size_t Dp,
+                           const lsqp *qp, lsqrow_fn qrow, int flip, int8_t *out, int32_t *sum, size_t Ls, int nt) {
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (size_t bi = 0; bi < B * L; bi++) {
+        size_t b = bi / L, i = bi % L;
+        for (size_t h = 0; h < H; h++) {
+            int8_t *o = out + (bi * H + h) * Dp;
+            int32_t s;
+            qrow(x + b * xs[0] + h * xs[1] + i * xs[2], D, qp, o, &s);
+            if (flip)
+                for (size_t d = 0; d < D; d++) o[d] = (int8_t)((uint8_t)o[d] ^ 0x80u);
+            memset(o + D, 0, Dp - D);
+            if (sum) sum[(b * H + h) * Ls + i] = s;
+        }
+    }
+}
+
+typedef struct lsqattn {
+    const int8_t *xq, *yq;      /* quantized heads [B][L][H][Dp] (context: x = NULL, the probabilities read raw) */
+    const float *p; lsqp pp; lsqrow_fn prow; /* context: probabilities [B][H][Lq][Lk] and their quantizer */
+    const int32_t *corr; size_t Ls;          /* scores: 128 * sum of each key row, [B][H][Ls] */
+    size_t H, Lq, Lk, D, Dp; float c;
+    float *out; size_t os[3];
+    ikern K;
+} lsqattn;
+
+static size_t lsqattn_scratch_words(size_t Lq, size_t N, size_t Tp) {
+    size_t al = 64, bytes = cdiv(Lq * Tp, al) * al + cdiv(ilayout_bytes(N, Tp), al) * al + cdiv(8 * Tp, al) * al;
+    return bytes / 4;
+}
+
+static void lsq_scores_head(const void *ctx, size_t bh, u32 *s) {
+    const lsqattn *P = ctx;
+    size_t b = bh / P->H, h = bh % P->H, H = P->H, Dp = P->Dp, Lq = P->Lq, Lk = P->Lk;
+    uint8_t *Bl = (uint8_t *)s, *tile = Bl + cdiv(ilayout_bytes(Lk, Dp), 64) * 64;
+    bmat kb = {.p = P->yq + (b * Lk * H + h) * Dp, .ns = H * Dp, .ts = 1};
+    P->K.layout(kb, Lk, Dp, Dp, Bl);
+    igemm G = {.A = (const uint8_t *)P->xq + (b * Lq * H + h) * Dp, .as = H * Dp, .Tp = Dp, .Bl = Bl,
+               .corr = P->corr + bh * P->Ls, .M = Lq, .N = Lk, .c = P->c, .out = P->out + bh * Lq * Lk,
+               .ostride = Lk, .tile = tile};
+    P->K.gemm(&G);
+}
+
+static void lsq_context_head(const void *ctx, size_t bh, u32 *s) {
+    const lsqattn *P = ctx;
+    size_t b = bh / P->H, h = bh % P->H, H = P->H, D = P->D, Dp = P->Dp, Lq = P->Lq, Lk = P->Lk, Tp = cdiv(Lk, 4) * 4;
+    uint8_t *A = (uint8_t *)s, *Bl = A + cdiv(Lq * Tp, 64) * 64, *tile = Bl + cdiv(ilayout_bytes(D, Tp), 64) * 64;
+    bmat vb = {.p = P->yq + (b * Lk * H + h) * Dp, .ns = 1, .ts = H * Dp}; /* b = V^T: b[d][j] = v[j][d] */
+    P->K.layout(vb, D, Lk, Tp, Bl);
+    const float *pr = P->p + bh * Lq * Lk;
+    for (size_t i = 0; i < Lq; i++) {
+        int32_t sum;
+        P->prow(pr + i * Lk, Lk, &P->pp, (int8_t *)(A + i * Tp), &sum);
+        memset(A + i * Tp + Lk, 0, Tp - Lk);
+    }
+    igemm G = {.A = A, .as = Tp, .Tp = Tp, .Bl = Bl, .corr = NULL, .M = Lq, .N = D, .c = P->c,
+               .out = P->out + b * P->os[0] + h * P->os[1], .ostride = P->os[2], .tile = tile};
+    P->K.gemm(&G);
+}
+
+/* ------------------------------------------------------------------------- */
 /* Dispatch tables and entry points                                           */
 /* ------------------------------------------------------------------------- */
 
@@ -1055,6 +1289,8 @@ static const lsqrow_fn LSQROW[LV_COUNT] = {lsqrow_scalar, lsqrow_256, lsqrow_512
 static const lsqfq_fn LSQFQ[LV_COUNT] = {lsqfq_scalar, lsqfq_256, lsqfq_512};
 static const attn_fn ATTN[LV_COUNT] = {attn_scalar, attn_256, attn_512};
 static const attnb_fn ATTNB[LV_COUNT] = {attnb_scalar, attnb_256, attnb_512};
+static ikern IKERN[LV_COUNT] = {{ilayout_scalar, igemm_scalar}, {ilayout_256, igemm_256}, {ilayout_256, igemm_256}}; /* [2]: VNNI if present */
+static const lsqrow_fn UROW[LV_COUNT] = {lsqrow_scalar, urow_256, lsqrow_512};
 #elif defined(BB_NEON)
 static const tile_fn TILES[LV_COUNT] = {tile_scalar, tile_neon};
 static const size_t TILE_COLS[LV_COUNT] = {16, 16};
@@ -1065,6 +1301,8 @@ static const lsqrow_fn LSQROW[LV_COUNT] = {lsqrow_scalar, lsqrow_scalar}; /* sca
 static const lsqfq_fn LSQFQ[LV_COUNT] = {lsqfq_scalar, lsqfq_scalar};
 static const attn_fn ATTN[LV_COUNT] = {attn_scalar, attn_neon};
 static const attnb_fn ATTNB[LV_COUNT] = {attnb_scalar, attnb_neon};
+static ikern IKERN[LV_COUNT] = {{ilayout_scalar, igemm_scalar}, {ilayout_scalar, igemm_scalar}}; /* GCC vectorises the loop */
+static const lsqrow_fn UROW[LV_COUNT] = {lsqrow_scalar, lsqrow_scalar};
 #else
 static const tile_fn TILES[LV_COUNT] = {tile_scalar};
 static const size_t TILE_COLS[LV_COUNT] = {16};
@@ -1075,6 +1313,8 @@ static const lsqrow_fn LSQROW[LV_COUNT] = {lsqrow_scalar};
 static const lsqfq_fn LSQFQ[LV_COUNT] = {lsqfq_scalar};
 static const attn_fn ATTN[LV_COUNT] = {attn_scalar};
 static const attnb_fn ATTNB[LV_COUNT] = {attnb_scalar};
+static ikern IKERN[LV_COUNT] = {{ilayout_scalar, igemm_scalar}};
+static const lsqrow_fn UROW[LV_COUNT] = {lsqrow_scalar};
 #endif
 
 static int g_inited = 0;
@@ -1093,7 +1333,10 @@ void bb_init(void) {
         __builtin_cpu_supports("avx512vpopcntdq") && __builtin_cpu_supports("popcnt"))
         g_best_level = LV_AVX512;
     /* every VPOPCNTDQ+BW CPU so far also has VNNI, but do not rely on it */
-    if (g_best_level == LV_AVX512 && __builtin_cpu_supports("avx512vnni")) LOWB[LV_AVX512] = lowblock_vnni;
+    if (g_best_level == LV_AVX512 && __builtin_cpu_supports("avx512vnni")) {
+        LOWB[LV_AVX512] = lowblock_vnni;
+        IKERN[LV_AVX512] = (ikern){ilayout_vnni, igemm_vnni};
+    }
 #elif defined(BB_NEON)
     g_best_level = LV_NEON; /* Advanced SIMD is mandatory in AArch64 */
 #endif
@@ -1394,4 +1637,63 @@ int bb_bi_attention_bits(const uint32_t *qkv, size_t rw, size_t koff, size_t vof
     size_t BH = B * H;
     nt = pick_threads(nt, BH * L * (L + D));
     return for_each_head(BH, attnb_scratch_words(L, D), nt, attn_bits_head, &J) ? BB_OK : BB_ENOMEM;
+}
+
+/* Signed LSQ integers within int8, unsigned ones within a byte; every partial sum of the product
+ * below 2^24 (where the simulated model's float matmul is exact, and float(int32) too). */
+static int lsqa_ok(float step, int qmin, int qmax, int lo, int hi) {
+    return step != 0.0f && fabsf(step) <= 3.4028235e38f && qmin <= qmax && qmin >= lo && qmax <= hi;
+}
+static size_t amax(int qmin, int qmax) { return (size_t)(abs(qmin) > abs(qmax) ? abs(qmin) : abs(qmax)); }
+#define EXACT_BOUND ((size_t)1 << 24)
+
+int bb_lsq_attention_scores(const float *q, size_t qsb, size_t qsh, size_t qsl, const float *k, size_t ksb, size_t ksh,
+                            size_t ksl, size_t B, size_t H, size_t Lq, size_t Lk, size_t D, float qstep, int qmin,
+                            int qmax, float kstep, int kmin, int kmax, float c, float *out, int level, int nt) {
+    if (!level_ok(level) || !lsqa_ok(qstep, qmin, qmax, -128, 127) || !lsqa_ok(kstep, kmin, kmax, -128, 127) || !D ||
+        D * amax(qmin, qmax) * amax(kmin, kmax) >= EXACT_BOUND)
+        return BB_EINVAL;
+    if (!B || !H || !Lq || !Lk) return BB_OK;
+    size_t BH = B * H, Dp = cdiv(D, 4) * 4, Ls = cdiv(Lk, 16) * 16;
+    int8_t *Qi = balloc(B * Lq * H * Dp), *Ki = balloc(B * Lk * H * Dp);
+    int32_t *corr = balloc(BH * Ls * sizeof(int32_t));
+    int ok = Qi && Ki && corr;
+    if (ok) {
+        lsqp qp = {qstep, (float)qmin, (float)qmax}, kp = {kstep, (float)kmin, (float)kmax};
+        size_t qs[3] = {qsb, qsh, qsl}, ks[3] = {ksb, ksh, ksl};
+        int ntq = pick_threads(nt, B * (Lq + Lk) * H * D / 8);
+        quantize_heads(q, qs, B, H, Lq, D, Dp, &qp, LSQROW[level], 1, Qi, NULL, 0, ntq);
+        memset(corr, 0, BH * Ls * sizeof(int32_t));
+        quantize_heads(k, ks, B, H, Lk, D, Dp, &kp, LSQROW[level], 0, Ki, corr, Ls, ntq);
+        for (size_t i = 0; i < BH * Ls; i++) corr[i] *= 128;
+        lsqattn P = {.xq = Qi, .yq = Ki, .corr = corr, .Ls = Ls, .H = H, .Lq = Lq, .Lk = Lk, .D = D, .Dp = Dp, .c = c,
+                     .out = out, .K = IKERN[level]};
+        nt = pick_threads(nt, BH * Lq * Lk * D / 32);
+        ok = for_each_head(BH, lsqattn_scratch_words(0, Lk, Dp), nt, lsq_scores_head, &P);
+    }
+    free(Qi); free(Ki); free(corr);
+    return ok ? BB_OK : BB_ENOMEM;
+}
+
+int bb_lsq_attention_context(const float *p, const float *v, size_t vsb, size_t vsh, size_t vsl, size_t B, size_t H,
+                             size_t Lq, size_t Lk, size_t D, float pstep, int pmin, int pmax, float vstep, int vmin,
+                             int vmax, float c, float *out, size_t osb, size_t osh, size_t osl, int level, int nt) {
+    if (!level_ok(level) || !lsqa_ok(pstep, pmin, pmax, 0, 255) || !lsqa_ok(vstep, vmin, vmax, -128, 127) || !D ||
+        Lk * amax(pmin, pmax) * amax(vmin, vmax) >= EXACT_BOUND)
+        return BB_EINVAL;
+    if (!B || !H || !Lq || !Lk) return BB_OK;
+    size_t BH = B * H, Dp = D, Tp = cdiv(Lk, 4) * 4;
+    int8_t *Vi = balloc(B * Lk * H * Dp);
+    int ok = Vi != NULL;
+    if (ok) {
+        lsqp vp = {vstep, (float)vmin, (float)vmax};
+        size_t vs[3] = {vsb, vsh, vsl};
+        quantize_heads(v, vs, B, H, Lk, D, Dp, &vp, LSQROW[level], 0, Vi, NULL, 0, pick_threads(nt, B * Lk * H * D / 8));
+        lsqattn P = {.yq = Vi, .p = p, .pp = {pstep, (float)pmin, (float)pmax}, .prow = UROW[level], .H = H, .Lq = Lq,
+                     .Lk = Lk, .D = D, .Dp = Dp, .c = c, .out = out, .os = {osb, osh, osl}, .K = IKERN[level]};
+        nt = pick_threads(nt, BH * Lq * Lk * D / 32);
+        ok = for_each_head(BH, lsqattn_scratch_words(Lq, D, Tp), nt, lsq_context_head, &P);
+    }
+    free(Vi);
+    return ok ? BB_OK : BB_ENOMEM;
 }

@@ -85,4 +85,19 @@ int bb_bi_attention(const float *q, const float *k, const float *v, const uint8_
 int bb_bi_attention_bits(const uint32_t *qkv, size_t rw, size_t koff, size_t voff, const uint8_t *keep, size_t B,
                          size_t H, size_t L, size_t D, uint32_t *out, size_t ow, int level, int num_threads);
 
+/* The softmax attention products of w1a4 / w1a8 (packed format 3) on LSQ integers, per (batch, head):
+ * scores [B][H][Lq][Lk] = float(q_int . k_int) * c, with q_int = round(clamp(q / qstep, qmin, qmax)) as
+ * in bb_lsq_linear (k likewise); q, k float [B][H][L][D] views given by element strides (batch, head,
+ * row), rows dense. context: out (strides osb, osh, osl; [B][Lq][H][D] for the layout the attention
+ * output takes) = float(p_int . v_int) * c, p [B][H][Lq][Lk] dense with unsigned integers in 0..255.
+ * BB_EINVAL where an integer range does not fit, a step is zero or not finite, or a sum could reach
+ * 2^24 (D * |q|max * |k|max, Lk * pmax * |v|max): there float would not be exact. */
+int bb_lsq_attention_scores(const float *q, size_t qsb, size_t qsh, size_t qsl, const float *k, size_t ksb, size_t ksh,
+                            size_t ksl, size_t B, size_t H, size_t Lq, size_t Lk, size_t D, float qstep, int qmin,
+                            int qmax, float kstep, int kmin, int kmax, float c, float *out, int level, int num_threads);
+int bb_lsq_attention_context(const float *p, const float *v, size_t vsb, size_t vsh, size_t vsl, size_t B, size_t H,
+                             size_t Lq, size_t Lk, size_t D, float pstep, int pmin, int pmax, float vstep, int vmin,
+                             int vmax, float c, float *out, size_t osb, size_t osh, size_t osl, int level,
+                             int num_threads);
+
 #endif

@@ -39,6 +39,8 @@ __all__ = [
     "binary_matmul_bits",
     "forced_backend",
     "lowbit_linear",
+    "lsq_attention_context",
+    "lsq_attention_scores",
     "lsq_linear",
     "lsq_quantize",
     "pack_sign_words",
@@ -337,6 +339,78 @@ def lsq_quantize(x: torch.Tensor, step: float, qmin: float, qmax: float, *, inpl
     out = given if inplace else torch.empty_like(x)  # same strides as x (dense, non-overlapping)
     xp, op = x.permute(order), out.permute(order)
     _ext.lsq_quantize(xp.data_ptr(), x.numel(), step, qmin, qmax, op.data_ptr(), _level, _threads(num_threads))
+    return out
+
+
+# Where the attention products' float matmuls of LSQ integers are exact (every partial sum < 2**24),
+# so that integer kernels can reproduce them; elsewhere the torch path runs (the same float ops).
+_EXACT_BOUND = 1 << 24
+
+
+def _lsq_range_of(r, *, lo: int, hi: int, name: str) -> tuple[float, int, int]:
+    step, qmin, qmax = float(r[0]), int(r[1]), int(r[2])
+    if not (lo <= qmin <= qmax <= hi) or not (step != 0.0 and abs(step) < float("inf")):
+        raise ValueError(f"{name}: LSQ step {step} and range [{qmin}, {qmax}] do not fit [{lo}, {hi}]")
+    return step, qmin, qmax
+
+
+def _amax(r) -> int:
+    return max(abs(r[1]), abs(r[2]))
+
+
+def _head_strides(t: torch.Tensor, name: str) -> tuple[int, int, int]:
+    _check(t, name, torch.float32, 4)
+    if t.shape[-1] > 1 and t.stride(-1) != 1:
+        raise ValueError(f"{name}: the last dimension must be dense (stride 1), got strides {t.stride()}")
+    return t.stride(0), t.stride(1), t.stride(2)
+
+
+def lsq_attention_scores(q: torch.Tensor, k: torch.Tensor, q_range, k_range, c: float, *,
+                         num_threads: int | None = None) -> torch.Tensor:
+    """Attention scores of w1a4 / w1a8 (packed format 3) as integer products: ``float(q_int @ k_int^T) * c``
+    with q_int = round(clamp(q / step, qmin, qmax)) as in `lsq_linear` (k likewise), q [B, H, Lq, D] and
+    k [B, H, Lk, D] float32 views with dense rows (e.g. transposes of the projections' outputs); ranges
+    are ``(step, qmin, qmax)`` within int8; c is the float32 product scale as a Python float. Returns
+    float32 [B, H, Lq, Lk], the same bits as the torch expression (`_reference.lsq_attention_scores`)."""
+    qs, ks = _head_strides(q, "q"), _head_strides(k, "k")
+    B, H, Lq, D = q.shape
+    Lk = k.shape[2]
+    if tuple(k.shape) != (B, H, Lk, D):
+        raise ValueError(f"shapes q {tuple(q.shape)} and k {tuple(k.shape)} do not match")
+    q_range = _lsq_range_of(q_range, lo=-128, hi=127, name="q")
+    k_range = _lsq_range_of(k_range, lo=-128, hi=127, name="k")
+    if not _use_ext(q, k) or D * _amax(q_range) * _amax(k_range) >= _EXACT_BOUND:
+        return _ref.lsq_attention_scores(q.detach(), k.detach(), q_range, k_range, c)
+    out = torch.empty(B, H, Lq, Lk, dtype=torch.float32)
+    _ext.lsq_attention_scores(
+        q.data_ptr(), *qs, k.data_ptr(), *ks, B, H, Lq, Lk, D, *q_range, *k_range, float(c), out.data_ptr(),
+        _level, _threads(num_threads),
+    )  # fmt: skip
+    return out
+
+
+def lsq_attention_context(p: torch.Tensor, v: torch.Tensor, p_range, v_range, c: float, *,
+                          num_threads: int | None = None) -> torch.Tensor:
+    """The attention output of w1a4 / w1a8 (packed format 3): ``float(p_int @ v_int) * c`` with p the
+    probabilities [B, H, Lq, Lk] (unsigned integers, 0..255) and v [B, H, Lk, D] (signed, int8), as
+    [B, Lq, H, D] contiguous: the layout the attention returns, so no transpose copy follows."""
+    if not p.is_contiguous():
+        p = p.contiguous()
+    _check(p, "p", torch.float32, 4)
+    vs = _head_strides(v, "v")
+    B, H, Lq, Lk = p.shape
+    D = v.shape[-1]
+    if tuple(v.shape) != (B, H, Lk, D):
+        raise ValueError(f"shapes p {tuple(p.shape)} and v {tuple(v.shape)} do not match")
+    p_range = _lsq_range_of(p_range, lo=0, hi=255, name="p")
+    v_range = _lsq_range_of(v_range, lo=-128, hi=127, name="v")
+    if not _use_ext(p, v) or Lk * _amax(p_range) * _amax(v_range) >= _EXACT_BOUND:
+        return _ref.lsq_attention_context(p.detach(), v.detach(), p_range, v_range, c)
+    out = torch.empty(B, Lq, H, D, dtype=torch.float32)
+    _ext.lsq_attention_context(
+        p.data_ptr(), v.data_ptr(), *vs, B, H, Lq, Lk, D, *p_range, *v_range, float(c), out.data_ptr(),
+        *(out.stride(0), out.stride(2), out.stride(1)), _level, _threads(num_threads),
+    )  # fmt: skip
     return out
 
 

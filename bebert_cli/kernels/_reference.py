@@ -70,6 +70,16 @@ def lsq_linear(x, signs_w, step, qmin, qmax, scale, bias=None):
     return _affine(F.linear(lsq_integers(x, step, qmin, qmax), signs_w), scale, bias)
 
 
+def lsq_attention_scores(q, k, q_range, k_range, c):
+    """The format-3 attention scores: float matmul of the LSQ integers (exact below 2**24), then `* c`."""
+    return torch.matmul(lsq_integers(q, *q_range), lsq_integers(k, *k_range).transpose(-1, -2)) * c
+
+
+def lsq_attention_context(p, v, p_range, v_range, c):
+    """The format-3 attention output, [B, Lq, H, D] (the layout the attention returns)."""
+    return (torch.matmul(lsq_integers(p, *p_range), lsq_integers(v, *v_range)) * c).transpose(1, 2).contiguous()
+
+
 def matmul_bits(a_bits, b_bits, K):
     a = unpack_bits(a_bits.contiguous().view(torch.uint8), K)
     b = unpack_bits(b_bits.contiguous().view(torch.uint8), K)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from bebert_cli import kernels
 from bebert_cli.quant import ops
 from bebert_cli.quant.quantizers import LsqActivation, bool_ste, make_activation_quantizer
 from bebert_cli.quant.recording import collecting_inner_outputs
 
 ATTN_IMPLEMENTATION = "bebert"
+INTEGER_PRODUCTS_SINCE = 3  # the packed format version whose w1a4 / w1a8 attention multiplies integers
 
 
 class AttentionQuant(nn.Module):
@@ -34,9 +36,25 @@ class AttentionQuant(nn.Module):
         # Probabilities are non-negative: {0, alpha} (BiT two-set binarization) or unsigned LSQ.
         self.p_quant = make_activation_quantizer(bits, "elastic", unsigned=True) if mode == "softmax" else nn.Identity()
         self.runtime = "simulated"
+        # Packed format 3: with LSQ quantizers (w1a4, w1a8) the two products are computed on the
+        # integers and scaled once (`_integer_products`), which integer kernels reproduce bit for bit;
+        # checkpoints of earlier formats multiply the quantized floats (False).
+        self.integer_products = True
+
+    @property
+    def lsq(self) -> bool:
+        """Whether all four quantizers are LSQ ones (the softmax attention of w1a4 / w1a8)."""
+        return self.mode == "softmax" and all(
+            isinstance(m, LsqActivation) for m in (self.q_quant, self.k_quant, self.v_quant, self.p_quant))
 
     def extra_repr(self) -> str:
-        return f"mode={self.mode}, bits={self.bits}"
+        return f"mode={self.mode}, bits={self.bits}" + (", integer_products=True" if self.integer_products and self.lsq else "")
+
+
+def product_scale(a_step: torch.Tensor, b_step: torch.Tensor, scaling: float | None = None) -> torch.Tensor:
+    """The one float32 factor of an integer product of two LSQ tensors: a_step * b_step (* scaling)."""
+    scale = a_step * b_step
+    return scale if scaling is None else scale * scaling
 
 
 def bebert_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -61,6 +79,10 @@ def bebert_attention(module, query, key, value, attention_mask, scaling=None, dr
         scores = nn.functional.dropout(scores, p=dropout, training=module.training)
         weights = bool_ste(scores)
         out = torch.matmul(weights, aq.v_quant(value))
+    elif aq.integer_products and aq.lsq:
+        if aq.runtime == "packed" and not torch.is_grad_enabled() and not module.training:
+            return _packed_integer_products(aq, query, key, value, attention_mask, scaling)
+        return _integer_products(module, aq, query, key, value, attention_mask, scaling, dropout)
     else:
         if aq.runtime == "packed" and not torch.is_grad_enabled() and not module.training:
             out = _packed_softmax_attention(module, aq, query, key, value, attention_mask, scaling)
@@ -74,6 +96,50 @@ def bebert_attention(module, query, key, value, attention_mask, scaling=None, dr
         weights = nn.functional.dropout(weights, p=dropout, training=module.training)
         out = torch.matmul(quant(aq.p_quant, weights), quant(aq.v_quant, value))
     return out.transpose(1, 2).contiguous(), weights
+
+
+def _integer_products(module, aq: AttentionQuant, query, key, value, attention_mask, scaling, dropout):
+    """The softmax attention of w1a4 / w1a8 (packed format 3): each product multiplies the quantizers'
+    integers (a float matmul of integer-valued tensors, exact while its sums stay below 2^24) and
+    scales the result once, by the product of the two steps. The same function of the inputs as
+    multiplying the quantized floats, rounded differently; this rounding is one integer kernels can
+    reproduce (`kernels.lsq_attention_scores` / `lsq_attention_context`). Gradients: as before (LSQ's
+    straight-through round; the steps' through the scale)."""
+    q, q_step = aq.q_quant.split(query)
+    k, k_step = aq.k_quant.split(key)
+    scores = torch.matmul(q, k.transpose(2, 3)) * product_scale(q_step, k_step, scaling)
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = nn.functional.softmax(scores, dim=-1)
+    weights = nn.functional.dropout(weights, p=dropout, training=module is not None and module.training)
+    p, p_step = aq.p_quant.split(weights)
+    v, v_step = aq.v_quant.split(value)
+    out = torch.matmul(p, v) * product_scale(p_step, v_step)
+    return out.transpose(1, 2).contiguous(), weights
+
+
+def _lsq_range(quant: LsqActivation) -> tuple[float, int, int]:
+    return float(quant.step), quant.qmin, quant.qmax
+
+
+def _packed_integer_products(aq: AttentionQuant, query, key, value, attention_mask, scaling):
+    """`_integer_products` in eval on the integer kernels, bit for bit: Q, K and V are read where they
+    lie and quantized inside the kernels, so no quantized float copy is written; the scores are scaled
+    in the kernel, then masked and soft-maxed in place by torch's own ops; the output comes back in
+    the [B, L, H, D] layout the caller wants (no transpose copy)."""
+    if not all(t.dtype == torch.float32 and (t.shape[-1] <= 1 or t.stride(-1) == 1) for t in (query, key, value)):
+        return _integer_products(None, aq, query, key, value, attention_mask, scaling, 0.0)
+    c_scores = float(product_scale(aq.q_quant.step, aq.k_quant.step, scaling))
+    scores = kernels.lsq_attention_scores(query, key, _lsq_range(aq.q_quant), _lsq_range(aq.k_quant), c_scores)
+    if attention_mask is not None:
+        if attention_mask.dtype == scores.dtype and torch.broadcast_shapes(scores.shape, attention_mask.shape) == scores.shape:
+            scores.add_(attention_mask)
+        else:
+            scores = scores + attention_mask
+    weights = torch.ops.aten._softmax.out(scores, -1, False, out=scores)  # row by row: out may be its input
+    c_out = float(product_scale(aq.p_quant.step, aq.v_quant.step))
+    out = kernels.lsq_attention_context(weights, value, _lsq_range(aq.p_quant), _lsq_range(aq.v_quant), c_out)
+    return out, (weights if collecting_inner_outputs() else None)
 
 
 def _packed_softmax_attention(module, aq: AttentionQuant, query, key, value, attention_mask, scaling):

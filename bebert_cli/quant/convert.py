@@ -14,7 +14,7 @@ from torch import nn
 
 from bebert_cli.errors import ModelError
 from bebert_cli.families import FAMILIES, SUPPORTED_MODEL_TYPES, encoder_layers, family
-from bebert_cli.quant.attention import ATTN_IMPLEMENTATION, AttentionQuant, register_attention
+from bebert_cli.quant.attention import ATTN_IMPLEMENTATION, INTEGER_PRODUCTS_SINCE, AttentionQuant, register_attention
 from bebert_cli.quant.ffn_sign import SIGN_OF_INPUT_SINCE, SignOfInput, define_ffn_sign_by_input_, is_sign_preserving
 from bebert_cli.quant.layers import PackedEmbedding, PackedLinear, QuantEmbedding, QuantLinear
 from bebert_cli.quant.quantizers import make_activation_quantizer
@@ -64,11 +64,13 @@ def _set(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def quantize_(model, recipe: Recipe, *, packed: bool = False, runtime: str = "simulated", vocab: list[str] | None = None,
-              ffn_sign_of_input: bool = True) -> QuantPlan:
+              ffn_sign_of_input: bool = True, integer_attention: bool = True) -> QuantPlan:
     """Convert in place. packed=True builds the inference form (buffers to load packed tensors into).
 
     ffn_sign_of_input: with sign activations, the FFN's binary input is sign(y), not sign(GELU(y)) as
-    rounded by torch (see `ffn_sign`); False only for checkpoints of packed format 1."""
+    rounded by torch (see `ffn_sign`); False only for checkpoints of packed format 1.
+    integer_attention: w1a4 / w1a8 attention products on the integers (`attention._integer_products`);
+    False only for checkpoints of packed formats 1 and 2."""
     check_architecture(model)
     register_attention()
     mt = model.config.model_type
@@ -114,6 +116,7 @@ def quantize_(model, recipe: Recipe, *, packed: bool = False, runtime: str = "si
             self_attn = layer.get_submodule(family(mt).attention)
             aq = AttentionQuant(attn_mode, act_bits, mode)
             aq.runtime = runtime
+            aq.integer_products = integer_attention
             self_attn.bebert_attn = aq
             plan.quantized_attention.append(f"layer {i}")
             if recipe.weight_bits == 1 and act_bits == 1 and mode == "sign" and ffn_sign_of_input:
@@ -122,13 +125,16 @@ def quantize_(model, recipe: Recipe, *, packed: bool = False, runtime: str = "si
     return plan
 
 
-def ffn_sign_definition(model, recipe: Recipe) -> int:
-    """The packed format version whose FFN-sign definition `model` computes: 1 if a layer binarizes
-    torch's rounded GELU output (a format-1 checkpoint loaded as such), else the current one."""
+def format_definition(model, recipe: Recipe) -> int:
+    """The packed format version whose definitions `model` computes: 1 if a layer binarizes torch's
+    rounded GELU output (a format-1 checkpoint loaded as such), 2 if its w1a4 / w1a8 attention
+    multiplies quantized floats (a format-1 or 2 checkpoint loaded as such), else the current one."""
     if recipe.weight_bits == 1 and recipe.activation_bits == 1 and recipe.activation_mode == "sign":
         holder_name, attr = family(model.config).ffn_activation
         for layer in encoder_layers(model):
             act = getattr(layer.get_submodule(holder_name), attr)
             if not isinstance(act, SignOfInput) and is_sign_preserving(act):
                 return 1
-    return SIGN_OF_INPUT_SINCE
+    if any(isinstance(m, AttentionQuant) and m.lsq and not m.integer_products for m in model.modules()):
+        return SIGN_OF_INPUT_SINCE
+    return INTEGER_PRODUCTS_SINCE

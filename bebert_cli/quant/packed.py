@@ -25,7 +25,7 @@ from bebert_cli.format import (
 from bebert_cli.quant.layers import PackedEmbedding, PackedLinear, QuantEmbedding, QuantLinear
 from bebert_cli.quant.recipes import Recipe
 
-FORMAT_VERSION = PACKED_FORMAT_VERSION  # see format.py: 2 = the FFN's binary input is sign(y)
+FORMAT_VERSION = PACKED_FORMAT_VERSION  # see format.py: 2 = the FFN's binary input is sign(y); 3 = integer attention products
 _TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 _ST_NAMES = {torch.uint8: "U8", torch.float16: "F16", torch.float32: "F32", torch.int64: "I64", torch.bfloat16: "BF16"}
 
@@ -94,7 +94,7 @@ def quantization_config(recipe: Recipe, plan, format_version: int = FORMAT_VERSI
 def save_packed(model, out_dir: Path, recipe: Recipe, plan) -> None:
     from safetensors.torch import save_file
 
-    from bebert_cli.quant.convert import ffn_sign_definition
+    from bebert_cli.quant.convert import format_definition
 
     out_dir = Path(out_dir)
     state = packed_state_dict(model, recipe.fp_dtype)
@@ -102,7 +102,7 @@ def save_packed(model, out_dir: Path, recipe: Recipe, plan) -> None:
     config = model.config.to_dict()
     config.pop("_attn_implementation", None)
     config.pop("_attn_implementation_autoset", None)
-    config["quantization_config"] = quantization_config(recipe, plan, ffn_sign_definition(model, recipe))
+    config["quantization_config"] = quantization_config(recipe, plan, format_definition(model, recipe))
     (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     (out_dir / RECIPE_FILE).write_text(json.dumps(recipe.to_dict(), indent=2, sort_keys=True) + "\n")
 
@@ -135,10 +135,12 @@ def convert_to_packed_(model, qc: dict, recipe: Recipe, where, *, runtime: str =
         raise CheckpointError(f"{where}: model_type {model_type!r} is not one bebert supports")
     if recipe.embeddings == "hash" and vocab is None:
         vocab = hash_vocab(where)
+    from bebert_cli.quant.attention import INTEGER_PRODUCTS_SINCE
     from bebert_cli.quant.ffn_sign import SIGN_OF_INPUT_SINCE
 
     plan = quantize_(model, recipe, packed=True, runtime=runtime, vocab=vocab,
-                     ffn_sign_of_input=qc["format_version"] >= SIGN_OF_INPUT_SINCE)
+                     ffn_sign_of_input=qc["format_version"] >= SIGN_OF_INPUT_SINCE,
+                     integer_attention=qc["format_version"] >= INTEGER_PRODUCTS_SINCE)
     if sorted(plan.binary_linears) != sorted(qc.get("binary_modules", [])) or \
             sorted(plan.binary_embeddings) != sorted(qc.get("binary_embeddings", [])):
         raise CheckpointError(f"{where}: the binarized modules listed in config.json do not match the architecture")

@@ -371,6 +371,68 @@ static void test_lsq_quantize(void) {
     }
 }
 
+/* ------------------------------------------------------------------ lsq_attention (format 3) */
+
+static int ref_lsq_q(float x, float step, int lo, int hi) { /* the kernels' integers: NaN -> qmin */
+    float v = ref_lsq_v(x, step, (float)lo, (float)hi);
+    return isnan(v) ? lo : (int)nearbyintf(v);
+}
+
+/* Q, K, V as the strided head views of [B][L][H*D] projections; P random probabilities. Both
+ * products against integer loops, then float(sum) * c, bit for bit. */
+static void lsq_attention_case(size_t B, size_t H, size_t Lq, size_t Lk, size_t D, int bits) {
+    int lo = -(1 << (bits - 1)), hi = (1 << (bits - 1)) - 1, phi = (1 << bits) - 1;
+    float qs = 0.37f, ks = -0.41f, vs = 0.29f, ps = 0.9f / (float)phi, c1 = 0.0123f, c2 = 0.0071f;
+    size_t HD = H * D;
+    float *q = xmalloc(B * Lq * HD * 4), *k = xmalloc(B * Lk * HD * 4), *v = xmalloc(B * Lk * HD * 4);
+    float *p = xmalloc(B * H * Lq * Lk * 4), *sc = xmalloc(B * H * Lq * Lk * 4), *out = xmalloc(B * Lq * HD * 4);
+    fill_lsq(q, B * Lq * HD, qs, 1); fill_lsq(k, B * Lk * HD, ks, 1); fill_lsq(v, B * Lk * HD, vs, 0);
+    for (size_t i = 0; i < B * H * Lq * Lk; i++) p[i] = (runif() + 1.0f) * 0.5f;
+    memset(sc, 0xA5, B * H * Lq * Lk * 4); memset(out, 0xA5, B * Lq * HD * 4);
+    int rc1 = bb_lsq_attention_scores(q, Lq * HD, D, HD, k, Lk * HD, D, HD, B, H, Lq, Lk, D, qs, lo, hi, ks, lo, hi, c1,
+                                      sc, g_level, g_threads);
+    int rc2 = bb_lsq_attention_context(p, v, Lk * HD, D, HD, B, H, Lq, Lk, D, ps, 0, phi, vs, lo, hi, c2, out, Lq * HD, D,
+                                       HD, g_level, g_threads);
+    long bad1 = -1, bad2 = -1;
+    for (size_t b = 0; b < B && bad1 < 0; b++)
+        for (size_t h = 0; h < H; h++)
+            for (size_t i = 0; i < Lq; i++)
+                for (size_t j = 0; j < Lk; j++) {
+                    int32_t s = 0;
+                    for (size_t d = 0; d < D; d++)
+                        s += ref_lsq_q(q[(b * Lq + i) * HD + h * D + d], qs, lo, hi) * ref_lsq_q(k[(b * Lk + j) * HD + h * D + d], ks, lo, hi);
+                    size_t at = ((b * H + h) * Lq + i) * Lk + j;
+                    if (bad1 < 0 && !same_float(sc[at], (float)s * c1)) bad1 = (long)at;
+                }
+    for (size_t b = 0; b < B && bad2 < 0; b++)
+        for (size_t h = 0; h < H; h++)
+            for (size_t i = 0; i < Lq; i++)
+                for (size_t d = 0; d < D; d++) {
+                    int32_t s = 0;
+                    for (size_t j = 0; j < Lk; j++)
+                        s += ref_lsq_q(p[((b * H + h) * Lq + i) * Lk + j], ps, 0, phi) * ref_lsq_q(v[(b * Lk + j) * HD + h * D + d], vs, lo, hi);
+                    size_t at = (b * Lq + i) * HD + h * D + d;
+                    if (bad2 < 0 && !same_float(out[at], (float)s * c2)) bad2 = (long)at;
+                }
+    report(rc1 == BB_OK && rc2 == BB_OK && bad1 < 0 && bad2 < 0,
+           "B=%zu H=%zu Lq=%zu Lk=%zu D=%zu bits=%d rc=%d/%d first bad %ld/%ld", B, H, Lq, Lk, D, bits, rc1, rc2, bad1, bad2);
+    free(q); free(k); free(v); free(p); free(sc); free(out);
+}
+
+static void test_lsq_attention(void) {
+    static const size_t LS[] = {1, 3, 4, 15, 16, 17, 33, 64};
+    static const size_t DS[] = {1, 3, 4, 13, 16, 32, 64};
+    for (int c = 0; c < 16; c++)
+        lsq_attention_case(1 + rndn(2), 1 + rndn(3), PICK(LS), PICK(LS), PICK(DS), rndn(2) ? 4 : 8);
+    lsq_attention_case(2, 2, 128, 128, 64, 8);
+    float x[4] = {0};
+    /* 8-bit P x 8-bit V over 600 keys could reach 2^24: refused (the caller takes the torch path) */
+    report(bb_lsq_attention_context(x, x, 0, 0, 0, 1, 1, 1, 600, 1, 0.1f, 0, 255, 0.1f, -128, 127, 1.0f, x, 0, 0, 0,
+                                    g_level, g_threads) == BB_EINVAL, "context: a sum past 2^24 is refused");
+    report(bb_lsq_attention_scores(x, 0, 0, 0, x, 0, 0, 0, 1, 1, 1, 1, 1, 0.0f, -8, 7, 0.1f, -8, 7, 1.0f, x, g_level,
+                                   g_threads) == BB_EINVAL, "scores: a zero step is refused");
+}
+
 /* ------------------------------------------------------------------ attention */
 
 /* out[i][d] = sum_j A[i][j] v[j][d] with A[i][j] = keep[j] && q_i . k_j >= 0, all in +-1. */
@@ -549,6 +611,7 @@ static const entry ENTRIES[] = {
     {"binary_gemm", test_binary_gemm},       {"lowbit_linear", test_lowbit_linear},
     {"lsq_linear", test_lsq_linear},         {"lsq_quantize", test_lsq_quantize},
     {"bi_attention", test_bi_attention},     {"bi_attention_bits", test_bi_attention_bits},
+    {"lsq_attention", test_lsq_attention},
     {"argument_checks", test_rejects},
 };
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from transformers.activations import ACT2FN
 
 from bebert_cli.quant import fused_layer
-from bebert_cli.quant.convert import ffn_sign_definition
+from bebert_cli.quant.convert import format_definition
 from bebert_cli.quant.ffn_sign import SignOfInput
 from bebert_cli.quant.packed import FORMAT_VERSION, load_packed, save_packed
 from tests.quant.test_runtime import batch, logits, packed_checkpoint
@@ -46,7 +46,7 @@ def test_only_sign_activations_get_the_definition(tmp_path):
         acts = [layer.intermediate.intermediate_act_fn for layer in model.bert.encoder.layer]
         assert all(isinstance(a, SignOfInput) == wrapped for a in acts), recipe
         cfg = json.loads((tmp_path / recipe / "config.json").read_text())
-        assert cfg["quantization_config"]["format_version"] == FORMAT_VERSION == 2
+        assert cfg["quantization_config"]["format_version"] == FORMAT_VERSION == 3
 
 
 def test_format_1_checkpoint_keeps_torch_gelu_and_runs_unfused_exactly(tmp_path, monkeypatch):
@@ -63,7 +63,7 @@ def test_format_1_checkpoint_keeps_torch_gelu_and_runs_unfused_exactly(tmp_path,
                 layer.intermediate.dense.bias.copy_(torch.linspace(-7.0, -4.5, layer.intermediate.dense.bias.numel()))
     assert not any(isinstance(layer.forward, fused_layer.FusedForward) for layer in packed.bert.encoder.layer)
     assert torch.equal(logits(packed, batch()), logits(simulated, batch()))
-    assert ffn_sign_definition(simulated, simulated.bebert_recipe) == 1
+    assert format_definition(simulated, simulated.bebert_recipe) == 1
     (tmp_path / "resaved").mkdir()
     save_packed(simulated, tmp_path / "resaved", simulated.bebert_recipe, simulated.bebert_plan)  # keeps format 1
     assert json.loads((tmp_path / "resaved" / "config.json").read_text())["quantization_config"]["format_version"] == 1

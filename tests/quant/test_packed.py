@@ -65,7 +65,7 @@ def test_no_fp32_copy_of_a_binarized_weight(tmp_path):
             assert f.get_tensor(f"{name}.weight_scale").dtype == torch.float16
         assert all(f.get_tensor(k).dtype != torch.float32 for k in keys if "quant" not in k)
     qc = json.loads((tmp_path / "config.json").read_text())["quantization_config"]
-    assert qc["quant_method"] == "bebert" and qc["bit_order"] == "little" and qc["format_version"] == 2
+    assert qc["quant_method"] == "bebert" and qc["bit_order"] == "little" and qc["format_version"] == 3
     assert qc["recipe"]["name"] == "bibert" and "bert.embeddings.position_embeddings" in qc["full_precision_modules"]
 
 

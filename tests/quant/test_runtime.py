@@ -1,5 +1,6 @@
 """The packed runtime (bit kernels) against the simulated (fake-quant) runtime it must reproduce."""
 
+import json
 import os
 import subprocess
 import sys
@@ -83,18 +84,28 @@ def test_packed_runtime_matches_simulated(tmp_path, recipe_name, model_type):
         assert torch.equal(want, got)
 
 
+def as_format(d: Path, version: int) -> Path:
+    """The checkpoint at d relabelled as packed format `version` (what an older bebert wrote for the
+    same tensors), so that it loads with that format's definitions."""
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["quantization_config"]["format_version"] = version
+    (d / "config.json").write_text(json.dumps(cfg))
+    return d
+
+
 @pytest.mark.parametrize("model_type", ["bert", "distilbert"])
 @pytest.mark.parametrize("recipe_name", ["w1a4", "w1a8"])
 def test_lowbit_in_place_buffers_change_no_bit(tmp_path, recipe_name, model_type, monkeypatch):
-    """The packed softmax attention quantizes Q/K/V and the probabilities where they lie, and GELU
-    overwrites the up-projection's output: the logits, the returned attention weights and whatever a
-    hook keeps stay those of the simulated model."""
+    """Format 2 (float attention products): the packed softmax attention quantizes Q/K/V and the
+    probabilities where they lie, and GELU overwrites the up-projection's output: the logits, the
+    returned attention weights and whatever a hook keeps stay those of the simulated model."""
     from bebert_cli.families import FAMILIES
     from bebert_cli.quant import ops
     from bebert_cli.quant.inplace_act import InPlaceGELU
 
-    d = packed_checkpoint(tmp_path / "ckpt", recipe_name, model_type)
+    d = as_format(packed_checkpoint(tmp_path / "ckpt", recipe_name, model_type), 2)
     simulated, packed = load_packed(d), load_packed(d, runtime="packed")
+    assert not any(getattr(m, "integer_products", False) for m in packed.modules())
     fam = FAMILIES[model_type]
     layers = [getattr(m, m.base_model_prefix).get_submodule(fam.layers) for m in (simulated, packed)]
     holder, attr = fam.ffn_activation
@@ -122,6 +133,88 @@ def test_lowbit_in_place_buffers_change_no_bit(tmp_path, recipe_name, model_type
     assert torch.equal(kept["simq"], kept["packedq"]) and torch.equal(kept["simup"], kept["packedup"])
     # the hooked layer quantizes Q, K and V into new buffers (P is its own buffer either way)
     assert calls.count(True) == 4 * (len(layers[1]) - 1) + 1 and calls.count(False) == 3
+
+
+@pytest.mark.parametrize("model_type", ["bert", "distilbert"])
+@pytest.mark.parametrize("recipe_name", ["w1a4", "w1a8"])
+def test_integer_attention_products(tmp_path, recipe_name, model_type, monkeypatch):
+    """Format 3: the packed w1a4 / w1a8 attention runs both products on the integer kernels, equal to
+    the simulated model bit for bit (logits, returned attention weights), leaves what a hook keeps
+    untouched, and a re-save keeps the format; a format-2 checkpoint keeps its float products."""
+    from bebert_cli.families import FAMILIES
+
+    d = packed_checkpoint(tmp_path / "ckpt", recipe_name, model_type)
+    assert json.loads((d / "config.json").read_text())["quantization_config"]["format_version"] == 3
+    simulated, packed = load_packed(d), load_packed(d, runtime="packed")
+    fam = FAMILIES[model_type]
+    n_layers = len(getattr(packed, packed.base_model_prefix).get_submodule(fam.layers))
+    calls = []
+    for name in ("lsq_attention_scores", "lsq_attention_context"):
+        real = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, real=real, name=name, **k: calls.append(name) or real(*a, **k))
+    b = batch()
+    with torch.no_grad():
+        want, got = simulated(**b, output_attentions=True), packed(**b, output_attentions=True)
+    assert torch.equal(want.logits, got.logits)
+    assert all(torch.equal(w, g) for w, g in zip(want.attentions, got.attentions, strict=True))
+    assert calls.count("lsq_attention_scores") == calls.count("lsq_attention_context") == n_layers
+    kept = {}
+    for name, model in (("sim", simulated), ("packed", packed)):
+        layer = getattr(model, model.base_model_prefix).get_submodule(fam.layers)[0]
+        layer.get_submodule(fam.qkv[0]).register_forward_hook(lambda m, a, o, n=name: kept.__setitem__(n, o))
+    assert torch.equal(logits(packed, b), logits(simulated, b))
+    assert torch.equal(kept["sim"], kept["packed"])
+    resaved = tmp_path / "resaved"
+    resaved.mkdir()
+    save_packed(simulated, resaved, simulated.bebert_recipe, simulated.bebert_plan)
+    assert json.loads((resaved / "config.json").read_text())["quantization_config"]["format_version"] == 3
+    old = load_packed(as_format(d, 2))
+    (tmp_path / "old").mkdir()
+    save_packed(old, tmp_path / "old", old.bebert_recipe, old.bebert_plan)
+    assert json.loads((tmp_path / "old" / "config.json").read_text())["quantization_config"]["format_version"] == 2
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 17, 17, 13), (1, 2, 9, 21, 16), (2, 2, 64, 64, 32), (1, 1, 1, 1, 1)])
+@pytest.mark.parametrize("bits", [4, 8])
+def test_lsq_attention_kernels_are_the_torch_expression(shape, bits):
+    """Both integer kernels, on every backend, against the torch expression they replace, with Q/K/V
+    as the strided head views transformers passes (negative steps included: LSQ can learn them)."""
+    from bebert_cli.kernels import _reference as ref
+
+    B, H, Lq, Lk, D = shape
+    g = torch.Generator().manual_seed(bits * 100 + Lq)
+    q = (torch.randn(B, Lq, H * D, generator=g) * 3).view(B, Lq, H, D).transpose(1, 2)
+    k, v = ((torch.randn(B, Lk, 2 * H * D, generator=g) * 3).split(H * D, -1))
+    k, v = (t.reshape(B, Lk, H, D).transpose(1, 2) for t in (k, v))
+    signed = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    q_range, k_range, v_range, p_range = (0.37, *signed), (-0.41, *signed), (0.29, *signed), (0.9 / (2**bits - 1), 0, 2**bits - 1)
+    want_s = ref.lsq_attention_scores(q, k, q_range, k_range, 0.0123)
+    p = torch.softmax(want_s * 10, -1)
+    want_o = ref.lsq_attention_context(p, v, p_range, v_range, 0.0071)
+    before = kernels.backend()
+    try:
+        for name in backends_to_test():
+            kernels.set_backend(name)
+            assert torch.equal(kernels.lsq_attention_scores(q, k, q_range, k_range, 0.0123), want_s), name
+            assert torch.equal(kernels.lsq_attention_context(p, v, p_range, v_range, 0.0071), want_o), name
+    finally:
+        kernels.set_backend(before)
+
+
+def test_lsq_attention_kernels_refuse_what_they_cannot_do():
+    q = torch.randn(1, 1, 4, 8)
+    with pytest.raises(ValueError, match="do not fit"):
+        kernels.lsq_attention_scores(q, q, (0.1, -200, 7), (0.1, -8, 7), 1.0)
+    with pytest.raises(ValueError, match="do not fit"):
+        kernels.lsq_attention_context(torch.rand(1, 1, 4, 4), q, (0.0, 0, 15), (0.1, -8, 7), 1.0)
+    with pytest.raises(ValueError, match="dense"):
+        kernels.lsq_attention_scores(q.transpose(2, 3), q.transpose(2, 3), (0.1, -8, 7), (0.1, -8, 7), 1.0)
+    # Sums that could reach 2^24 are not exact in float: the torch expression runs instead (same bits).
+    from bebert_cli.kernels import _reference as ref
+
+    p, v = torch.rand(1, 1, 2, 600), torch.randn(1, 1, 600, 4) * 100
+    want = ref.lsq_attention_context(p, v, (1 / 255, 0, 255), (0.1, -128, 127), 0.5)
+    assert torch.equal(kernels.lsq_attention_context(p, v, (1 / 255, 0, 255), (0.1, -128, 127), 0.5), want)
 
 
 def test_inference_mode(tmp_path):

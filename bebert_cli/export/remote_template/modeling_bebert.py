@@ -42,7 +42,7 @@ from .configuration_bebert import BebertConfig
 ATTN_IMPLEMENTATION = "bebert_remote"
 WEIGHTS_NAME = "model.safetensors"
 DENSE_EXTRA_NAME = "bebert_binary.safetensors"
-FORMAT_VERSION = 2  # 2: a 1-1-1 FFN's binary input is sign(y) (see SignOfInput)
+FORMAT_VERSION = 3  # 2: a 1-1-1 FFN's binary input is sign(y) (see SignOfInput); 3: integer attention products
 
 
 def _shifts(device) -> torch.Tensor:
@@ -266,7 +266,7 @@ class TableEmbedding(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 class AttentionQuant(nn.Module):
-    def __init__(self, mode: str, bits: int, act_mode: str):
+    def __init__(self, mode: str, bits: int, act_mode: str, integer_products: bool = True):
         super().__init__()
         self.mode, self.bits = mode, bits
         qmode = "sign" if mode == "bi" else act_mode
@@ -274,6 +274,9 @@ class AttentionQuant(nn.Module):
         self.k_quant = make_activation_quantizer(bits, qmode)
         self.v_quant = make_activation_quantizer(bits, qmode)
         self.p_quant = make_activation_quantizer(bits, "elastic", unsigned=True) if mode == "softmax" else nn.Identity()
+        # format 3: with LSQ quantizers the products multiply the integers and scale once
+        self.integer_products = integer_products and mode == "softmax" and all(
+            isinstance(m, LsqActivation) for m in (self.q_quant, self.k_quant, self.v_quant, self.p_quant))
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}, bits={self.bits}"
@@ -297,6 +300,17 @@ def bebert_attention(module, query, key, value, attention_mask, scaling=None, dr
         scores = nn.functional.dropout(scores, p=dropout, training=module.training)
         weights = (scores >= 0).to(scores.dtype)
         out = torch.matmul(weights, aq.v_quant(value))
+    elif aq.integer_products:  # bebert's attention._integer_products
+        q, q_step = aq.q_quant.split(query)
+        k, k_step = aq.k_quant.split(key)
+        scores = torch.matmul(q, k.transpose(2, 3)) * (q_step * k_step * scaling)
+        if attention_mask is not None:
+            scores = scores + attention_mask
+        weights = nn.functional.softmax(scores, dim=-1)
+        weights = nn.functional.dropout(weights, p=dropout, training=module.training)
+        p, p_step = aq.p_quant.split(weights)
+        v, v_step = aq.v_quant.split(value)
+        out = torch.matmul(p, v) * (p_step * v_step)
     else:
         scores = torch.matmul(aq.q_quant(query), aq.k_quant(key).transpose(2, 3)) * scaling
         if attention_mask is not None:
@@ -374,7 +388,7 @@ def binarize_architecture(model, qc: dict) -> None:
         parent = _QKV_PARENT[model.config.model_type]
         holder_name, attr = _FFN_ACTIVATION[model.config.model_type]
         for layer in _encoder_layers(model):
-            layer.get_submodule(parent).bebert_attn = AttentionQuant(recipe["attention"], bits, mode)
+            layer.get_submodule(parent).bebert_attn = AttentionQuant(recipe["attention"], bits, mode, integer_products=version >= 3)
             holder = layer.get_submodule(holder_name)
             act = getattr(holder, attr)
             if (version >= 2 and bits == 1 and mode == "sign" and int(recipe.get("weight_bits", 1)) == 1
