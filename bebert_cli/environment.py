@@ -53,7 +53,7 @@ def threads_info() -> dict:
     from bebert_cli.quant.serial import serial_max_tokens
 
     try:
-        serial = serial_max_tokens()  # packed forwards of at most this many tokens run on one thread
+        serial = serial_max_tokens()  # "measured", or packed forwards of at most this many tokens on one thread
     except UsageError as exc:
         serial = f"invalid: {exc}"
     return {"torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),

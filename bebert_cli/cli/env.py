@@ -32,6 +32,8 @@ def env_command(json_out: opt.JsonOut = False, quiet: opt.Quiet = False):
 
 
 def _serial(limit) -> str:
+    if limit == "measured":
+        return "measured per model and size (OMP_WAIT_POLICY=passive; BEBERT_SERIAL_MAX_TOKENS fixes a limit)"
     if isinstance(limit, str):
         return limit
     if not limit:

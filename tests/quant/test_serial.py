@@ -1,4 +1,4 @@
-"""Small packed forwards run on one thread under a passive OpenMP wait policy (quant/serial.py)."""
+"""Small packed forwards on one thread where that is faster, under a passive OpenMP wait policy (quant/serial.py)."""
 
 import threading
 
@@ -24,7 +24,7 @@ def test_limit_follows_the_wait_policy_and_the_override(monkeypatch):
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     assert serial.serial_max_tokens() == 0  # spinning threads: two threads win at every size
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
-    assert serial.serial_max_tokens() == serial.PASSIVE_DEFAULT_MAX_TOKENS
+    assert serial.serial_max_tokens() == serial.MEASURED
     monkeypatch.setenv("BEBERT_SERIAL_MAX_TOKENS", "0")
     assert serial.serial_max_tokens() == 0
     monkeypatch.setenv("BEBERT_SERIAL_MAX_TOKENS", "64")
@@ -99,3 +99,55 @@ def test_concurrent_small_forwards_give_the_count_back(tmp_path, monkeypatch, tw
         t.join(timeout=60)
     assert during == [1, 1] and torch.get_num_threads() == 2
     assert len(results) == 2 and all(torch.equal(r, want) for r in results)
+
+
+def test_measured_rule_tries_both_then_keeps_the_faster(tmp_path, monkeypatch, two_threads):
+    """Passive policy, no override: per size class a warm-up forward on every thread, then trials
+    alternating one thread / every thread, then the faster one for good; logits equal throughout."""
+    monkeypatch.delenv("BEBERT_SERIAL_MAX_TOKENS", raising=False)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    model = load_packed(packed_checkpoint(tmp_path / "ckpt", "w1a4"), runtime="packed")
+    seen = []
+    model.bert.encoder.register_forward_hook(lambda *a: seen.append(torch.get_num_threads()))
+    b = batch(rows=4, length=10)  # 40 tokens: size class 64
+    with torch.no_grad():
+        outs = [model(**b).logits for _ in range(1 + 2 * serial.TRIALS + 3)]
+    assert all(torch.equal(o, outs[0]) for o in outs)
+    assert seen[: 1 + 2 * serial.TRIALS] == [2] + [1, 2] * serial.TRIALS
+    choice = model._bebert_thread_choice
+    assert list(choice.serial) == [6] and choice.summary() == {"64": "one thread" if choice.serial[6] else "every thread"}
+    assert seen[1 + 2 * serial.TRIALS:] == [1 if choice.serial[6] else 2] * 3 and torch.get_num_threads() == 2
+    # a forward past MEASURED_MAX_TOKENS is never switched, nor measured
+    big = batch(rows=serial.MEASURED_MAX_TOKENS // 64 + 1, length=64)
+    with torch.no_grad():
+        model(**big)
+    assert seen[-1] == 2 and list(choice.seen) == [6]
+
+
+def test_the_choice_is_the_faster_median():
+    choice = serial.ThreadChoice()
+    assert choice.plan(3) == (False, False)  # warm-up
+    for seconds_serial, seconds_parallel in ((0.010, 0.004), (0.011, 0.030)):
+        assert choice.plan(3) == (True, True)
+        choice.record(3, True, seconds_serial)
+        assert choice.plan(3) == (False, True)
+        choice.record(3, False, seconds_parallel)
+    assert choice.serial == {3: True}  # medians 10.5 ms on one thread, 17 ms on two
+    assert choice.plan(3) == (True, False)
+
+
+def test_thread_count_does_not_change_the_bits(tmp_path):
+    """What makes measuring safe: a packed model's logits and hidden states are the same bits on one
+    thread and on two (integer kernels; torch's float ops are row-wise)."""
+    for recipe in ("bibert", "w1a4", "w1a8"):
+        model = load_packed(packed_checkpoint(tmp_path / recipe, recipe), runtime="packed")
+        before, outs = torch.get_num_threads(), []
+        try:
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                with torch.no_grad():
+                    outs.append(model(**batch(rows=6, length=40), output_hidden_states=True))
+        finally:
+            torch.set_num_threads(before)
+        assert torch.equal(outs[0].logits, outs[1].logits), recipe
+        assert all(torch.equal(a, b) for a, b in zip(outs[0].hidden_states, outs[1].hidden_states, strict=True)), recipe
