@@ -39,6 +39,13 @@ def kernel_info() -> dict:
         why = "the best level this CPU supports"
     info = {"backend": chosen, "reason": why, "available": available,
             "fused_layers": os.environ.get("BEBERT_FUSED_LAYERS", "1").strip() not in ("0", "false", "no")}
+    if chosen == "avx512_vpopcntdq":  # which of its two 4-bit (w1a4) kernels runs, and why
+        from bebert_cli.errors import UsageError
+
+        try:
+            info["lowbit_kernel"] = kernels.lowbit_kernel()
+        except UsageError as exc:
+            info["lowbit_kernel"] = {"kernel": None, "why": f"invalid: {exc}"}
     ext = getattr(kernels, "_ext", None)
     if ext is not None and hasattr(ext, "info"):
         built = ext.info()

@@ -65,16 +65,18 @@ static PyObject *py_lowbit_linear(PyObject *self, PyObject *args) {
 }
 
 static PyObject *py_lsq_linear(PyObject *self, PyObject *args) {
-    unsigned long long px, pw, ps, pb, po;
+    unsigned long long px, pw, pn, ps, pb, po;
     Py_ssize_t M, K, N;
     float step;
     int qmin, qmax, level, nt, rc;
-    if (!PyArg_ParseTuple(args, "KnnfiiKnKKKii", &px, &M, &K, &step, &qmin, &qmax, &pw, &N, &ps, &pb, &po, &level, &nt))
+    if (!PyArg_ParseTuple(args, "KnnfiiKKnKKKii", &px, &M, &K, &step, &qmin, &qmax, &pw, &pn, &N, &ps, &pb, &po,
+                          &level, &nt))
         return NULL;
     if (!check_level(level) || !check_sizes(M, K, N)) return NULL;
     Py_BEGIN_ALLOW_THREADS
-    rc = bb_lsq_linear(PTR(const float *, px), (size_t)M, (size_t)K, step, qmin, qmax, PTR(const uint32_t *, pw),
-                       (size_t)N, PTR(const float *, ps), PTR(const float *, pb), PTR(float *, po), level, nt);
+    rc = bb_lsq_linear_wb(PTR(const float *, px), (size_t)M, (size_t)K, step, qmin, qmax, PTR(const uint32_t *, pw),
+                          PTR(const uint8_t *, pn), (size_t)N, PTR(const float *, ps), PTR(const float *, pb),
+                          PTR(float *, po), level, nt);
     Py_END_ALLOW_THREADS
     return status(rc, "lsq_linear");
 }
@@ -239,12 +241,25 @@ fail:
     return NULL;
 }
 
+static PyObject *py_set_lowbit_lut(PyObject *self, PyObject *args) {
+    int on;
+    if (!PyArg_ParseTuple(args, "p", &on)) return NULL;
+    bb_set_lowbit_lut(on);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_lowbit_lut(PyObject *self, PyObject *unused) { return PyBool_FromLong(bb_lowbit_lut()); }
+
 static PyMethodDef methods[] = {
     {"matmul_bits", py_matmul_bits, METH_VARARGS, "matmul_bits(a_u32, M, K, lda_words, b_interleaved, N, out_i32, level, num_threads)"},
     {"lowbit_linear", py_lowbit_linear, METH_VARARGS,
      "lowbit_linear(x_i8, M, K, w_interleaved, N, scale, bias_or_0, out, level, num_threads)"},
     {"lsq_linear", py_lsq_linear, METH_VARARGS,
-     "lsq_linear(x_f32, M, K, step, qmin, qmax, w_interleaved, N, scale, bias_or_0, out, level, num_threads)"},
+     "lsq_linear(x_f32, M, K, step, qmin, qmax, w_interleaved, w_nibbles_or_0, N, scale, bias_or_0, out, level, "
+     "num_threads)"},
+    {"set_lowbit_lut", py_set_lowbit_lut, METH_VARARGS,
+     "set_lowbit_lut(on): AVX-512 4-bit LSQ linears by lookup tables (1) or VPDPBUSD (0)"},
+    {"lowbit_lut", py_lowbit_lut, METH_NOARGS, "lowbit_lut() -> the set_lowbit_lut setting"},
     {"lsq_quantize", py_lsq_quantize, METH_VARARGS, "lsq_quantize(x_f32, n, step, qmin, qmax, out_f32, level, num_threads)"},
     {"bi_attention", py_bi_attention, METH_VARARGS,
      "bi_attention(q, k, v, keep_u8_or_0, B, H, Lq, Lk, D, out, level, num_threads)"},

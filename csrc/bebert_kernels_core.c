@@ -474,8 +474,11 @@ typedef struct lowjob {
     const int8_t *X; size_t Kp;        /* activation rows, stride Kp = 4*ceil(K/4) (zero-padded copy if K%4) */
     const int32_t *sx;                 /* sum of each activation row */
     const int8_t *T;                   /* lookup tables [M][Kp/4][16] (the AVX2 w1a4 kernel), else NULL */
+    const uint8_t *Tu; int qmin;       /* unsigned tables [M][Sq][16] of q - qmin (the AVX-512 w1a4 kernel) */
+    const uint8_t *Bb; size_t Bq;      /* that kernel's weights: the nibbles layout, bytes per 16-row block */
+    int32_t *cb;                       /* and its correction 2 qmin B_n, B_n = popcount of weight row n */
     const u32 *B; size_t W;            /* interleaved weight bits */
-    size_t M, N;
+    size_t M, N, K;
     const float *scale, *bias; float *out;
 } lowjob;
 typedef void (*lowblock_fn)(const lowjob *J, size_t mb, size_t nb, u32 *we);
@@ -746,6 +749,162 @@ T256 static void lutblock_256(const lowjob *J, size_t mb, size_t nb32, uint8_t *
             for (int r = 0; r < rows; r++)
                 store_scaled(J->out + (m0 + r) * J->N + n0, acc + r * 32 + h * 16, J->scale + n0,
                              J->bias ? J->bias + n0 : NULL, NULL, nl);
+        }
+    }
+}
+#endif
+
+#define LUT5_ROWS 32   /* rows of a task (their tables stay in L2 across the task's columns) */
+#define LUT5_KQ 96     /* quads of K a pass over the columns (u16 sums: 64 * 60 < 65536) */
+
+#ifdef BB_X86
+/* ------------------------------------------------------------------------- */
+/* w1a4 on AVX-512: lookup tables of unsigned partial sums                     */
+/* ------------------------------------------------------------------------- */
+/* sum_k q_k s_k with s = 2b - 1, b in {0,1}, and u = q - qmin in [0, 15] (any 4-bit LSQ range):
+ * sum q s = 2 (sum_k b_k u_k + qmin * B_n) - sum_k q_k, B_n = popcount of weight row n. The 16
+ * subset sums of a group of 4 u's fit a byte (<= 60). One 64-byte table vector holds the tables of
+ * 4 consecutive groups (one per 128-bit lane) of a row, contiguous in memory; one 64-byte index
+ * vector holds the nibbles of the same 4 groups for 16 weight rows (lane j = group 4Q + j), which
+ * is the AVX2 "nibbles" weight layout as it is (bb_weight_nibbles: per 16-row block, nibble g of
+ * row l at byte 16 g + l). So VPSHUFB does 256 multiply-adds with one table load and no broadcast;
+ * four lookups add in bytes (<= 240), then the even and odd bytes widen into u16 by a mask and a
+ * shift (not VPMOVZX or unpacks: those compete with VPSHUFB for the one shuffle port of Intel
+ * cores). The 4 lanes (groups mod 4) are summed once per flush. On Ice Lake server this ran at
+ * 340-365 GMAC/s on one thread where VPDPBUSD reached 110-190 (docs/performance.md). */
+
+
+/* tables [Sq][16] u8 of row q (int8 [>= K]), groups past K zero (so any index reads 0 there) */
+T512 static void lut_tables_512u(const int8_t *q, size_t K, int qmin, size_t Sq, uint8_t *T) {
+    static const __mmask64 BIT[4] = {0xAAAAAAAAAAAAAAAAull, 0xCCCCCCCCCCCCCCCCull, 0xF0F0F0F0F0F0F0F0ull,
+                                     0xFF00FF00FF00FF00ull}; /* byte p of each lane: bit i of p */
+    __m512i ctl[4];
+    for (int i = 0; i < 4; i++) {
+        int8_t c[64];
+        for (int b = 0; b < 64; b++) c[b] = (int8_t)(4 * (b / 16) + i); /* lane j picks u[4j + i] */
+        ctl[i] = _mm512_loadu_si512((const void *)c);
+    }
+    const __m128i qm = _mm_set1_epi8((char)qmin);
+    size_t Q = 0;
+    for (; 16 * (Q + 1) <= K; Q++) {
+        __m512i u = _mm512_broadcast_i32x4(_mm_sub_epi8(_mm_loadu_si128((const __m128i *)(q + 16 * Q)), qm));
+        __m512i t = _mm512_maskz_shuffle_epi8(BIT[0], u, ctl[0]);
+        for (int i = 1; i < 4; i++) t = _mm512_add_epi8(t, _mm512_maskz_shuffle_epi8(BIT[i], u, ctl[i]));
+        _mm512_storeu_si512((void *)(T + 64 * Q), t);
+    }
+    for (size_t g = 4 * Q; g < Sq; g++)
+        for (int p = 0; p < 16; p++) {
+            int t = 0;
+            for (int i = 0; i < 4; i++)
+                if ((p >> i & 1) && 4 * g + i < K) t += q[4 * g + i] - qmin;
+            T[g * 16 + p] = (uint8_t)t;
+        }
+}
+
+/* cb[l] = 2 qmin B_l for the 16 rows of one interleaved weight block (B_l: popcount of row l; bits past
+ * K and rows past N are 0) */
+T512 static void lut_correction_512u(const u32 *b, size_t W, int qmin, int32_t *cb) {
+    __m512i c = _mm512_setzero_si512();
+    for (size_t i = 0; i < W; i++) c = _mm512_add_epi32(c, _mm512_popcnt_epi32(_mm512_loadu_si512((const void *)(b + 16 * i))));
+    _mm512_storeu_si512((void *)cb, _mm512_mullo_epi32(c, _mm512_set1_epi32(2 * qmin)));
+}
+
+/* acc[(r * C + c) * 16 + l] += sum over quads [q0, q1) of row r (tables t[r]) with row l of weight block
+ * c (nibbles ix[c]); the quad NQ - 1 reads only `last` of its index bytes (the block may end there). */
+#define DEFINE_LUT5K(C)                                                                                     \
+    /* a8 += the lookups of quad s (index bytes under mask km) */                                          \
+    T512 INL void lut5_look_##C(__m512i *a8, const uint8_t *const *t, const uint8_t *const *ix, size_t s,  \
+                                __mmask64 km) {                                                            \
+        __m512i iv[C];                                                                                      \
+        for (int c = 0; c < C; c++) iv[c] = _mm512_maskz_loadu_epi8(km, ix[c] + 64 * s);                    \
+        for (int r = 0; r < 4; r++) {                                                                       \
+            __m512i tv = _mm512_loadu_si512((const void *)(t[r] + 64 * s));                                 \
+            for (int c = 0; c < C; c++) a8[r * C + c] = _mm512_add_epi8(a8[r * C + c], _mm512_shuffle_epi8(tv, iv[c])); \
+        }                                                                                                   \
+    }                                                                                                       \
+    T512 static void lut5k_##C(const uint8_t *const *t, const uint8_t *const *ix, size_t q0, size_t q1,     \
+                               size_t NQ, __mmask64 last, int32_t *acc) {                                   \
+        const __m512i lo = _mm512_set1_epi16(0xff);                                                         \
+        const __mmask64 all = ~(__mmask64)0;                                                                \
+        __m512i ae[4 * C], ao[4 * C], a8[4 * C];                                                            \
+        for (int i = 0; i < 4 * C; i++) ae[i] = ao[i] = _mm512_setzero_si512();                             \
+        size_t qf = q1 == NQ && last != all ? q1 - 1 : q1; /* quads read whole */                           \
+        size_t q = q0;                                                                                      \
+        for (; q + 4 <= qf; q += 4) { /* four lookups add in bytes, then widen */                           \
+            for (int i = 0; i < 4 * C; i++) a8[i] = _mm512_setzero_si512();                                 \
+            lut5_look_##C(a8, t, ix, q, all);                                                               \
+            lut5_look_##C(a8, t, ix, q + 1, all);                                                           \
+            lut5_look_##C(a8, t, ix, q + 2, all);                                                           \
+            lut5_look_##C(a8, t, ix, q + 3, all);                                                           \
+            for (int i = 0; i < 4 * C; i++) {                                                               \
+                ae[i] = _mm512_add_epi16(ae[i], _mm512_and_si512(a8[i], lo));                               \
+                ao[i] = _mm512_add_epi16(ao[i], _mm512_srli_epi16(a8[i], 8));                               \
+            }                                                                                               \
+        }                                                                                                   \
+        for (; q < q1; q++) { /* the last 1-3 quads, the final one maybe part of a quad */                 \
+            for (int i = 0; i < 4 * C; i++) a8[i] = _mm512_setzero_si512();                                 \
+            lut5_look_##C(a8, t, ix, q, q + 1 == NQ ? last : all);                                          \
+            for (int i = 0; i < 4 * C; i++) {                                                               \
+                ae[i] = _mm512_add_epi16(ae[i], _mm512_and_si512(a8[i], lo));                               \
+                ao[i] = _mm512_add_epi16(ao[i], _mm512_srli_epi16(a8[i], 8));                               \
+            }                                                                                               \
+        }                                                                                                   \
+        for (int i = 0; i < 4 * C; i++) { /* word w of lane j: row 2w (ae) / 2w + 1 (ao), group 4Q + j */  \
+            __m256i e = _mm256_add_epi16(_mm512_castsi512_si256(ae[i]), _mm512_extracti64x4_epi64(ae[i], 1)); \
+            __m256i o = _mm256_add_epi16(_mm512_castsi512_si256(ao[i]), _mm512_extracti64x4_epi64(ao[i], 1)); \
+            __m128i e2 = _mm_add_epi16(_mm256_castsi256_si128(e), _mm256_extracti128_si256(e, 1));          \
+            __m128i o2 = _mm_add_epi16(_mm256_castsi256_si128(o), _mm256_extracti128_si256(o, 1));          \
+            __m512i v = _mm512_cvtepu16_epi32(_mm256_set_m128i(_mm_unpackhi_epi16(e2, o2), _mm_unpacklo_epi16(e2, o2))); \
+            _mm512_storeu_si512((void *)(acc + 16 * i),                                                     \
+                                _mm512_add_epi32(_mm512_loadu_si512((const void *)(acc + 16 * i)), v));     \
+        }                                                                                                   \
+    }
+DEFINE_LUT5K(1)
+DEFINE_LUT5K(2)
+
+/* One task: rows [mb*LUT5_ROWS, ...) x weight-block pairs [p0, p1) (32 columns a pair; the last pair of
+ * the matrix may be one 16-row block). Per 4 rows, K in chunks of LUT5_KQ quads: the 4 rows' tables
+ * of a chunk (16 KB) stay in L1 while the chunk's weight nibbles of every pair stream from L2 (the
+ * order that keeps the tables, the larger operand, in place), the sums in acc [pairs][4 rows][32]. */
+T512 static void lutblock_512u(const lowjob *J, size_t mb, size_t p0, size_t p1, int32_t *acc, uint8_t *own) {
+    size_t NB = cdiv(J->N, 16), Sn = 2 * cdiv(J->K, 8), NQ = cdiv(Sn, 4), Sq = 4 * NQ;
+    size_t mb0 = mb * LUT5_ROWS, m1 = mb0 + LUT5_ROWS < J->M ? mb0 + LUT5_ROWS : J->M;
+    __mmask64 last = Sn % 4 ? ((__mmask64)1 << (16 * (Sn % 4))) - 1 : ~(__mmask64)0;
+    const uint8_t *T = J->Tu ? J->Tu + mb0 * Sq * 16 : own; /* the task's rows' tables */
+    if (!J->Tu) /* built here, so they stay in this core's L2 instead of a trip through memory */
+        for (size_t m = mb0; m < m1; m++) lut_tables_512u(J->X + m * J->Kp, J->K, J->qmin, Sq, own + (m - mb0) * Sq * 16);
+    for (size_t m0 = mb0; m0 < m1; m0 += 4) {
+        int rows = (int)(m1 - m0 < 4 ? m1 - m0 : 4);
+        const uint8_t *t[4];
+        for (int r = 0; r < 4; r++) t[r] = T + (m0 - mb0 + (r < rows ? r : rows - 1)) * Sq * 16;
+        memset(acc, 0, (p1 - p0) * 128 * sizeof(int32_t));
+        for (size_t q0 = 0; q0 < NQ; q0 += LUT5_KQ) {
+            size_t q1 = NQ - q0 < LUT5_KQ ? NQ : q0 + LUT5_KQ;
+            for (size_t pr = p0; pr < p1; pr++) {
+                const uint8_t *ix[2] = {J->Bb + 2 * pr * J->Bq, J->Bb + (2 * pr + 1) * J->Bq};
+                if (2 * pr + 1 < NB) lut5k_2(t, ix, q0, q1, NQ, last, acc + (pr - p0) * 128);
+                else lut5k_1(t, ix, q0, q1, NQ, last, acc + (pr - p0) * 128);
+            }
+        }
+        for (size_t pr = p0; pr < p1; pr++) {
+            int C = 2 * pr + 1 < NB ? 2 : 1;
+            for (int c = 0; c < C; c++) {
+                size_t blk = 2 * pr + c, n0 = blk * 16;
+                int nl = (int)(J->N - n0 < 16 ? J->N - n0 : 16);
+                /* store_scaled's two roundings (multiply, then add), 16 columns a vector */
+                __mmask16 km = (__mmask16)((1u << nl) - 1);
+                __m512 sc = _mm512_maskz_loadu_ps(km, J->scale + n0);
+                __m512 bi = J->bias ? _mm512_maskz_loadu_ps(km, J->bias + n0) : _mm512_setzero_ps();
+                __m512i cb = _mm512_loadu_si512((const void *)(J->cb + n0)); /* 2 qmin B_n */
+                for (int r = 0; r < rows; r++) {
+                    __m512i a = _mm512_loadu_si512((const void *)(acc + (pr - p0) * 128 + (r * C + c) * 16));
+                    __m512i dot = _mm512_sub_epi32(_mm512_add_epi32(_mm512_slli_epi32(a, 1), cb),
+                                                   _mm512_set1_epi32(J->sx[m0 + r]));
+                    __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), sc);
+                    if (J->bias) y = _mm512_add_ps(y, bi);
+                    _mm512_mask_storeu_ps(J->out + (m0 + r) * J->N + n0, km, y);
+                }
+            }
         }
     }
 }
@@ -1521,24 +1680,44 @@ int bb_binary_gemm(const void *a, int a_is_bits, size_t M, size_t K, size_t lda,
 }
 
 /* The low-bit GEMM of int8 rows x (xf == NULL), or of float rows xf quantized here by `qrow`
- * (LSQ, fused into the input packing: the float -> k-bit step happens once, in C). `lut`: the
- * lookup-table kernel (AVX2, |q| <= 8, 32 columns a task) instead of the int8 dot products. */
-static int lowbit_run(const int8_t *x, const float *xf, const lsqp *qp, lsqrow_fn qrow, int lut, size_t M, size_t K,
-                      const uint32_t *w, size_t N, const float *scale, const float *bias, float *out, int level,
-                      int nt) {
-    size_t Kp = cdiv(K, 4) * 4, S = Kp / 4, MB = cdiv(M, LB_ROWS), NB = cdiv(N, 16);
+ * (LSQ, fused into the input packing: the float -> k-bit step happens once, in C). `lut`: 0 the int8
+ * dot products; LUT_AVX2 the signed lookup tables (|q| <= 8, 32 columns a task); LUT_AVX512 the
+ * unsigned ones (qmax - qmin <= 15, weights in the nibbles layout `wb`, built here when NULL). */
+enum { LUT_NONE = 0, LUT_AVX2 = 1, LUT_AVX512 = 2 };
+static int lowbit_run(const int8_t *x, const float *xf, const lsqp *qp, lsqrow_fn qrow, int lut, int qmin,
+                      size_t M, size_t K, const uint32_t *w, const uint8_t *wb, size_t N, const float *scale,
+                      const float *bias, float *out, int level, int nt) {
+    size_t Kp = cdiv(K, 4) * 4, S = Kp / 4, NB = cdiv(N, 16);
+    size_t Sq = 4 * cdiv(2 * cdiv(K, 8), 4); /* the AVX-512 tables' groups: whole quads of the nibbles */
     /* rows are read 4 bytes at a time: int8 input is copied (zero-padded) only when K % 4 */
     int8_t *X = Kp == K && !xf ? NULL : balloc(M * Kp);
     int32_t *sx = balloc(M * sizeof(int32_t));
-    int8_t *T = lut ? balloc(M * S * 16) : NULL;
-    int failed = (!X && (Kp != K || xf)) || !sx || (lut && !T);
-    lowjob J = {.X = X ? X : x, .Kp = Kp, .sx = sx, .T = T, .B = w, .W = cdiv(K, 32), .M = M, .N = N,
-                .scale = scale, .bias = bias, .out = out};
+    int8_t *T = lut == LUT_AVX2 ? balloc(M * S * 16) : NULL;
+    uint8_t *own = NULL;
+    int32_t *cb = lut == LUT_AVX512 ? balloc(NB * 16 * sizeof(int32_t)) : NULL;
+    if (lut == LUT_AVX512 && !wb && (own = balloc(bb_weight_nibbles_size(K, N)))) bb_weight_nibbles(w, K, N, own);
+    int failed = (!X && (Kp != K || xf)) || !sx || (lut == LUT_AVX2 && !T) ||
+                 (lut == LUT_AVX512 && (!cb || (!wb && !own)));
+    lowjob J = {.X = X ? X : x, .Kp = Kp, .sx = sx, .T = T, .qmin = qmin, .Bb = wb ? wb : own, .cb = cb,
+                .Bq = cdiv(K, 8) * 32, .B = w, .W = cdiv(K, 32), .M = M, .N = N, .K = K, .scale = scale,
+                .bias = bias, .out = out};
+    uint8_t *Tu = NULL; /* AVX-512 tables of every row, when tasks share row blocks (else built per task) */
     lowblock_fn block = LOWB[level];
     size_t blocks = lut ? 1 : (size_t)LOWB_BLOCKS[level]; /* weight blocks a task covers */
-    size_t nbt = lut ? cdiv(N, 32) : cdiv(NB, blocks), tasks = lut ? cdiv(M, LUT_ROWS) * nbt : MB * nbt;
-    size_t scratch = lut ? S * 32 : S * 16 * sizeof(u32) * blocks;
+    size_t rows = lut == LUT_AVX2 ? LUT_ROWS : lut == LUT_AVX512 ? LUT5_ROWS : LB_ROWS;
+    size_t nbt = lut ? cdiv(N, 32) : cdiv(NB, blocks), tasks = cdiv(M, rows) * nbt;
+    size_t scratch = lut == LUT_AVX2 ? S * 32 : S * 16 * sizeof(u32) * blocks;
     nt = pick_threads(nt, M * N * (S + 1));
+    size_t ppt = 1; /* AVX-512 tables: column pairs a task, all of them unless that leaves threads idle */
+    if (lut == LUT_AVX512) {
+        size_t rb = cdiv(M, rows), pairs = cdiv(N, 32), chunks = rb >= 4 * (size_t)nt ? 1 : cdiv(4 * (size_t)nt, rb);
+        ppt = cdiv(pairs, chunks < pairs ? chunks : pairs);
+        nbt = cdiv(pairs, ppt);
+        tasks = rb * nbt;
+        scratch = ppt * 128 * sizeof(int32_t);
+        if (nbt > 1) failed |= !(J.Tu = Tu = balloc(M * Sq * 16));
+        else scratch += LUT5_ROWS * Sq * 16;
+    }
     if (!failed) {
 #pragma omp parallel num_threads(nt) if (nt > 1)
         {
@@ -1564,21 +1743,33 @@ static int lowbit_run(const int8_t *x, const float *xf, const lsqp *qp, lsqrow_f
                 }
 #ifdef BB_X86
                 if (T) lut_tables_256(J.X + m * Kp, S, T + m * S * 16);
+                if (Tu) lut_tables_512u(J.X + m * Kp, K, qmin, Sq, Tu + m * Sq * 16);
 #endif
             }
+#ifdef BB_X86
+            if (cb) {
+#pragma omp for schedule(static)
+                for (size_t nb = 0; nb < NB; nb++) lut_correction_512u(w + nb * J.W * 16, J.W, qmin, cb + nb * 16);
+            }
+#endif
             /* row-block-major: a block of activation rows stays in L2 while weight blocks stream */
 #pragma omp for schedule(dynamic, 1)
             for (size_t t = 0; t < tasks; t++) {
                 if (!we) continue;
 #ifdef BB_X86
-                if (lut) { lutblock_256(&J, t / nbt, t % nbt, (uint8_t *)we); continue; }
+                if (lut == LUT_AVX2) { lutblock_256(&J, t / nbt, t % nbt, (uint8_t *)we); continue; }
+                if (lut == LUT_AVX512) {
+                    size_t p0 = t % nbt * ppt, p1 = p0 + ppt < cdiv(N, 32) ? p0 + ppt : cdiv(N, 32);
+                    lutblock_512u(&J, t / nbt, p0, p1, (int32_t *)we, (uint8_t *)we + ppt * 128 * sizeof(int32_t));
+                    continue;
+                }
 #endif
                 block(&J, t / nbt, t % nbt, we);
             }
             free(we);
         }
     }
-    free(X); free(sx); free(T);
+    free(X); free(sx); free(T); free(Tu); free(own); free(cb);
     return failed ? BB_ENOMEM : BB_OK;
 }
 
@@ -1586,7 +1777,7 @@ int bb_lowbit_linear(const int8_t *x, size_t M, size_t K, const uint32_t *w, siz
                      const float *bias, float *out, int level, int nt) {
     if (!level_ok(level)) return BB_EINVAL;
     if (!M || !N) return BB_OK;
-    return lowbit_run(x, NULL, NULL, NULL, 0, M, K, w, N, scale, bias, out, level, nt);
+    return lowbit_run(x, NULL, NULL, NULL, LUT_NONE, 0, M, K, w, NULL, N, scale, bias, out, level, nt);
 }
 
 /* The int8 GEMM takes q in [-128, 127]; a zero or non-finite step has no integers (0/0 is NaN).
@@ -1595,18 +1786,30 @@ static int lsq_ok(float step, int qmin, int qmax) {
     return step != 0.0f && fabsf(step) <= 3.4028235e38f && qmin <= qmax && qmin >= -128 && qmax <= 127;
 }
 
-int bb_lsq_linear(const float *x, size_t M, size_t K, float step, int qmin, int qmax, const uint32_t *w, size_t N,
-                  const float *scale, const float *bias, float *out, int level, int nt) {
+/* AVX-512: 4-bit ranges by the unsigned lookup tables (1) or VPDPBUSD (0); the faster depends on the
+ * CPU (Ice Lake server: tables ~2x; Zen 4 has two 512-bit VNNI pipes), so the caller measures and sets. */
+static int g_lut512 = 1;
+void bb_set_lowbit_lut(int on) { g_lut512 = on ? 1 : 0; }
+int bb_lowbit_lut(void) { return g_lut512; }
+
+int bb_lsq_linear_wb(const float *x, size_t M, size_t K, float step, int qmin, int qmax, const uint32_t *w,
+                     const uint8_t *wb, size_t N, const float *scale, const float *bias, float *out, int level, int nt) {
     if (!level_ok(level) || !lsq_ok(step, qmin, qmax)) return BB_EINVAL;
     if (!M || !N) return BB_OK;
     lsqp qp = {.step = step, .lo = (float)qmin, .hi = (float)qmax};
-    /* AVX2: 4-bit integers (|q| <= 8) by lookup tables, ~2.2x PMADDUBSW. On AVX-512, VPDPBUSD stays:
-     * the same tables with 64-column VPSHUFB measured 221 vs 327 GMAC/s (docs/performance.md). */
-    int lut = 0;
+    /* AVX2: 4-bit integers (|q| <= 8) by signed lookup tables, ~2.2x PMADDUBSW. AVX-512: unsigned
+     * tables (any 4-bit range) when g_lut512, else VPDPBUSD. */
+    int lut = LUT_NONE;
 #ifdef BB_X86
-    lut = level == LV_AVX2 && qmin >= -8 && qmax <= 8;
+    if (level == LV_AVX2 && qmin >= -8 && qmax <= 8) lut = LUT_AVX2;
+    if (level == LV_AVX512 && g_lut512 && qmax - qmin <= 15) lut = LUT_AVX512;
 #endif
-    return lowbit_run(NULL, x, &qp, LSQROW[level], lut, M, K, w, N, scale, bias, out, level, nt);
+    return lowbit_run(NULL, x, &qp, LSQROW[level], lut, qmin, M, K, w, wb, N, scale, bias, out, level, nt);
+}
+
+int bb_lsq_linear(const float *x, size_t M, size_t K, float step, int qmin, int qmax, const uint32_t *w, size_t N,
+                  const float *scale, const float *bias, float *out, int level, int nt) {
+    return bb_lsq_linear_wb(x, M, K, step, qmin, qmax, w, NULL, N, scale, bias, out, level, nt);
 }
 
 int bb_lsq_quantize(const float *x, size_t n, float step, float qmin, float qmax, float *out, int level, int nt) {

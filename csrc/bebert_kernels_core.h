@@ -71,6 +71,14 @@ int bb_lowbit_linear(const int8_t *x, size_t M, size_t K, const uint32_t *w, siz
  * floats (the quantizer's float output, bit for bit; NaN stays NaN); elementwise, so out may be x. */
 int bb_lsq_linear(const float *x, size_t M, size_t K, float step, int qmin, int qmax, const uint32_t *w, size_t N,
                   const float *scale, const float *bias, float *out, int level, int num_threads);
+/* The same with the weights' nibbles layout (bb_weight_nibbles) given, for the AVX-512 lookup-table
+ * kernel of 4-bit ranges (NULL: built per call when that kernel runs). bb_set_lowbit_lut(0) makes that
+ * level use VPDPBUSD (or PMADDUBSW) instead; the same sums either way, so only the speed differs. */
+int bb_lsq_linear_wb(const float *x, size_t M, size_t K, float step, int qmin, int qmax, const uint32_t *w,
+                     const uint8_t *wb, size_t N, const float *scale, const float *bias, float *out, int level,
+                     int num_threads);
+void bb_set_lowbit_lut(int on);
+int bb_lowbit_lut(void);
 int bb_lsq_quantize(const float *x, size_t n, float step, float qmin, float qmax, float *out, int level,
                     int num_threads);
 

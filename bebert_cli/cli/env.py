@@ -20,6 +20,7 @@ def env_command(json_out: opt.JsonOut = False, quiet: opt.Quiet = False):
         *[[name, version or "not installed"] for name, version in info["packages"].items()],
         ["CPU", f"{cpu['model']} ({cpu['arch']})"], ["CPU features", " ".join(cpu["features"]) or "none seen"],
         ["kernel backend", f"{k['backend']} ({k['reason']})"], ["backends available", ", ".join(k["available"])],
+        *([["4-bit linears (w1a4)", _lowbit(k["lowbit_kernel"])]] if "lowbit_kernel" in k else []),
         ["OpenMP", {True: "yes", False: "no (single-threaded kernels)"}.get(k.get("openmp"), "n/a")],
         ["fused BiBERT layers", "on" if k["fused_layers"] else "off (BEBERT_FUSED_LAYERS)"],
         ["threads", f"{t['torch_threads']} torch, {t['cpu_count']} CPUs, OMP_NUM_THREADS={t['OMP_NUM_THREADS'] or 'unset'}"],
@@ -29,6 +30,15 @@ def env_command(json_out: opt.JsonOut = False, quiet: opt.Quiet = False):
     ]
     out.table("bebert env", ["", ""], rows)
     out.result(info, "env")
+
+
+def _lowbit(choice: dict) -> str:
+    names = {"tables": "lookup tables (VPSHUFB)", "dot": "int8 dot products (VPDPBUSD)"}
+    if choice["kernel"] is None:
+        return choice["why"]
+    ms = choice.get("ms")
+    timed = f": {', '.join(f'{k} {v:.3f} ms' for k, v in ms.items())}" if ms else ""
+    return f"{names[choice['kernel']]} ({choice['why']}{timed})"
 
 
 def _serial(limit) -> str:

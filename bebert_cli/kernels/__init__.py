@@ -12,6 +12,8 @@ Environment:
   BEBERT_DISABLE_KERNELS=1   force the pure-torch path (warns once).
   BEBERT_KERNEL_BACKEND=...  x86: scalar | avx2 | avx512_vpopcntdq | torch;
                              aarch64: scalar | neon | torch (default: the best compiled one).
+  BEBERT_LOWBIT_KERNEL=...   avx512_vpopcntdq, 4-bit LSQ linears (w1a4): tables | dot (default:
+                             measured once per process, see `lowbit_kernel`).
 Threads: ``num_threads`` argument, default ``torch.get_num_threads()`` (which follows
 OMP_NUM_THREADS and torch.set_num_threads). These are inference kernels: no autograd.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import warnings
 
 import torch
@@ -43,10 +46,12 @@ __all__ = [
     "lsq_attention_scores",
     "lsq_linear",
     "lsq_quantize",
+    "lowbit_kernel",
     "pack_sign_words",
     "pack_signs_u8",
     "prepare_binary_weight",
     "set_backend",
+    "set_lowbit_kernel",
     "sign_pm1",
     "unpack_signs_u8",
 ]
@@ -185,7 +190,8 @@ class PackedWeight:
     def kernel_nibbles(self) -> torch.Tensor:
         """The AVX2 GEMM's weight layout (uint8 [ceil(N/16), ceil(K/8), 32]: the low then the high nibbles
         of byte q of 16 output rows, one nibble a byte), built from ``words`` on first use and kept, so
-        only processes that run that level pay its memory (twice that of ``words``)."""
+        only processes that run that level (or the AVX-512 lookup tables of w1a4) pay its memory (twice
+        that of ``words``)."""
         if self._nibbles is None:
             words = self.words.contiguous()
             out = torch.empty(_ext.weight_nibbles_size(self.K, self.N), dtype=torch.uint8)
@@ -270,6 +276,76 @@ def lowbit_linear(
     return out.reshape(*x_int.shape[:-1], w.N)
 
 
+# AVX-512, 4-bit LSQ ranges: two kernels with the same sums. "tables": lookup tables of partial sums
+# (VPSHUFB, weights in the nibbles layout); "dot": VPDPBUSD int8 dot products. Which is faster depends
+# on the core (Ice Lake server: tables ~2x; Zen 4 has two wide VNNI pipes), so it is measured.
+_LOWBIT_ENV = "BEBERT_LOWBIT_KERNEL"
+LOWBIT_KERNELS = ("tables", "dot")
+_lowbit_choice: dict = {}
+_lowbit_lock = threading.Lock()  # one trial, even when the first w1a4 forwards run in several threads
+
+
+def _lowbit_trial() -> dict:
+    """Time both kernels on one BERT-sized product (256 x 768 x 768, one thread): best of 5 alternating."""
+    import time
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 768, generator=g)
+    w = prepare_binary_weight(torch.randint(0, 256, (768, 96), dtype=torch.uint8, generator=g), 768)
+    nib, scale, out = w.kernel_nibbles(), torch.ones(768), torch.empty(256, 768)
+    best = {}
+    for _ in range(5):
+        for name in LOWBIT_KERNELS:
+            _ext.set_lowbit_lut(name == "tables")
+            t0 = time.perf_counter()
+            _ext.lsq_linear(x.data_ptr(), 256, 768, 0.1, -8, 7, w.words.data_ptr(), nib.data_ptr(), 768,
+                            scale.data_ptr(), 0, out.data_ptr(), _LEVELS.index("avx512_vpopcntdq"), 1)
+            best[name] = min(best.get(name, float("inf")), (time.perf_counter() - t0) * 1e3)
+    return best
+
+
+def lowbit_kernel() -> dict:
+    """The AVX-512 kernel of 4-bit LSQ linears this process uses: {"kernel": "tables" | "dot", "why":
+    ..., "ms": {kernel: best time of the trial} when measured}. BEBERT_LOWBIT_KERNEL names one;
+    otherwise the first call times both (about 10 ms) and keeps the faster. Both give the same bits."""
+    with _lowbit_lock:
+        return _lowbit_kernel_locked()
+
+
+def _lowbit_kernel_locked() -> dict:
+    if not _lowbit_choice:
+        if _ext is None or "avx512_vpopcntdq" not in _LEVELS[: _best + 1]:
+            return {"kernel": None, "why": "no avx512_vpopcntdq level here"}
+        raw = os.environ.get(_LOWBIT_ENV, "").strip()
+        if raw and raw not in LOWBIT_KERNELS:
+            from bebert_cli.errors import UsageError
+
+            raise UsageError(f"{_LOWBIT_ENV} must be one of {', '.join(LOWBIT_KERNELS)}, not {raw!r}")
+        if raw:
+            choice = {"kernel": raw, "why": f"{_LOWBIT_ENV}={raw}"}
+        else:
+            ms = _lowbit_trial()
+            choice = {"kernel": min(ms, key=ms.get), "why": "measured: the faster on this CPU",
+                      "ms": {k: round(v, 3) for k, v in ms.items()}}
+        _ext.set_lowbit_lut(choice["kernel"] == "tables")
+        _lowbit_choice.update(choice)
+    return dict(_lowbit_choice)
+
+
+def set_lowbit_kernel(name: str) -> str:
+    """Use `name` ("tables" or "dot") for AVX-512 4-bit LSQ linears from now on (tests, benchmarks);
+    returns the kernel used before (measuring it if nothing had chosen one yet)."""
+    if name not in LOWBIT_KERNELS:
+        raise ValueError(f"lowbit kernel {name!r} unknown; choose from {LOWBIT_KERNELS}")
+    prev = lowbit_kernel()
+    if prev["kernel"] is None:
+        raise ValueError("no avx512_vpopcntdq level here: there is no choice of 4-bit kernel")
+    _lowbit_choice.clear()
+    _lowbit_choice.update({"kernel": name, "why": "set_lowbit_kernel"})
+    _ext.set_lowbit_lut(name == "tables")
+    return prev["kernel"]
+
+
 def _lsq_range(step: float, qmin: int, qmax: int, *, int8: bool) -> None:
     if not qmin <= qmax or (int8 and not -128 <= qmin <= qmax <= 127):
         raise ValueError(f"LSQ range [{qmin}, {qmax}] is not {'within int8' if int8 else 'ordered'}")
@@ -304,9 +380,13 @@ def lsq_linear(
     if not _use_ext(x2, scale, *(() if bias is None else (bias,))):
         out = _ref.lsq_linear(x2, w.signs().to(x2.device), step, qmin, qmax, scale, bias)
         return out.reshape(*x.shape[:-1], w.N)
+    nibbles = 0  # the lookup-table kernel's weight layout, when it is the one that runs
+    if qmax - qmin <= 15 and _LEVELS[_level] == "avx512_vpopcntdq" and (
+            _lowbit_choice.get("kernel") or lowbit_kernel()["kernel"]) == "tables":
+        nibbles = w.kernel_nibbles().data_ptr()
     out = torch.empty(x2.shape[0], w.N, dtype=torch.float32)
     _ext.lsq_linear(
-        x2.data_ptr(), x2.shape[0], w.K, step, qmin, qmax, w.words.data_ptr(), w.N, scale.data_ptr(),
+        x2.data_ptr(), x2.shape[0], w.K, step, qmin, qmax, w.words.data_ptr(), nibbles, w.N, scale.data_ptr(),
         0 if bias is None else bias.data_ptr(), out.data_ptr(), _level, _threads(num_threads),
     )  # fmt: skip
     return out.reshape(*x.shape[:-1], w.N)

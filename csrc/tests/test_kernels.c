@@ -337,7 +337,7 @@ static void lsq_linear_case(size_t M, size_t K, size_t N, float step, int lo, in
     free(x); free(scale); free(bias); free(out); free(sw); free(q); free(w);
 }
 
-static void test_lsq_linear(void) {
+static void lsq_linear_cases(void) {
     static const int RANGES[][2] = {{-8, 7}, {-128, 127}, {0, 15}, {-2, 1}};
     static const float STEPS[] = {0.0625f, 0.37f, 1.0f, -0.21f, 3.0e-3f};
     for (int c = 0; c < 36; c++) {
@@ -347,6 +347,22 @@ static void test_lsq_linear(void) {
     lsq_linear_case(300, 130, 40, 0.05f, -128, 127, 1); /* 128-row blocks, K % 4 != 0 */
     lsq_linear_case(150, 384, 33, 0.11f, -8, 7, 0);  /* AVX2: lookup tables, several 32-row tasks */
     lsq_linear_case(3, 4500, 40, 0.0625f, -8, 7, 1); /* AVX2 lookup tables: int16 -> int32 flushes */
+    /* AVX-512 unsigned tables: a quad that ends the weight block (K / 8 odd), groups past K, one
+     * 16-row block left at the end, any 4-bit range, u16 -> int32 flushes (K > 16384) */
+    lsq_linear_case(37, 40, 48, 0.25f, 0, 15, 1);
+    lsq_linear_case(70, 100, 16, 0.37f, -3, 12, 0);
+    lsq_linear_case(5, 1000, 81, 0.11f, -8, 7, 1);
+    lsq_linear_case(3, 17000, 20, 0.0625f, 0, 15, 1);
+}
+
+/* At the AVX-512 level both kernels of 4-bit ranges: lookup tables, then VPDPBUSD. */
+static void test_lsq_linear(void) {
+    int avx512 = !strcmp(bb_level_name(g_level), "avx512_vpopcntdq"), was = bb_lowbit_lut();
+    for (int lut = 1; lut >= (avx512 ? 0 : 1); lut--) {
+        bb_set_lowbit_lut(lut);
+        lsq_linear_cases();
+    }
+    bb_set_lowbit_lut(was);
 }
 
 static void test_lsq_quantize(void) {

@@ -155,14 +155,31 @@ def _lsq_inputs(M, K, step, gen):
     return x
 
 
+@pytest.fixture(params=bk.LOWBIT_KERNELS)
+def lowbit_kernels(request):
+    """On avx512_vpopcntdq both kernels of 4-bit ranges, one after the other; elsewhere the one there is."""
+    if bk.backend() != "avx512_vpopcntdq":
+        if request.param != bk.LOWBIT_KERNELS[0]:
+            pytest.skip("one 4-bit kernel on this backend")
+        yield None
+        return
+    prev = bk.set_lowbit_kernel(request.param)
+    try:
+        yield request.param
+    finally:
+        bk.set_lowbit_kernel(prev)
+
+
 @pytest.mark.parametrize("K", KS)
-def test_lsq_linear_is_the_quantizer_then_lowbit_linear(any_backend, K):
-    """lsq_linear == LsqActivation's integers (torch ops) through lowbit_linear, bit for bit."""
+def test_lsq_linear_is_the_quantizer_then_lowbit_linear(any_backend, lowbit_kernels, K):
+    """lsq_linear == LsqActivation's integers (torch ops) through lowbit_linear, bit for bit (signed
+    and unsigned ranges; on AVX-512 with the lookup tables and with VPDPBUSD)."""
     from bebert_cli.quant.quantizers import LsqActivation
 
     gen = torch.Generator().manual_seed(K + 1)
-    for bits, step in ((4, 0.0625), (8, 0.0078125), (4, -0.37), (8, 0.0213)):
-        aq = LsqActivation(bits).eval()
+    for bits, signed, step in ((4, True, 0.0625), (8, True, 0.0078125), (4, True, -0.37), (8, True, 0.0213),
+                               (4, False, 0.0137), (3, True, 0.25)):
+        aq = LsqActivation(bits, signed=signed).eval()
         with torch.no_grad():
             aq.step.fill_(step)
         for M, N in [(1, 3), (6, 33), (150, 17)]:
@@ -207,6 +224,41 @@ def test_lsq_quantize_is_the_quantizer(any_backend, shape):
             got = bk.lsq_quantize(buf, float(aq.step.detach()), aq.qmin, aq.qmax, inplace=True)
             assert got is buf and got.stride() == src.stride()
             assert torch.equal(got.nan_to_num(), want.nan_to_num()) and torch.equal(got.isnan(), want.isnan())
+
+
+def test_lowbit_kernel_choice(monkeypatch):
+    """The AVX-512 4-bit kernel: named by BEBERT_LOWBIT_KERNEL, else measured (both timed); a bad name
+    is a usage error; set_lowbit_kernel switches and says what was used before."""
+    from bebert_cli.errors import UsageError
+
+    if "avx512_vpopcntdq" not in bk.available_backends():
+        assert bk.lowbit_kernel()["kernel"] is None
+        with pytest.raises(ValueError, match="no avx512"):
+            bk.set_lowbit_kernel("tables")
+        return
+    saved = dict(bk._lowbit_choice)
+    try:
+        for raw in ("tables", "dot"):
+            bk._lowbit_choice.clear()
+            monkeypatch.setenv("BEBERT_LOWBIT_KERNEL", raw)
+            assert bk.lowbit_kernel() == {"kernel": raw, "why": f"BEBERT_LOWBIT_KERNEL={raw}"}
+            assert bk._ext.lowbit_lut() == (raw == "tables")
+        bk._lowbit_choice.clear()
+        monkeypatch.setenv("BEBERT_LOWBIT_KERNEL", "fast")
+        with pytest.raises(UsageError, match="BEBERT_LOWBIT_KERNEL must be one of tables, dot"):
+            bk.lowbit_kernel()
+        monkeypatch.delenv("BEBERT_LOWBIT_KERNEL")
+        got = bk.lowbit_kernel()
+        assert got["kernel"] in bk.LOWBIT_KERNELS and set(got["ms"]) == set(bk.LOWBIT_KERNELS)
+        assert got["kernel"] == min(got["ms"], key=got["ms"].get) and bk._ext.lowbit_lut() == (got["kernel"] == "tables")
+        assert bk.set_lowbit_kernel("dot") == got["kernel"] and bk.lowbit_kernel()["kernel"] == "dot"
+        with pytest.raises(ValueError, match="unknown"):
+            bk.set_lowbit_kernel("nope")
+    finally:
+        bk._lowbit_choice.clear()
+        bk._lowbit_choice.update(saved)
+        if saved:
+            bk._ext.set_lowbit_lut(saved["kernel"] == "tables")
 
 
 # ---------------------------------------------------------------- attention
