@@ -145,8 +145,23 @@ class PackedEmbedding(nn.Module):
         return unpack_signs(self.weight_packed, self.embedding_dim) * self.weight_scale.float().unsqueeze(-1)
 
     def forward(self, ids):
-        signs = unpack_signs(self.weight_packed[ids], self.embedding_dim)
-        return signs * self.weight_scale.float()[ids].unsqueeze(-1)
+        # Gather first, then unpack the rows by a byte -> 8 signs table: three small ops where the bit
+        # shifts took eight (about 0.1 ms of a 4 ms batch-1 forward). Same values: +-1 times the scale.
+        rows = self.weight_packed[ids]
+        signs = _byte_signs(rows.device)[rows.int()].flatten(-2)[..., : self.embedding_dim]
+        return signs * self.weight_scale[ids].float().unsqueeze(-1)
+
+
+_BYTE_SIGNS: dict = {}
+
+
+def _byte_signs(device) -> torch.Tensor:
+    """float32 [256, 8]: row b holds the +-1 signs of byte b's bits (bit i -> column i). Built on first
+    use per device, never at import (an import inside transformers' loading runs on the meta device)."""
+    table = _BYTE_SIGNS.get(device)
+    if table is None:
+        table = _BYTE_SIGNS[device] = unpack_signs(torch.arange(256, device=device).to(torch.uint8).unsqueeze(-1), 8)
+    return table
 
 
 __all__ = ["QuantLinear", "PackedLinear", "QuantEmbedding", "PackedEmbedding", "hard_sign"]
