@@ -755,7 +755,10 @@ T256 static void lutblock_256(const lowjob *J, size_t mb, size_t nb32, uint8_t *
 #endif
 
 #define LUT5_ROWS 32   /* rows of a task (their tables stay in L2 across the task's columns) */
-#define LUT5_KQ 96     /* quads of K a pass over the columns (u16 sums: 64 * 60 < 65536) */
+#ifndef LUT5_R
+#define LUT5_R 2       /* rows a kernel call: 3 R C vectors of sums; 2 measured ~10% faster than 4 (spills) */
+#endif
+#define LUT5_KQ 96     /* quads of K a pass over the columns (96 measured better than 64 or 192; u16 sums <= 96 * 60) */
 
 #ifdef BB_X86
 /* ------------------------------------------------------------------------- */
@@ -770,8 +773,9 @@ T256 static void lutblock_256(const lowjob *J, size_t mb, size_t nb32, uint8_t *
  * row l at byte 16 g + l). So VPSHUFB does 256 multiply-adds with one table load and no broadcast;
  * four lookups add in bytes (<= 240), then the even and odd bytes widen into u16 by a mask and a
  * shift (not VPMOVZX or unpacks: those compete with VPSHUFB for the one shuffle port of Intel
- * cores). The 4 lanes (groups mod 4) are summed once per flush. On Ice Lake server this ran at
- * 340-365 GMAC/s on one thread where VPDPBUSD reached 110-190 (docs/performance.md). */
+ * cores). The 4 lanes (groups mod 4) are summed once per pass over K. On Ice Lake server (one
+ * thread, benchmarks/bench_lowbit.py: quantization, tables, GEMM and epilogue) 1.05-2.1x VPDPBUSD at
+ * every BERT-base / MiniLM linear shape; the caller measures which is faster (docs/performance.md). */
 
 
 /* tables [Sq][16] u8 of row q (int8 [>= K]), groups past K zero (so any index reads 0 there) */
@@ -817,7 +821,7 @@ T512 static void lut_correction_512u(const u32 *b, size_t W, int qmin, int32_t *
                                 __mmask64 km) {                                                            \
         __m512i iv[C];                                                                                      \
         for (int c = 0; c < C; c++) iv[c] = _mm512_maskz_loadu_epi8(km, ix[c] + 64 * s);                    \
-        for (int r = 0; r < 4; r++) {                                                                       \
+        for (int r = 0; r < LUT5_R; r++) {                                                                     \
             __m512i tv = _mm512_loadu_si512((const void *)(t[r] + 64 * s));                                 \
             for (int c = 0; c < C; c++) a8[r * C + c] = _mm512_add_epi8(a8[r * C + c], _mm512_shuffle_epi8(tv, iv[c])); \
         }                                                                                                   \
@@ -826,30 +830,30 @@ T512 static void lut_correction_512u(const u32 *b, size_t W, int qmin, int32_t *
                                size_t NQ, __mmask64 last, int32_t *acc) {                                   \
         const __m512i lo = _mm512_set1_epi16(0xff);                                                         \
         const __mmask64 all = ~(__mmask64)0;                                                                \
-        __m512i ae[4 * C], ao[4 * C], a8[4 * C];                                                            \
-        for (int i = 0; i < 4 * C; i++) ae[i] = ao[i] = _mm512_setzero_si512();                             \
+        __m512i ae[LUT5_R * C], ao[LUT5_R * C], a8[LUT5_R * C];                                                            \
+        for (int i = 0; i < LUT5_R * C; i++) ae[i] = ao[i] = _mm512_setzero_si512();                             \
         size_t qf = q1 == NQ && last != all ? q1 - 1 : q1; /* quads read whole */                           \
         size_t q = q0;                                                                                      \
         for (; q + 4 <= qf; q += 4) { /* four lookups add in bytes, then widen */                           \
-            for (int i = 0; i < 4 * C; i++) a8[i] = _mm512_setzero_si512();                                 \
+            for (int i = 0; i < LUT5_R * C; i++) a8[i] = _mm512_setzero_si512();                                 \
             lut5_look_##C(a8, t, ix, q, all);                                                               \
             lut5_look_##C(a8, t, ix, q + 1, all);                                                           \
             lut5_look_##C(a8, t, ix, q + 2, all);                                                           \
             lut5_look_##C(a8, t, ix, q + 3, all);                                                           \
-            for (int i = 0; i < 4 * C; i++) {                                                               \
+            for (int i = 0; i < LUT5_R * C; i++) {                                                               \
                 ae[i] = _mm512_add_epi16(ae[i], _mm512_and_si512(a8[i], lo));                               \
                 ao[i] = _mm512_add_epi16(ao[i], _mm512_srli_epi16(a8[i], 8));                               \
             }                                                                                               \
         }                                                                                                   \
         for (; q < q1; q++) { /* the last 1-3 quads, the final one maybe part of a quad */                 \
-            for (int i = 0; i < 4 * C; i++) a8[i] = _mm512_setzero_si512();                                 \
+            for (int i = 0; i < LUT5_R * C; i++) a8[i] = _mm512_setzero_si512();                                 \
             lut5_look_##C(a8, t, ix, q, q + 1 == NQ ? last : all);                                          \
-            for (int i = 0; i < 4 * C; i++) {                                                               \
+            for (int i = 0; i < LUT5_R * C; i++) {                                                               \
                 ae[i] = _mm512_add_epi16(ae[i], _mm512_and_si512(a8[i], lo));                               \
                 ao[i] = _mm512_add_epi16(ao[i], _mm512_srli_epi16(a8[i], 8));                               \
             }                                                                                               \
         }                                                                                                   \
-        for (int i = 0; i < 4 * C; i++) { /* word w of lane j: row 2w (ae) / 2w + 1 (ao), group 4Q + j */  \
+        for (int i = 0; i < LUT5_R * C; i++) { /* word w of lane j: row 2w (ae) / 2w + 1 (ao), group 4Q + j */  \
             __m256i e = _mm256_add_epi16(_mm512_castsi512_si256(ae[i]), _mm512_extracti64x4_epi64(ae[i], 1)); \
             __m256i o = _mm256_add_epi16(_mm512_castsi512_si256(ao[i]), _mm512_extracti64x4_epi64(ao[i], 1)); \
             __m128i e2 = _mm_add_epi16(_mm256_castsi256_si128(e), _mm256_extracti128_si256(e, 1));          \
@@ -863,9 +867,10 @@ DEFINE_LUT5K(1)
 DEFINE_LUT5K(2)
 
 /* One task: rows [mb*LUT5_ROWS, ...) x weight-block pairs [p0, p1) (32 columns a pair; the last pair of
- * the matrix may be one 16-row block). Per 4 rows, K in chunks of LUT5_KQ quads: the 4 rows' tables
- * of a chunk (16 KB) stay in L1 while the chunk's weight nibbles of every pair stream from L2 (the
- * order that keeps the tables, the larger operand, in place), the sums in acc [pairs][4 rows][32]. */
+ * the matrix may be one 16-row block). Per LUT5_R rows, K in chunks of LUT5_KQ quads: those rows'
+ * tables of a chunk (12 KB for 2 rows) stay in L1 while the chunk's weight nibbles of every pair
+ * stream from L2 (the order that keeps the tables, the larger operand, in place); the sums in
+ * acc [pairs][LUT5_R rows][32]. */
 T512 static void lutblock_512u(const lowjob *J, size_t mb, size_t p0, size_t p1, int32_t *acc, uint8_t *own) {
     size_t NB = cdiv(J->N, 16), Sn = 2 * cdiv(J->K, 8), NQ = cdiv(Sn, 4), Sq = 4 * NQ;
     size_t mb0 = mb * LUT5_ROWS, m1 = mb0 + LUT5_ROWS < J->M ? mb0 + LUT5_ROWS : J->M;
@@ -873,17 +878,17 @@ T512 static void lutblock_512u(const lowjob *J, size_t mb, size_t p0, size_t p1,
     const uint8_t *T = J->Tu ? J->Tu + mb0 * Sq * 16 : own; /* the task's rows' tables */
     if (!J->Tu) /* built here, so they stay in this core's L2 instead of a trip through memory */
         for (size_t m = mb0; m < m1; m++) lut_tables_512u(J->X + m * J->Kp, J->K, J->qmin, Sq, own + (m - mb0) * Sq * 16);
-    for (size_t m0 = mb0; m0 < m1; m0 += 4) {
-        int rows = (int)(m1 - m0 < 4 ? m1 - m0 : 4);
-        const uint8_t *t[4];
-        for (int r = 0; r < 4; r++) t[r] = T + (m0 - mb0 + (r < rows ? r : rows - 1)) * Sq * 16;
-        memset(acc, 0, (p1 - p0) * 128 * sizeof(int32_t));
+    for (size_t m0 = mb0; m0 < m1; m0 += LUT5_R) {
+        int rows = (int)(m1 - m0 < LUT5_R ? m1 - m0 : LUT5_R);
+        const uint8_t *t[LUT5_R];
+        for (int r = 0; r < LUT5_R; r++) t[r] = T + (m0 - mb0 + (r < rows ? r : rows - 1)) * Sq * 16;
+        memset(acc, 0, (p1 - p0) * 32 * LUT5_R * sizeof(int32_t));
         for (size_t q0 = 0; q0 < NQ; q0 += LUT5_KQ) {
             size_t q1 = NQ - q0 < LUT5_KQ ? NQ : q0 + LUT5_KQ;
             for (size_t pr = p0; pr < p1; pr++) {
                 const uint8_t *ix[2] = {J->Bb + 2 * pr * J->Bq, J->Bb + (2 * pr + 1) * J->Bq};
-                if (2 * pr + 1 < NB) lut5k_2(t, ix, q0, q1, NQ, last, acc + (pr - p0) * 128);
-                else lut5k_1(t, ix, q0, q1, NQ, last, acc + (pr - p0) * 128);
+                if (2 * pr + 1 < NB) lut5k_2(t, ix, q0, q1, NQ, last, acc + (pr - p0) * 32 * LUT5_R);
+                else lut5k_1(t, ix, q0, q1, NQ, last, acc + (pr - p0) * 32 * LUT5_R);
             }
         }
         for (size_t pr = p0; pr < p1; pr++) {
@@ -897,7 +902,7 @@ T512 static void lutblock_512u(const lowjob *J, size_t mb, size_t p0, size_t p1,
                 __m512 bi = J->bias ? _mm512_maskz_loadu_ps(km, J->bias + n0) : _mm512_setzero_ps();
                 __m512i cb = _mm512_loadu_si512((const void *)(J->cb + n0)); /* 2 qmin B_n */
                 for (int r = 0; r < rows; r++) {
-                    __m512i a = _mm512_loadu_si512((const void *)(acc + (pr - p0) * 128 + (r * C + c) * 16));
+                    __m512i a = _mm512_loadu_si512((const void *)(acc + (pr - p0) * 32 * LUT5_R + (r * C + c) * 16));
                     __m512i dot = _mm512_sub_epi32(_mm512_add_epi32(_mm512_slli_epi32(a, 1), cb),
                                                    _mm512_set1_epi32(J->sx[m0 + r]));
                     __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), sc);
@@ -1714,7 +1719,7 @@ static int lowbit_run(const int8_t *x, const float *xf, const lsqp *qp, lsqrow_f
         ppt = cdiv(pairs, chunks < pairs ? chunks : pairs);
         nbt = cdiv(pairs, ppt);
         tasks = rb * nbt;
-        scratch = ppt * 128 * sizeof(int32_t);
+        scratch = ppt * 32 * LUT5_R * sizeof(int32_t);
         if (nbt > 1) failed |= !(J.Tu = Tu = balloc(M * Sq * 16));
         else scratch += LUT5_ROWS * Sq * 16;
     }
@@ -1760,7 +1765,7 @@ static int lowbit_run(const int8_t *x, const float *xf, const lsqp *qp, lsqrow_f
                 if (lut == LUT_AVX2) { lutblock_256(&J, t / nbt, t % nbt, (uint8_t *)we); continue; }
                 if (lut == LUT_AVX512) {
                     size_t p0 = t % nbt * ppt, p1 = p0 + ppt < cdiv(N, 32) ? p0 + ppt : cdiv(N, 32);
-                    lutblock_512u(&J, t / nbt, p0, p1, (int32_t *)we, (uint8_t *)we + ppt * 128 * sizeof(int32_t));
+                    lutblock_512u(&J, t / nbt, p0, p1, (int32_t *)we, (uint8_t *)we + ppt * 32 * LUT5_R * sizeof(int32_t));
                     continue;
                 }
 #endif
