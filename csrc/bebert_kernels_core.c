@@ -754,7 +754,7 @@ T256 static void lutblock_256(const lowjob *J, size_t mb, size_t nb32, uint8_t *
 }
 #endif
 
-#define LUT5_ROWS 32   /* rows of a task (their tables stay in L2 across the task's columns) */
+#define LUT5_ROWS 32   /* rows of a task (their tables, built in the task, stay in L2) */
 #ifndef LUT5_R
 #define LUT5_R 2       /* rows a kernel call: 3 R C vectors of sums; 2 measured ~10% faster than 4 (spills) */
 #endif

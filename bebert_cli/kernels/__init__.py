@@ -47,6 +47,7 @@ __all__ = [
     "lsq_linear",
     "lsq_quantize",
     "lowbit_kernel",
+    "lsq_uses_tables",
     "pack_sign_words",
     "pack_signs_u8",
     "prepare_binary_weight",
@@ -346,6 +347,14 @@ def set_lowbit_kernel(name: str) -> str:
     return prev["kernel"]
 
 
+def lsq_uses_tables(qmin: int, qmax: int) -> bool:
+    """Whether `lsq_linear` of this range runs the lookup-table kernel here (it then reads the weights'
+    `kernel_nibbles`, which the packed runtime builds at load time: built during the first forward,
+    between its transient buffers, they left glibc's heap ~100 MB larger at BERT-base size)."""
+    return (qmax - qmin <= 15 and _level >= 0 and _LEVELS[_level] == "avx512_vpopcntdq"
+            and (_lowbit_choice.get("kernel") or lowbit_kernel()["kernel"]) == "tables")
+
+
 def _lsq_range(step: float, qmin: int, qmax: int, *, int8: bool) -> None:
     if not qmin <= qmax or (int8 and not -128 <= qmin <= qmax <= 127):
         raise ValueError(f"LSQ range [{qmin}, {qmax}] is not {'within int8' if int8 else 'ordered'}")
@@ -380,10 +389,7 @@ def lsq_linear(
     if not _use_ext(x2, scale, *(() if bias is None else (bias,))):
         out = _ref.lsq_linear(x2, w.signs().to(x2.device), step, qmin, qmax, scale, bias)
         return out.reshape(*x.shape[:-1], w.N)
-    nibbles = 0  # the lookup-table kernel's weight layout, when it is the one that runs
-    if qmax - qmin <= 15 and _LEVELS[_level] == "avx512_vpopcntdq" and (
-            _lowbit_choice.get("kernel") or lowbit_kernel()["kernel"]) == "tables":
-        nibbles = w.kernel_nibbles().data_ptr()
+    nibbles = w.kernel_nibbles().data_ptr() if lsq_uses_tables(qmin, qmax) else 0
     out = torch.empty(x2.shape[0], w.N, dtype=torch.float32)
     _ext.lsq_linear(
         x2.data_ptr(), x2.shape[0], w.K, step, qmin, qmax, w.words.data_ptr(), nibbles, w.N, scale.data_ptr(),

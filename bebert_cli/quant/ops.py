@@ -95,6 +95,8 @@ def prepare_linear(layer, previous: KernelState | None = None) -> KernelState | 
             step = aq.step.detach().cpu().float()
             scale = scale * step
             lsq = (float(step), aq.qmin, aq.qmax)
+            if kernels.lsq_uses_tables(aq.qmin, aq.qmax):
+                w.kernel_nibbles()  # now, with the weights, not in the first forward
         bias = layer.bias.detach().cpu().float().contiguous() if layer.bias is not None else None
     return KernelState(w, scale.contiguous(), bias, kind, shift, version_key(layer), weight_key, lsq)
 

@@ -23,3 +23,32 @@ def test_key_mask_is_converted_once_per_mask_tensor_and_refreshed_after_an_in_pl
     mask[0, :, :, 3] = torch.finfo(torch.float32).min
     assert key_mask(mask).tolist()[0] == [True, True, True, False]
     assert key_mask(None) is None
+
+
+def test_lsq_layers_get_the_table_kernels_weight_layout_at_load_time():
+    """Where a 4-bit LSQ linear runs the AVX-512 lookup tables, `prepare_linear` builds the weights'
+    nibbles layout with the weights (load time), not inside the first forward; elsewhere it is not built."""
+    from bebert_cli import kernels
+    from bebert_cli.quant.layers import PackedLinear
+    from bebert_cli.quant.ops import prepare_linear
+    from bebert_cli.quant.quantizers import LsqActivation
+
+    def prepared(bits):
+        layer = PackedLinear(40, 24, True, LsqActivation(bits).eval(), runtime="packed")
+        return prepare_linear(layer).weight._nibbles is not None
+
+    if "avx512_vpopcntdq" not in kernels.available_backends():
+        assert not prepared(4)
+        return
+    prev_backend = kernels.set_backend("avx512_vpopcntdq")
+    prev = kernels.set_lowbit_kernel("tables")
+    try:
+        assert prepared(4) and not prepared(8)  # w1a8 runs VPDPBUSD: no second layout
+        kernels.set_lowbit_kernel("dot")
+        assert not prepared(4)
+        kernels.set_backend("avx2")
+        kernels.set_lowbit_kernel("tables")
+        assert not prepared(4)  # the AVX2 level builds its tables from the interleaved words
+    finally:
+        kernels.set_lowbit_kernel(prev)
+        kernels.set_backend(prev_backend)
