@@ -279,7 +279,7 @@ def lowbit_linear(
 
 # AVX-512, 4-bit LSQ ranges: two kernels with the same sums. "tables": lookup tables of partial sums
 # (VPSHUFB, weights in the nibbles layout); "dot": VPDPBUSD int8 dot products. Which is faster depends
-# on the core (Ice Lake server: tables ~2x; Zen 4 has two wide VNNI pipes), so it is measured.
+# on the core (Ice Lake server: tables 1.1-2.3x per linear; Zen 4 has two wide VNNI pipes), so it is measured.
 _LOWBIT_ENV = "BEBERT_LOWBIT_KERNEL"
 LOWBIT_KERNELS = ("tables", "dot")
 _lowbit_choice: dict = {}
@@ -350,7 +350,7 @@ def set_lowbit_kernel(name: str) -> str:
 def lsq_uses_tables(qmin: int, qmax: int) -> bool:
     """Whether `lsq_linear` of this range runs the lookup-table kernel here (it then reads the weights'
     `kernel_nibbles`, which the packed runtime builds at load time: built during the first forward,
-    between its transient buffers, they left glibc's heap ~100 MB larger at BERT-base size)."""
+    between its transient buffers, they left glibc's heap 60-120 MB larger at BERT-base size)."""
     return (qmax - qmin <= 15 and _level >= 0 and _LEVELS[_level] == "avx512_vpopcntdq"
             and (_lowbit_choice.get("kernel") or lowbit_kernel()["kernel"]) == "tables")
 
