@@ -756,7 +756,7 @@ T256 static void lutblock_256(const lowjob *J, size_t mb, size_t nb32, uint8_t *
 
 #define LUT5_ROWS 32   /* rows of a task (their tables, built in the task, stay in L2) */
 #ifndef LUT5_R
-#define LUT5_R 2       /* rows a kernel call: 3 R C vectors of sums; 2 measured ~10% faster than 4 (spills) */
+#define LUT5_R 2       /* rows a kernel call: 3 R C vectors of sums; 2 measured 10-15% faster than 4 (spills) */
 #endif
 #define LUT5_KQ 96     /* quads of K a pass over the columns (96 measured better than 64 or 192; u16 sums <= 96 * 60) */
 
@@ -774,7 +774,7 @@ T256 static void lutblock_256(const lowjob *J, size_t mb, size_t nb32, uint8_t *
  * four lookups add in bytes (<= 240), then the even and odd bytes widen into u16 by a mask and a
  * shift (not VPMOVZX or unpacks: those compete with VPSHUFB for the one shuffle port of Intel
  * cores). The 4 lanes (groups mod 4) are summed once per pass over K. On Ice Lake server (one
- * thread, benchmarks/bench_lowbit.py: quantization, tables, GEMM and epilogue) 1.05-2.1x VPDPBUSD at
+ * thread, benchmarks/bench_lowbit.py: quantization, tables, GEMM and epilogue) 1.05-2.3x VPDPBUSD at
  * every BERT-base / MiniLM linear shape; the caller measures which is faster (docs/performance.md). */
 
 
@@ -1792,7 +1792,7 @@ static int lsq_ok(float step, int qmin, int qmax) {
 }
 
 /* AVX-512: 4-bit ranges by the unsigned lookup tables (1) or VPDPBUSD (0); the faster depends on the
- * CPU (Ice Lake server: tables ~2x; Zen 4 has two 512-bit VNNI pipes), so the caller measures and sets. */
+ * CPU (Ice Lake server: tables 1.05-2.3x; Zen 4 has two 512-bit VNNI pipes), so the caller measures and sets. */
 static int g_lut512 = 1;
 void bb_set_lowbit_lut(int on) { g_lut512 = on ? 1 : 0; }
 int bb_lowbit_lut(void) { return g_lut512; }
