@@ -26,7 +26,9 @@ OMP_NUM_THREADS before torch is imported, and torch.set_num_threads):
     - `packed 1-1-1 unfused`: the same checkpoint after `fused_layer.uninstall`: every binary
       linear and the Bi-Attention as separate kernels on float tensors;
     - `packed w1a4`, `packed w1a8`: the same pipeline with recipes w1a4 / w1a8 (binary weights,
-      4- / 8-bit LSQ activations, softmax attention);
+      4- / 8-bit LSQ activations, softmax attention; their layers fused too, `quant/fused_lsq.py`);
+    - `packed w1a4 unfused`: the w1a4 checkpoint after `fused_layer.uninstall` (each linear and the
+      attention reached through transformers' modules);
     - `ensemble 2x w1a4`: an ensemble directory (`bebert_cli/ensemble/model.py`) of two packed w1a4
       members (different random weights), `load_ensemble(runtime="packed")`; the report also gives
       its cost relative to two w1a4 forwards;
@@ -88,7 +90,7 @@ TORCH_ROWS = ["fp32 eager", "fp32 sdpa", "int8 dynamic"]
 ORT_ROWS = ["ORT fp32", "ORT int8"]
 # packed rows, each run once per backend: row -> the checkpoint directory it loads
 PACKED_ROWS = {"packed 1-1-1": "packed", "packed 1-1-1 unfused": "packed", "packed w1a4": "w1a4",
-               "packed w1a8": "w1a8", "ensemble 2x w1a4": "ensemble"}
+               "packed w1a4 unfused": "w1a4", "packed w1a8": "w1a8", "ensemble 2x w1a4": "ensemble"}
 RECIPE_DIRS = {"packed": "bibert", "w1a4": "w1a4", "w1a8": "w1a8"}
 MEMORY_ROWS = ["fp32 eager", "int8 dynamic", "ORT fp32", "ORT int8", "packed 1-1-1", "packed w1a4", "packed w1a8",
                "ensemble 2x w1a4"]
@@ -171,7 +173,7 @@ def load(kind: str, paths: dict):
 
             return load_ensemble(paths["ensemble"], runtime="packed")
         model = load_packed(paths[PACKED_ROWS[kind]], runtime="packed")
-        if kind.endswith("unfused"):  # the packed runtime without the fused BiBERT layer (bench only)
+        if kind.endswith("unfused"):  # the packed runtime without the fused layers (bench only)
             fused_layer.uninstall(model)
         return model
     attn = "eager" if kind == "fp32 eager" else "sdpa"
@@ -254,7 +256,7 @@ def ort_check(sessions: dict, fp32_model, batch: dict) -> dict:
 
 # The kernel entry points a packed forward calls, by what they compute: the fused 1-1-1 layer calls
 # binary_gemm / bi_attention_bits, the unfused one binary_linear / bi_attention; w1a4 / w1a8 call
-# lsq_linear (LSQ-quantizing linears) and, for the softmax attention, lsq_attention_scores /
+# lsq_linear (LSQ-quantizing linears; the fused layer its LsqGemm objects) and, for the softmax attention, lsq_attention_scores /
 # lsq_attention_context (packed format 3: both products on the integers) or lsq_quantize (format 2:
 # the Q/K/V/P quantizers, the products in torch float).
 KERNEL_GROUPS = {"binary_gemm": "linears", "binary_linear": "linears", "lsq_linear": "linears",
@@ -272,7 +274,8 @@ def profile_packed(model, batch: dict, repeats: int) -> dict:
     groups = {name: g for name, g in KERNEL_GROUPS.items() if hasattr(kernels, name)}
     spent = {"linears": 0.0, "attention": 0.0}
     originals = {name: getattr(kernels, name) for name in groups}
-    gemm_call, depth = kernels.BinaryGemm.__call__, [0]  # the fused layer calls its BinaryGemm objects
+    gemm_call, depth = kernels.BinaryGemm.__call__, [0]  # the fused layers call their GEMM objects
+    lsq_call = kernels.LsqGemm.__call__
 
     def wrap(name, fn=None):
         fn = fn or originals[name]
@@ -292,6 +295,7 @@ def profile_packed(model, batch: dict, repeats: int) -> dict:
     totals = []
     try:
         kernels.BinaryGemm.__call__ = wrap("binary_gemm", gemm_call)
+        kernels.LsqGemm.__call__ = wrap("lsq_linear", lsq_call)
         for name in groups:
             setattr(kernels, name, wrap(name))
         with torch.inference_mode():
@@ -302,7 +306,7 @@ def profile_packed(model, batch: dict, repeats: int) -> dict:
                 model(**batch)
                 totals.append((time.perf_counter() - t0) * 1e3)
     finally:
-        kernels.BinaryGemm.__call__ = gemm_call
+        kernels.BinaryGemm.__call__, kernels.LsqGemm.__call__ = gemm_call, lsq_call
         for name, fn in originals.items():
             setattr(kernels, name, fn)
     total = sum(totals) / len(totals)
@@ -330,7 +334,7 @@ def kernel_call_overhead(model, batch: dict, repeats: int) -> dict:
         return {}
     names = tuple(n for n in KERNEL_GROUPS if hasattr(kernels, n))
     originals, real_ext = {n: getattr(kernels, n) for n in names}, kernels._ext
-    gemm_call = kernels.BinaryGemm.__call__  # what the fused layer calls
+    gemm_call, lsq_call = kernels.BinaryGemm.__call__, kernels.LsqGemm.__call__  # what the fused layers call
     acc = {"calls": 0, "wrapper_s": 0.0, "c_s": 0.0, "depth": 0}
 
     def wrap(fn):
@@ -361,7 +365,7 @@ def kernel_call_overhead(model, batch: dict, repeats: int) -> dict:
             return timed if callable(fn) else fn
 
     try:
-        kernels.BinaryGemm.__call__ = wrap(gemm_call)
+        kernels.BinaryGemm.__call__, kernels.LsqGemm.__call__ = wrap(gemm_call), wrap(lsq_call)
         for n in names:
             setattr(kernels, n, wrap(originals[n]))
         kernels._ext = TimedExt()
@@ -372,7 +376,7 @@ def kernel_call_overhead(model, batch: dict, repeats: int) -> dict:
                 model(**batch)
     finally:
         kernels._ext = real_ext
-        kernels.BinaryGemm.__call__ = gemm_call
+        kernels.BinaryGemm.__call__, kernels.LsqGemm.__call__ = gemm_call, lsq_call
         for n, fn in originals.items():
             setattr(kernels, n, fn)
     calls = acc["calls"] / repeats

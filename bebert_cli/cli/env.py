@@ -22,7 +22,7 @@ def env_command(json_out: opt.JsonOut = False, quiet: opt.Quiet = False):
         ["kernel backend", f"{k['backend']} ({k['reason']})"], ["backends available", ", ".join(k["available"])],
         *([["4-bit linears (w1a4)", _lowbit(k["lowbit_kernel"])]] if "lowbit_kernel" in k else []),
         ["OpenMP", {True: "yes", False: "no (single-threaded kernels)"}.get(k.get("openmp"), "n/a")],
-        ["fused BiBERT layers", "on" if k["fused_layers"] else "off (BEBERT_FUSED_LAYERS)"],
+        ["fused layers (BiBERT, w1a4, w1a8)", "on" if k["fused_layers"] else "off (BEBERT_FUSED_LAYERS)"],
         ["threads", f"{t['torch_threads']} torch, {t['cpu_count']} CPUs, OMP_NUM_THREADS={t['OMP_NUM_THREADS'] or 'unset'}"],
         ["OMP_WAIT_POLICY", t["OMP_WAIT_POLICY"]],
         ["one-thread packed forwards", _serial(t["serial_max_tokens"])],

@@ -32,6 +32,7 @@ from ._reference import pack_sign_words, pack_signs_u8, sign_pm1
 
 __all__ = [
     "BinaryGemm",
+    "LsqGemm",
     "PackedWeight",
     "available_backends",
     "backend",
@@ -378,24 +379,52 @@ def lsq_linear(
 
     q is computed as torch computes LsqActivation's integers (float32 division, round half to even),
     so y equals ``lowbit_linear(q.to(int8), ...)`` bit for bit (NaN inputs excepted: q has none).
-    ``step`` is the quantizer's float32 step as a Python float (finite, nonzero); the range must fit int8."""
-    _check(x, "x", torch.float32)
-    if x.dim() == 0 or x.shape[-1] != w.K:
-        raise ValueError(f"x last dim must be K={w.K}, got shape {tuple(x.shape)}")
-    step, qmin, qmax = float(step), int(qmin), int(qmax)
-    _lsq_range(step, qmin, qmax, int8=True)
-    scale, bias = _check_vec(scale, "scale", w.N), _check_vec(bias, "bias", w.N)
-    x2 = x.detach().reshape(-1, w.K).contiguous()
-    if not _use_ext(x2, scale, *(() if bias is None else (bias,))):
-        out = _ref.lsq_linear(x2, w.signs().to(x2.device), step, qmin, qmax, scale, bias)
-        return out.reshape(*x.shape[:-1], w.N)
-    nibbles = w.kernel_nibbles().data_ptr() if lsq_uses_tables(qmin, qmax) else 0
-    out = torch.empty(x2.shape[0], w.N, dtype=torch.float32)
-    _ext.lsq_linear(
-        x2.data_ptr(), x2.shape[0], w.K, step, qmin, qmax, w.words.data_ptr(), nibbles, w.N, scale.data_ptr(),
-        0 if bias is None else bias.data_ptr(), out.data_ptr(), _level, _threads(num_threads),
-    )  # fmt: skip
-    return out.reshape(*x.shape[:-1], w.N)
+    ``step`` is the quantizer's float32 step as a Python float (finite, nonzero); the range must fit int8.
+    Calling one layer many times: ``LsqGemm`` checks its weight, range, scale and bias once."""
+    return LsqGemm(w, step, qmin, qmax, scale, bias)(x, num_threads=num_threads)
+
+
+class LsqGemm:
+    """``lsq_linear`` of one layer with its weight, LSQ range, scale and bias checked and their pointers
+    taken once (the fused w1a4 / w1a8 layer keeps one per linear: at batch 1 the checks cost about as
+    much as a small GEMM), so that a call checks only its input. Same results as ``lsq_linear``."""
+
+    __slots__ = ("w", "step", "qmin", "qmax", "scale", "bias", "_cpu", "_w_ptr", "_s_ptr", "_b_ptr", "_nib_ptr")
+
+    def __init__(self, w: PackedWeight, step: float, qmin: int, qmax: int, scale: torch.Tensor,
+                 bias: torch.Tensor | None = None):
+        if not isinstance(w, PackedWeight):
+            raise TypeError(f"w must be a PackedWeight (prepare_binary_weight), got {type(w).__name__}")
+        self.w, self.step, self.qmin, self.qmax = w, float(step), int(qmin), int(qmax)
+        _lsq_range(self.step, self.qmin, self.qmax, int8=True)
+        self.scale, self.bias = _check_vec(scale, "scale", w.N), _check_vec(bias, "bias", w.N)
+        self._cpu = all(t.device.type == "cpu" for t in (w.words, self.scale, self.bias) if t is not None)
+        self._w_ptr, self._s_ptr = w.words.data_ptr(), self.scale.data_ptr()
+        self._b_ptr = 0 if self.bias is None else self.bias.data_ptr()
+        self._nib_ptr = 0  # the nibbles layout's, taken when a call first runs the lookup tables
+
+    def __call__(self, x: torch.Tensor, *, num_threads: int | None = None) -> torch.Tensor:
+        """See ``lsq_linear``."""
+        _check(x, "x", torch.float32)
+        w = self.w
+        if x.dim() == 0 or x.shape[-1] != w.K:
+            raise ValueError(f"x last dim must be K={w.K}, got shape {tuple(x.shape)}")
+        x2 = x.detach().reshape(-1, w.K)
+        if not x2.is_contiguous():
+            x2 = x2.contiguous()
+        if not (_level >= 0 and self._cpu and x2.is_cpu) and not (self._cpu and _use_ext(x2)):
+            out = _ref.lsq_linear(x2, w.signs().to(x2.device), self.step, self.qmin, self.qmax, self.scale, self.bias)
+            return out.reshape(*x.shape[:-1], w.N)
+        nib = 0
+        if lsq_uses_tables(self.qmin, self.qmax):
+            nib = self._nib_ptr or w.kernel_nibbles().data_ptr()
+            self._nib_ptr = nib
+        out = torch.empty(x2.shape[0], w.N, dtype=torch.float32)
+        _ext.lsq_linear(
+            x2.data_ptr(), x2.shape[0], w.K, self.step, self.qmin, self.qmax, self._w_ptr, nib, w.N, self._s_ptr,
+            self._b_ptr, out.data_ptr(), _level, _threads(num_threads),
+        )  # fmt: skip
+        return out if x.dim() == 2 else out.reshape(*x.shape[:-1], w.N)
 
 
 def _dense_order(x: torch.Tensor) -> list[int] | None:

@@ -122,6 +122,27 @@ def _lsq_range(quant: LsqActivation) -> tuple[float, int, int]:
     return float(quant.step), quant.qmin, quant.qmax
 
 
+_CONSTANTS_ATTR = "_bebert_integer_constants"
+
+
+def _integer_constants(aq: AttentionQuant, scaling: float) -> tuple:
+    """(q, k, p, v ranges, scores scale, output scale) of `_packed_integer_products`, computed once and
+    kept on `aq` until a step changes (in place or replaced) or `scaling` does: at batch 1 these small
+    tensor ops and float() reads cost ~10 us a layer. The same float32 values as computing them each call."""
+    quants = (aq.q_quant, aq.k_quant, aq.p_quant, aq.v_quant)
+    key = (scaling, *(ops.tensor_key(m._parameters["step"]) for m in quants))
+    hit = aq.__dict__.get(_CONSTANTS_ATTR)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    q, k, p, v = quants
+    with torch.no_grad():
+        c_scores = float(product_scale(q.step, k.step, scaling))
+        c_out = float(product_scale(p.step, v.step))
+    constants = (_lsq_range(q), _lsq_range(k), _lsq_range(p), _lsq_range(v), c_scores, c_out)
+    aq.__dict__[_CONSTANTS_ATTR] = (key, constants)
+    return constants
+
+
 def _packed_integer_products(aq: AttentionQuant, query, key, value, attention_mask, scaling):
     """`_integer_products` in eval on the integer kernels, bit for bit: Q, K and V are read where they
     lie and quantized inside the kernels, so no quantized float copy is written; the scores are scaled
@@ -129,16 +150,15 @@ def _packed_integer_products(aq: AttentionQuant, query, key, value, attention_ma
     the [B, L, H, D] layout the caller wants (no transpose copy)."""
     if not all(t.dtype == torch.float32 and (t.shape[-1] <= 1 or t.stride(-1) == 1) for t in (query, key, value)):
         return _integer_products(None, aq, query, key, value, attention_mask, scaling, 0.0)
-    c_scores = float(product_scale(aq.q_quant.step, aq.k_quant.step, scaling))
-    scores = kernels.lsq_attention_scores(query, key, _lsq_range(aq.q_quant), _lsq_range(aq.k_quant), c_scores)
+    q_range, k_range, p_range, v_range, c_scores, c_out = _integer_constants(aq, scaling)
+    scores = kernels.lsq_attention_scores(query, key, q_range, k_range, c_scores)
     if attention_mask is not None:
         if attention_mask.dtype == scores.dtype and torch.broadcast_shapes(scores.shape, attention_mask.shape) == scores.shape:
             scores.add_(attention_mask)
         else:
             scores = scores + attention_mask
     weights = torch.ops.aten._softmax.out(scores, -1, False, out=scores)  # row by row: out may be its input
-    c_out = float(product_scale(aq.p_quant.step, aq.v_quant.step))
-    out = kernels.lsq_attention_context(weights, value, _lsq_range(aq.p_quant), _lsq_range(aq.v_quant), c_out)
+    out = kernels.lsq_attention_context(weights, value, p_range, v_range, c_out)
     return out, (weights if collecting_inner_outputs() else None)
 
 

@@ -14,7 +14,8 @@ Every float that survives is computed exactly as before, so the outputs are iden
 where it is exact: eval mode, no autograd, CPU float32, compiled kernels, BiBERT attention, sign
 activations on all six linears, an FFN defined by sign(y) (format 2), no hooks inside the layer (so transformers'
 attention recorders keep working), no cache or cross-attention. Anything else takes the layer's own forward.
-Set BEBERT_FUSED_LAYERS=0 to turn it off.
+Set BEBERT_FUSED_LAYERS=0 to turn it off (it also turns off the fused w1a4 / w1a8 layer of
+`fused_lsq.py`, which this module's `FusedForward` runs for those recipes' layers).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 
 import torch
 
+from bebert_cli.quant import fused_lsq
 from bebert_cli.quant.recording import collecting_inner_outputs
 
 _SUBMODULES = ("attention", "attention.self", "attention.output", "intermediate", "output")
@@ -43,14 +45,21 @@ class _Parts:
     def __init__(self, layer):
         s = layer.attention.self
         self.linears = _linears(layer)
+        self.act = layer.intermediate.intermediate_act_fn
         self.hooked = tuple(layer.get_submodule(name) for name in _SUBMODULES) + self.linears
+        if isinstance(self.act, torch.nn.Module):  # its hooks need it to run (BiBERT's path runs no activation)
+            self.hooked += (self.act,)
         self.attn_quant = s.bebert_attn
         self.heads, self.head_size = s.num_attention_heads, s.attention_head_size
+        self.scaling = getattr(s, "scaling", s.attention_head_size**-0.5)
+        self.config = s.config
         self.attn_norm, self.out_norm = layer.attention.output.LayerNorm, layer.output.LayerNorm
+        self.gelu_in_place = fused_lsq.gelu_in_place(self.act)
 
 
-def fusable(layer) -> bool:
-    """Whether `layer` has the shape of a packed BiBERT BertLayer that the fused forward computes."""
+def fusion_kind(layer) -> str | None:
+    """Which fused forward computes `layer`: "bi" (a packed BiBERT BertLayer), "lsq" (a packed w1a4 /
+    w1a8 one, `fused_lsq.py`), or None (the layer keeps its own forward)."""
     from bebert_cli.quant.ffn_sign import SignOfInput
     from bebert_cli.quant.layers import PackedLinear
 
@@ -58,19 +67,25 @@ def fusable(layer) -> bool:
         s, linears = layer.attention.self, _linears(layer)
         aq = s.bebert_attn
     except AttributeError:
-        return False
+        return None
     hidden = s.query.in_features
-    return (
-        aq.mode == "bi"
-        and all(isinstance(m, PackedLinear) for m in linears)
-        and all((m.bias is None) == (s.query.bias is None) for m in linears[:3])
-        and not getattr(layer, "is_decoder", False)
-        and not hasattr(layer, "crossattention")
-        and getattr(layer, "chunk_size_feed_forward", 0) == 0
-        and s.attention_head_size % 32 == 0
-        and s.num_attention_heads * s.attention_head_size == hidden
-        and isinstance(layer.intermediate.intermediate_act_fn, SignOfInput)
-    )
+    if not (all(isinstance(m, PackedLinear) for m in linears)
+            and not getattr(layer, "is_decoder", False)
+            and not hasattr(layer, "crossattention")
+            and getattr(layer, "chunk_size_feed_forward", 0) == 0
+            and s.num_attention_heads * s.attention_head_size == hidden):
+        return None
+    if (aq.mode == "bi"
+            and all((m.bias is None) == (s.query.bias is None) for m in linears[:3])
+            and s.attention_head_size % 32 == 0
+            and isinstance(layer.intermediate.intermediate_act_fn, SignOfInput)):
+        return "bi"
+    return "lsq" if fused_lsq.fusable(aq, linears) else None
+
+
+def fusable(layer) -> bool:
+    """Whether `layer` has the shape of a packed BertLayer that a fused forward computes."""
+    return fusion_kind(layer) is not None
 
 
 class FusedForward:
@@ -78,6 +93,7 @@ class FusedForward:
 
     def __init__(self, layer):
         self.layer = layer
+        self.kind = fusion_kind(layer)
         self.parts = _Parts(layer)
         self._gemms = None
 
@@ -85,7 +101,10 @@ class FusedForward:
         layer = self.layer
         out = None
         if encoder_hidden_states is None and not args and self._can_fuse(hidden_states, kwargs):
-            out = _fused_forward(self, hidden_states, attention_mask)
+            if self.kind == "bi":
+                out = _fused_forward(self, hidden_states, attention_mask)
+            else:
+                out = fused_lsq.fused_forward(self, hidden_states, attention_mask)
         if out is None:
             return type(layer).forward(layer, hidden_states, attention_mask, encoder_hidden_states, *args, **kwargs)
         return out
@@ -99,7 +118,7 @@ class FusedForward:
             return False
         if hidden_states.device.type != "cpu" or hidden_states.dtype != torch.float32:
             return False
-        if kwargs.get("past_key_values") is not None or kwargs.get("encoder_attention_mask") is not None:
+        if any(kwargs.get(name) is not None for name in ("past_key_values", "cache", "encoder_attention_mask")):
             return False
         if kwargs.get("output_attentions"):
             return False
@@ -112,14 +131,17 @@ class FusedForward:
                 return False
         return self.parts.attn_quant.runtime == "packed" and all(m.runtime == "packed" for m in self.parts.linears)
 
-    def gemms(self, states) -> "_Gemms":
-        if self._gemms is None or any(a is not b for a, b in zip(self._gemms.states, states)):
-            self._gemms = _Gemms(states)  # (re)built when a layer's prepared kernel state changed
+    def gemms(self, states, kind=None):
+        """The layer's GEMM objects (`_Gemms`, or `kind`) for these kernel states, kept while they are current."""
+        kind = kind or _Gemms
+        if (self._gemms is None or type(self._gemms) is not kind
+                or any(a is not b for a, b in zip(self._gemms.states, states))):
+            self._gemms = kind(states)  # (re)built when a layer's prepared kernel state changed
         return self._gemms
 
 
 def install(model) -> int:
-    """Give every fusable layer of `model` the fused forward; returns how many."""
+    """Give every fusable layer of `model` its fused forward; returns how many."""
     from bebert_cli.families import FAMILIES
 
     fam = FAMILIES.get(getattr(getattr(model, "config", None), "model_type", None))

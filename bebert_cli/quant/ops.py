@@ -57,8 +57,10 @@ def _version(t: torch.Tensor) -> int:
     return -1 if t.is_inference() else t._version
 
 
-def _key(t) -> tuple | None:
+def tensor_key(t) -> tuple | None:
+    """(identity, version): changes when the tensor is replaced or written in place."""
     return (id(t), _version(t)) if t is not None else None
+
 
 
 def version_key(layer) -> tuple:
@@ -70,7 +72,7 @@ def version_key(layer) -> tuple:
         tensors += [aq._parameters["alpha"], aq._parameters["beta"]]
     elif isinstance(aq, LsqActivation):
         tensors.append(aq._parameters["step"])
-    return tuple(map(_key, tensors))
+    return tuple(map(tensor_key, tensors))
 
 
 def prepare_linear(layer, previous: KernelState | None = None) -> KernelState | None:
@@ -79,7 +81,7 @@ def prepare_linear(layer, previous: KernelState | None = None) -> KernelState | 
     if kind is None:
         return None
     aq = layer.act_quant
-    weight_key = _key(layer.weight_packed)
+    weight_key = tensor_key(layer.weight_packed)
     with torch.no_grad():
         if previous is not None and previous.weight_key == weight_key:
             w = previous.weight

@@ -1,7 +1,7 @@
 """Whether transformers is recording what modules inside the encoder layers return.
 
 transformers 5 collects `output_attentions` / other inner outputs through forward hooks and a
-context variable (`utils.output_capturing`). The packed runtime's shortcuts (the fused BiBERT layer,
+context variable (`utils.output_capturing`). The packed runtime's shortcuts (the fused layers,
 the in-place softmax attention) skip or overwrite what such a recording would read, so they ask here
 first. Unknown transformers internals count as "recording": the shortcut is then not taken.
 """

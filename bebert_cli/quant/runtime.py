@@ -1,9 +1,9 @@
 """Switching a packed model between runtimes.
 
 "simulated" unpacks the signs and runs the same float ops as training (bit-identical to the trained
-student); "packed" routes PackedLinear and Bi-Attention through the bit kernels (`ops.py`) and gives
-every eligible BiBERT layer the fused forward (`fused_layer.py`) and the other recipes' FFN an
-in-place GELU (`inplace_act.py`). Both give the same outputs bit for bit; only the speed differs.
+student); "packed" routes PackedLinear and Bi-Attention through the bit kernels (`ops.py`), gives w1a4 /
+w1a8 FFNs an in-place GELU (`inplace_act.py`), and every eligible BiBERT, w1a4 or w1a8 layer a
+fused forward (`fused_layer.py`, `fused_lsq.py`). Both give the same outputs bit for bit; only the speed differs.
 Small forwards may run on one thread (`serial.py`).
 """
 
@@ -40,6 +40,6 @@ def prepare_packed_runtime(model) -> None:
         if isinstance(m, PackedLinear):
             m.drop_kernel_state()
             m.kernel_state()
-    install(model)  # BiBERT layers then run bits end to end (identical outputs, see fused_layer)
     inplace_act.install(model)  # w1a4 / w1a8: GELU over the up-projection's output (the same bits)
+    install(model)  # fused layers (after the GELU above, which they call): identical outputs, see fused_layer
     serial.install(model)  # small forwards on one thread under a passive OpenMP wait policy

@@ -46,7 +46,8 @@ def test_every_row_once_per_backend_with_ratios(bench):
     results, proc, _ = bench
     compiled = [b for b in kernels.available_backends() if b != "torch"]
     assert results["meta"]["backends"] == compiled
-    packed = ["packed 1-1-1", "packed 1-1-1 unfused", "packed w1a4", "packed w1a8", "ensemble 2x w1a4"]
+    packed = ["packed 1-1-1", "packed 1-1-1 unfused", "packed w1a4", "packed w1a4 unfused", "packed w1a8",
+              "ensemble 2x w1a4"]
     expected = ["fp32 eager", "fp32 sdpa", "int8 dynamic"] + (["ORT fp32", "ORT int8"] if HAVE_ORT else [])
     expected += [f"{row} [{b}]" for b in compiled for row in packed]
     for inp in ("2x16", "1x8"):

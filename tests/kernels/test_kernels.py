@@ -190,6 +190,11 @@ def test_lsq_linear_is_the_quantizer_then_lowbit_linear(any_backend, lowbit_kern
             for b in (None, bias):
                 y = bk.lsq_linear(x, w, float(aq.step.detach()), aq.qmin, aq.qmax, scale, b)
                 assert torch.equal(y, ref.lowbit_linear(q.to(torch.int8), sw, scale, b)), (bits, step, M, N)
+            # one LsqGemm called again (its pointers kept), and on a 3-D view: the same bits
+            gemm = bk.LsqGemm(w, float(aq.step.detach()), aq.qmin, aq.qmax, scale, bias)
+            for _ in range(2):
+                assert torch.equal(gemm(x), y)
+            assert torch.equal(gemm(x.view(1, M, K)), y.view(1, M, N))
 
 
 @pytest.mark.parametrize("shape", [(5,), (3, 17), (2, 3, 40, 64), (1, 2, 128, 128)])
@@ -303,6 +308,12 @@ def test_validation():
         bk.lsq_linear(torch.randn(2, 10), w, 0.0, -8, 7, torch.ones(4))
     with pytest.raises(ValueError):
         bk.lsq_linear(torch.randn(2, 11), w, 0.1, -8, 7, torch.ones(4))
+    with pytest.raises(TypeError):
+        bk.LsqGemm(w.words, 0.1, -8, 7, torch.ones(4))
+    with pytest.raises(ValueError, match="within int8"):
+        bk.LsqGemm(w, 0.1, -200, 7, torch.ones(4))
+    with pytest.raises(TypeError):
+        bk.LsqGemm(w, 0.1, -8, 7, torch.ones(4))(torch.randn(2, 10, dtype=torch.float64))
     with pytest.raises(TypeError):
         bk.lsq_quantize(torch.randn(2, 10, dtype=torch.float64), 0.1, -8, 7)
     with pytest.raises(TypeError):
