@@ -349,11 +349,15 @@ def set_lowbit_kernel(name: str) -> str:
 
 
 def lsq_uses_tables(qmin: int, qmax: int) -> bool:
-    """Whether `lsq_linear` of this range runs the lookup-table kernel here (it then reads the weights'
-    `kernel_nibbles`, which the packed runtime builds at load time: built during the first forward,
-    between its transient buffers, they left glibc's heap 60-120 MB larger at BERT-base size)."""
-    return (qmax - qmin <= 15 and _level >= 0 and _LEVELS[_level] == "avx512_vpopcntdq"
-            and (_lowbit_choice.get("kernel") or lowbit_kernel()["kernel"]) == "tables")
+    """Whether `lsq_linear` of this range runs a lookup-table kernel here: any 4-bit range on AVX2 (the
+    only 4-bit kernel there), on AVX-512 where the tables measured faster than VPDPBUSD. It then reads
+    the weights' `kernel_nibbles`, which the packed runtime builds at load time (built during the first
+    forward, between its transient buffers, they left glibc's heap 60-120 MB larger at BERT-base size)."""
+    if qmax - qmin > 15 or _level < 0:
+        return False
+    level = _LEVELS[_level]
+    return level == "avx2" or (level == "avx512_vpopcntdq"
+                               and (_lowbit_choice.get("kernel") or lowbit_kernel()["kernel"]) == "tables")
 
 
 def _lsq_range(step: float, qmin: int, qmax: int, *, int8: bool) -> None:

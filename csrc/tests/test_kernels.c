@@ -345,10 +345,10 @@ static void lsq_linear_cases(void) {
         lsq_linear_case(PICK(MS), c < 14 ? KS[c] : PICK(KS), PICK(NS), PICK(STEPS), r[0], r[1], c % 2);
     }
     lsq_linear_case(300, 130, 40, 0.05f, -128, 127, 1); /* 128-row blocks, K % 4 != 0 */
-    lsq_linear_case(150, 384, 33, 0.11f, -8, 7, 0);  /* AVX2: lookup tables, several 32-row tasks */
-    lsq_linear_case(3, 4500, 40, 0.0625f, -8, 7, 1); /* AVX2 lookup tables: int16 -> int32 flushes */
-    /* AVX-512 unsigned tables: a quad that ends the weight block (K / 8 odd), groups past K, one
-     * 16-row block left at the end, any 4-bit range, u16 -> int32 flushes (K > 16384) */
+    lsq_linear_case(150, 384, 33, 0.11f, -8, 7, 0);  /* lookup tables: several 32-row tasks */
+    lsq_linear_case(3, 4500, 40, 0.0625f, -8, 7, 1); /* AVX2 tables: u16 -> int32 every 192 pairs of K */
+    /* unsigned tables (AVX2 and AVX-512): a quad that ends the weight block (K / 8 odd), groups past K,
+     * one 16-row block left at the end, any 4-bit range, AVX-512's u16 -> int32 flushes (K > 16384) */
     lsq_linear_case(37, 40, 48, 0.25f, 0, 15, 1);
     lsq_linear_case(70, 100, 16, 0.37f, -3, 12, 0);
     lsq_linear_case(5, 1000, 81, 0.11f, -8, 7, 1);

@@ -26,8 +26,9 @@ def test_key_mask_is_converted_once_per_mask_tensor_and_refreshed_after_an_in_pl
 
 
 def test_lsq_layers_get_the_table_kernels_weight_layout_at_load_time():
-    """Where a 4-bit LSQ linear runs the AVX-512 lookup tables, `prepare_linear` builds the weights'
-    nibbles layout with the weights (load time), not inside the first forward; elsewhere it is not built."""
+    """Where a 4-bit LSQ linear runs lookup tables (AVX2 always, AVX-512 where they measured faster),
+    `prepare_linear` builds the weights' nibbles layout with the weights (load time), not inside the
+    first forward; elsewhere (8 bits, VPDPBUSD, scalar, NEON) it is not built."""
     from bebert_cli import kernels
     from bebert_cli.quant.layers import PackedLinear
     from bebert_cli.quant.ops import prepare_linear
@@ -37,18 +38,24 @@ def test_lsq_layers_get_the_table_kernels_weight_layout_at_load_time():
         layer = PackedLinear(40, 24, True, LsqActivation(bits).eval(), runtime="packed")
         return prepare_linear(layer).weight._nibbles is not None
 
-    if "avx512_vpopcntdq" not in kernels.available_backends():
-        assert not prepared(4)
-        return
-    prev_backend = kernels.set_backend("avx512_vpopcntdq")
-    prev = kernels.set_lowbit_kernel("tables")
+    backends = kernels.available_backends()
+    prev_backend = kernels.backend()
     try:
-        assert prepared(4) and not prepared(8)  # w1a8 runs VPDPBUSD: no second layout
-        kernels.set_lowbit_kernel("dot")
-        assert not prepared(4)
-        kernels.set_backend("avx2")
-        kernels.set_lowbit_kernel("tables")
-        assert not prepared(4)  # the AVX2 level builds its tables from the interleaved words
+        for name in ("scalar", "neon", "torch"):
+            if name in backends:
+                kernels.set_backend(name)
+                assert not prepared(4), name
+        if "avx2" in backends:
+            kernels.set_backend("avx2")
+            assert prepared(4) and not prepared(8)  # w1a8 runs PMADDUBSW on the words
+        if "avx512_vpopcntdq" in backends:
+            kernels.set_backend("avx512_vpopcntdq")
+            prev = kernels.set_lowbit_kernel("tables")
+            try:
+                assert prepared(4) and not prepared(8)  # w1a8 runs VPDPBUSD: no second layout
+                kernels.set_lowbit_kernel("dot")
+                assert not prepared(4)
+            finally:
+                kernels.set_lowbit_kernel(prev)
     finally:
-        kernels.set_lowbit_kernel(prev)
         kernels.set_backend(prev_backend)
