@@ -1720,7 +1720,7 @@ static int lowbit_run(const int8_t *x, const float *xf, const lsqp *qp, lsqrow_f
                       size_t M, size_t K, const uint32_t *w, const uint8_t *wb, size_t N, const float *scale,
                       const float *bias, float *out, int level, int nt) {
     size_t Kp = cdiv(K, 4) * 4, S = Kp / 4, NB = cdiv(N, 16);
-    size_t Sq = 4 * cdiv(2 * cdiv(K, 8), 4); /* the AVX-512 tables' groups: whole quads of the nibbles */
+    size_t Sq = 4 * cdiv(2 * cdiv(K, 8), 4); /* the unsigned tables' groups: whole quads of the nibbles */
     /* rows are read 4 bytes at a time: int8 input is copied (zero-padded) only when K % 4 */
     int8_t *X = Kp == K && !xf ? NULL : balloc(M * Kp);
     int32_t *sx = balloc(M * sizeof(int32_t));
@@ -1732,7 +1732,7 @@ static int lowbit_run(const int8_t *x, const float *xf, const lsqp *qp, lsqrow_f
     lowjob J = {.X = X ? X : x, .Kp = Kp, .sx = sx, .qmin = qmin, .Bb = wb ? wb : own, .cb = cb,
                 .Bq = cdiv(K, 8) * 32, .B = w, .W = cdiv(K, 32), .M = M, .N = N, .K = K, .scale = scale,
                 .bias = bias, .out = out};
-    uint8_t *Tu = NULL; /* AVX-512 tables of every row, when tasks share row blocks (else built per task) */
+    uint8_t *Tu = NULL; /* unsigned tables of every row, when tasks share row blocks (else built per task) */
     lowblock_fn block = LOWB[level];
     size_t blocks = lut ? 1 : (size_t)LOWB_BLOCKS[level]; /* weight blocks a task covers */
     size_t rows = ut ? LUT5_ROWS : LB_ROWS;
