@@ -81,7 +81,7 @@ def bebert_attention(module, query, key, value, attention_mask, scaling=None, dr
         out = torch.matmul(weights, aq.v_quant(value))
     elif aq.integer_products and aq.lsq:
         if aq.runtime == "packed" and not torch.is_grad_enabled() and not module.training:
-            return _packed_integer_products(aq, query, key, value, attention_mask, scaling)
+            return packed_integer_products(aq, query, key, value, attention_mask, scaling)
         return _integer_products(module, aq, query, key, value, attention_mask, scaling, dropout)
     else:
         if aq.runtime == "packed" and not torch.is_grad_enabled() and not module.training:
@@ -126,7 +126,7 @@ _CONSTANTS_ATTR = "_bebert_integer_constants"
 
 
 def _integer_constants(aq: AttentionQuant, scaling: float) -> tuple:
-    """(q, k, p, v ranges, scores scale, output scale) of `_packed_integer_products`, computed once and
+    """(q, k, p, v ranges, scores scale, output scale) of `packed_integer_products`, computed once and
     kept on `aq` until a step changes (in place or replaced) or `scaling` does: at batch 1 these small
     tensor ops and float() reads cost ~10 us a layer. The same float32 values as computing them each call."""
     quants = (aq.q_quant, aq.k_quant, aq.p_quant, aq.v_quant)
@@ -143,7 +143,7 @@ def _integer_constants(aq: AttentionQuant, scaling: float) -> tuple:
     return constants
 
 
-def _packed_integer_products(aq: AttentionQuant, query, key, value, attention_mask, scaling):
+def packed_integer_products(aq: AttentionQuant, query, key, value, attention_mask, scaling):
     """`_integer_products` in eval on the integer kernels, bit for bit: Q, K and V are read where they
     lie and quantized inside the kernels, so no quantized float copy is written; the scores are scaled
     in the kernel, then masked and soft-maxed in place by torch's own ops; the output comes back in

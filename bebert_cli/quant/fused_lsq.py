@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from bebert_cli.quant.attention import ATTN_IMPLEMENTATION, _packed_integer_products
+from bebert_cli.quant.attention import ATTN_IMPLEMENTATION, packed_integer_products
 from bebert_cli.quant.quantizers import LsqActivation
 
 
@@ -70,7 +70,7 @@ def fused_forward(fused, hidden_states: torch.Tensor, attention_mask):
 
     heads = (B, L, parts.heads, parts.head_size)  # BertSelfAttention's view, then (B, H, L, D)
     q, k, v = (gemm(x).view(heads).transpose(1, 2) for gemm in (g.query, g.key, g.value))
-    context, _ = _packed_integer_products(aq, q, k, v, attention_mask, parts.scaling)
+    context, _ = packed_integer_products(aq, q, k, v, attention_mask, parts.scaling)
     a = g.attn_out(context.reshape(B * L, hidden))
     h = parts.attn_norm(a.add_(x))
     inter = g.inter(h)

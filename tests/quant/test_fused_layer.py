@@ -23,18 +23,24 @@ def _checkpoint(path, recipe_name="bibert", hidden=64):
 compiled_only = pytest.mark.skipif(kernels.backend() == "torch", reason="the pure-torch backend never fuses")
 
 
-@pytest.fixture
-def fused_calls(monkeypatch):
+def spy_fused_calls(monkeypatch, module, name) -> list:
+    """Replaces module.name (a fused forward) by a spy; the list gets True per call that fused, False
+    per call that declined (returned None)."""
     calls = []
-    real = fused_layer._fused_forward
+    real = getattr(module, name)
 
     def spy(*args):
         out = real(*args)
         calls.append(out is not None)
         return out
 
-    monkeypatch.setattr(fused_layer, "_fused_forward", spy)
+    monkeypatch.setattr(module, name, spy)
     return calls
+
+
+@pytest.fixture
+def fused_calls(monkeypatch):
+    return spy_fused_calls(monkeypatch, fused_layer, "_fused_forward")
 
 
 @pytest.fixture(scope="module")

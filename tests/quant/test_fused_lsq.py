@@ -11,23 +11,12 @@ from bebert_cli.quant import fused_layer, fused_lsq
 from bebert_cli.quant.packed import load_packed
 from bebert_cli.quant.runtime import set_runtime
 from tests.conftest import backends_to_test
+from tests.quant.test_fused_layer import compiled_only, spy_fused_calls
 from tests.quant.test_runtime import as_format, batch, logits, packed_checkpoint
-
-compiled_only = pytest.mark.skipif(kernels.backend() == "torch", reason="the pure-torch backend never fuses")
-
 
 @pytest.fixture
 def fused_calls(monkeypatch):
-    calls = []
-    real = fused_lsq.fused_forward
-
-    def spy(*args):
-        out = real(*args)
-        calls.append(out is not None)
-        return out
-
-    monkeypatch.setattr(fused_lsq, "fused_forward", spy)
-    return calls
+    return spy_fused_calls(monkeypatch, fused_lsq, "fused_forward")
 
 
 @pytest.fixture(scope="module", params=["w1a4", "w1a8"])
