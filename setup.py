@@ -15,8 +15,8 @@ from setuptools.command.build_ext import build_ext
 # -std=c11 implies off, the flag keeps it off if -std ever changes).
 # No -march=native: ISA versions are picked at run time (x86: target attributes;
 # aarch64: NEON is baseline). csrc/tests/Makefile uses the same flags.
-COMPILE_ARGS = ["-O3", "-std=c11", "-fopenmp", "-ffp-contract=off", "-fno-strict-aliasing"]
-LINK_ARGS = ["-fopenmp"]
+COMPILE_ARGS = ["-O3", "-std=c11", "-fopenmp", "-pthread", "-ffp-contract=off", "-fno-strict-aliasing"]
+LINK_ARGS = ["-fopenmp", "-pthread"]
 
 
 class OptionalBuildExt(build_ext):
@@ -58,9 +58,9 @@ setup(
     ext_modules=[
         Extension(
             "bebert_cli._kernels",
-            ["csrc/bebert_kernels.c", "csrc/bebert_kernels_core.c"],
+            ["csrc/bebert_kernels.c", "csrc/bebert_kernels_core.c", "csrc/bebert_parallel.c"],
             include_dirs=["csrc"],
-            depends=["csrc/bebert_kernels_core.h"],
+            depends=["csrc/bebert_kernels_core.h", "csrc/bebert_parallel.h"],
             extra_compile_args=COMPILE_ARGS,
             extra_link_args=LINK_ARGS,
         )

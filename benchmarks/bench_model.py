@@ -37,8 +37,8 @@ OMP_NUM_THREADS before torch is imported, and torch.set_num_threads):
   backend in use (`BEBERT_KERNEL_BACKEND`, else the best). The backend is switched with
   `kernels.set_backend` around each packed row's forward, so every row of every backend is timed in
   the same interleaved loop;
-* latency: `--warmup` forwards (default 6: with OMP_WAIT_POLICY=passive a packed model's first forwards
-  of a size measure one thread against all, `quant/serial.py`; the warm-up covers them, so the timed
+* latency: `--warmup` forwards (default 8: with OMP_WAIT_POLICY=passive a packed model's first forwards
+  of a size and backend measure one thread, the kernels' pool and every thread, `quant/serial.py`; the warm-up covers them, so the timed
   forwards are the model's settled ones), then `--repeats` (>= 10 for a result) timed forwards per row, the rows
   interleaved round-robin so that background load hits every row alike; median and best, in ms;
   "x fp32" / "x int8" / "x ORT int8" = the reference row's median / this row's median, same run;
@@ -495,9 +495,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=10, help="timed runs per row (the docs' numbers use >= 10)")
-    # 6 = the warm-up and 2 x serial.TRIALS thread-count trials of a packed model, and one (torch is not
+    # 8 = the warm-up and 3 x serial.TRIALS thread-setting trials of a packed model, and one (torch is not
     # imported yet here: OMP_NUM_THREADS must be set first)
-    ap.add_argument("--warmup", type=int, default=6, help="untimed forwards per row first")
+    ap.add_argument("--warmup", type=int, default=8, help="untimed forwards per row first")
     ap.add_argument("--shapes", default="bert-base,minilm", help=f"comma list of {', '.join(SHAPES)}")
     ap.add_argument("--inputs", default=DEFAULT_INPUTS, help="comma list of BATCHxSEQ")
     ap.add_argument("--backends", help="kernel backends for the packed rows: all (every compiled one) or a comma "
@@ -568,7 +568,8 @@ def run(args, shapes: list[str], feeds: list[tuple[int, int]], backends: list[st
         "ort": f"skipped: {ort_skip}" if ort_skip else ort_baseline.versions(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }  # fmt: skip
-    results = {"meta": meta, "latency": [], "memory": [], "profile": {}, "ort": {}, "ensemble_vs_members": []}
+    results = {"meta": meta, "latency": [], "memory": [], "profile": {}, "ort": {}, "ensemble_vs_members": [],
+               "thread_choice": {}}
     with tempfile.TemporaryDirectory(prefix="bebert-bench-") as tmp:
         root = Path(args.workdir) if args.workdir else Path(tmp)
         for shape in shapes:
@@ -619,6 +620,10 @@ def run(args, shapes: list[str], feeds: list[tuple[int, int]], backends: list[st
                                 results["profile"][key if row == "packed 1-1-1" else f"{row}, {key}"] = prof
                         finally:
                             kernels.set_backend(prev)
+            for k in PACKED_ROWS:  # what the measured thread rule chose, per backend and size (quant/serial.py)
+                choice = getattr(models[k], "_bebert_thread_choice", None)
+                if choice is not None:
+                    results["thread_choice"][f"{shape} {k}"] = choice.summary()
             del models, sessions
             if not args.no_rss:
                 print(f"[{shape}] peak RSS subprocesses ...", file=sys.stderr)
@@ -722,6 +727,10 @@ def report(results: dict) -> str:
         if ens:
             lines += ["", "ensemble 2x w1a4 / (2 x packed w1a4), medians: " +
                       ", ".join(f"{e['ensemble_over_two_members']:.2f} [{e['backend']}]" for e in ens)]
+    if results.get("thread_choice"):
+        lines += ["", "Thread setting each packed model chose (OMP_WAIT_POLICY=passive, `quant/serial.py`): " + "; ".join(
+            f"{k}: " + ", ".join(f"{c} {v}" for c, v in choice.items()) for k, choice in results["thread_choice"].items()
+            if choice)]
     for shape, info in results["ort"].items():
         if "error" in info:
             lines += ["", f"ORT {shape}: rows skipped: {info['error']}"]

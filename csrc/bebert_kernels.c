@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "bebert_kernels_core.h"
+#include "bebert_parallel.h"
 
 #define PTR(T, p) ((T)(uintptr_t)(p))
 
@@ -250,6 +251,15 @@ static PyObject *py_set_lowbit_lut(PyObject *self, PyObject *args) {
 
 static PyObject *py_lowbit_lut(PyObject *self, PyObject *unused) { return PyBool_FromLong(bb_lowbit_lut()); }
 
+static PyObject *py_pool_session(PyObject *self, PyObject *args) {
+    int open;
+    if (!PyArg_ParseTuple(args, "p", &open)) return NULL;
+    bb_pool_session(open);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_pool_available(PyObject *self, PyObject *unused) { return PyBool_FromLong(bb_pool_available()); }
+
 static PyMethodDef methods[] = {
     {"matmul_bits", py_matmul_bits, METH_VARARGS, "matmul_bits(a_u32, M, K, lda_words, b_interleaved, N, out_i32, level, num_threads)"},
     {"lowbit_linear", py_lowbit_linear, METH_VARARGS,
@@ -260,6 +270,9 @@ static PyMethodDef methods[] = {
     {"set_lowbit_lut", py_set_lowbit_lut, METH_VARARGS,
      "set_lowbit_lut(on): AVX-512 4-bit LSQ linears by lookup tables (1) or VPDPBUSD (0)"},
     {"lowbit_lut", py_lowbit_lut, METH_NOARGS, "lowbit_lut() -> the set_lowbit_lut setting"},
+    {"pool_session", py_pool_session, METH_VARARGS,
+     "pool_session(open): open (1) or close (0) a session; inside one the kernels' loops run on the revocable pool"},
+    {"pool_available", py_pool_available, METH_NOARGS, "pool_available() -> whether sessions use the pool"},
     {"lsq_quantize", py_lsq_quantize, METH_VARARGS, "lsq_quantize(x_f32, n, step, qmin, qmax, out_f32, level, num_threads)"},
     {"bi_attention", py_bi_attention, METH_VARARGS,
      "bi_attention(q, k, v, keep_u8_or_0, B, H, Lq, Lk, D, out, level, num_threads)"},

@@ -25,6 +25,7 @@
  * exactly like torch's `F.linear(...) * scale + bias`. csrc/tests checks it on every level.
  */
 #include "bebert_kernels_core.h"
+#include "bebert_parallel.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -82,6 +83,24 @@ static void *balloc(size_t bytes) { return aligned_alloc(64, cdiv(bytes ? bytes 
 
 /* Fork/join costs a few microseconds; below this much work one thread is faster. */
 static size_t g_par_min_work = (size_t)1 << 15;
+
+/* Per-thread scratch of a parallel loop (bb_par_run's worker index), allocated by each thread on its
+ * first item; `failed` once an allocation failed (that thread's items are then skipped). */
+typedef struct scratchset { size_t bytes; void *p[BB_MAX_THREADS]; int failed; } scratchset;
+static void *scratch_get(scratchset *s, int w) {
+    if (!s->p[w] && !(s->p[w] = balloc(s->bytes))) __atomic_store_n(&s->failed, 1, __ATOMIC_RELAXED);
+    return s->p[w];
+}
+static int scratch_free(scratchset *s) {
+    for (int i = 0; i < BB_MAX_THREADS; i++) free(s->p[i]);
+    return !__atomic_load_n(&s->failed, __ATOMIC_RELAXED);
+}
+/* One phase of `count` items in about `parts` equal chunks (static-like) */
+static bb_phases one_phase(size_t count, size_t parts) {
+    bb_phases ph = {.n = 1, .count = {count}, .chunk = {cdiv(count, parts ? parts : 1)}};
+    if (!ph.chunk[0]) ph.chunk[0] = 1;
+    return ph;
+}
 
 /* ------------------------------------------------------------------------- */
 /* Activation packing                                                         */
@@ -1446,21 +1465,30 @@ T256 static void urow_256(const float *x, size_t K, const lsqp *p, int8_t *q, in
 /* Quantizes the heads of x (element (b, h, i, d) at b*xs[0] + h*xs[1] + i*xs[2] + d) into int8
  * out [B][L][H][Dp] in that order (pads zero), and sum[b][h][i] (row stride Ls, a multiple of 16) when
  * asked; `flip` stores q + 128 as unsigned bytes (the a side of the GEMM). Rows (b, i) over threads. */
+typedef struct qheads {
+    const float *x; const size_t *xs; size_t H, L, D, Dp; const lsqp *qp; lsqrow_fn qrow; int flip;
+    int8_t *out; int32_t *sum; size_t Ls;
+} qheads;
+static void quantize_heads_row(void *ctx, int phase, size_t bi, int w) {
+    const qheads *Q = ctx;
+    (void)phase; (void)w;
+    size_t b = bi / Q->L, i = bi % Q->L, H = Q->H, D = Q->D, Dp = Q->Dp;
+    for (size_t h = 0; h < H; h++) {
+        int8_t *o = Q->out + (bi * H + h) * Dp;
+        int32_t s;
+        Q->qrow(Q->x + b * Q->xs[0] + h * Q->xs[1] + i * Q->xs[2], D, Q->qp, o, &s);
+        if (Q->flip)
+            for (size_t d = 0; d < D; d++) o[d] = (int8_t)((uint8_t)o[d] ^ 0x80u);
+        memset(o + D, 0, Dp - D);
+        if (Q->sum) Q->sum[(b * H + h) * Q->Ls + i] = s;
+    }
+}
 static void quantize_heads(const float *x, const size_t *xs, size_t B, size_t H, size_t L, size_t D, size_t Dp,
                            const lsqp *qp, lsqrow_fn qrow, int flip, int8_t *out, int32_t *sum, size_t Ls, int nt) {
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (size_t bi = 0; bi < B * L; bi++) {
-        size_t b = bi / L, i = bi % L;
-        for (size_t h = 0; h < H; h++) {
-            int8_t *o = out + (bi * H + h) * Dp;
-            int32_t s;
-            qrow(x + b * xs[0] + h * xs[1] + i * xs[2], D, qp, o, &s);
-            if (flip)
-                for (size_t d = 0; d < D; d++) o[d] = (int8_t)((uint8_t)o[d] ^ 0x80u);
-            memset(o + D, 0, Dp - D);
-            if (sum) sum[(b * H + h) * Ls + i] = s;
-        }
-    }
+    qheads Q = {.x = x, .xs = xs, .H = H, .L = L, .D = D, .Dp = Dp, .qp = qp, .qrow = qrow, .flip = flip,
+                .out = out, .sum = sum, .Ls = Ls};
+    bb_phases ph = one_phase(B * L, (size_t)(nt > 0 ? nt : 1));
+    bb_par_run(nt, &ph, quantize_heads_row, &Q);
 }
 
 typedef struct lsqattn {
@@ -1612,28 +1640,20 @@ static int pick_threads(int nt, size_t work) {
 #endif
 }
 
-/* Runs the tiles of J (threads split the flattened (weight block, row tile) space;
- * weight-block-major so a 16-row weight block stays in L1 while the rows stream). */
-static void run_tiles(job *J, tile_fn tile) {
-    size_t total = J->RT * J->CT, chunk = 1;
-#ifdef _OPENMP
-    /* contiguous dynamic chunks: keep locality, and a thread preempted by another
-     * process does not hold up the whole GEMM (static chunks would) */
-    chunk = total / ((size_t)omp_get_num_threads() * 8);
-    if (chunk < 1) chunk = 1;
-#endif
-    (void)chunk; /* unused without OpenMP */
-#pragma omp for schedule(dynamic, chunk)
-    for (size_t t = 0; t < total; t++) tile(J, t % J->RT, t / J->RT);
+typedef struct packjob { const float *x; size_t K; float shift; u32 *xb; size_t ldb; packf_fn packf; } packjob;
+static void pack_row(void *ctx, int phase, size_t m, int w) {
+    const packjob *P = ctx;
+    (void)phase; (void)w;
+    P->packf(P->x + m * P->K, P->K, P->shift, P->xb + m * P->ldb);
 }
 
 int bb_pack_signs(const float *x, size_t M, size_t K, float shift, uint32_t *out, int level, int nt) {
     if (!level_ok(level)) return BB_EINVAL;
     size_t W = cdiv(K, 32);
-    packf_fn packf = PACKF[level];
+    packjob P = {.x = x, .K = K, .shift = shift, .xb = out, .ldb = W, .packf = PACKF[level]};
     nt = pick_threads(nt, M * (W + 1));
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (size_t m = 0; m < M; m++) packf(x + m * K, K, shift, out + m * W);
+    bb_phases ph = one_phase(M, (size_t)nt);
+    bb_par_run(nt, &ph, pack_row, &P);
     return BB_OK;
 }
 
@@ -1651,9 +1671,19 @@ void bb_weight_nibbles(const uint32_t *w, size_t K, size_t N, uint8_t *out) {
             }
 }
 
+/* The GEMM's loop: phase 0 packs the input rows (when `pre`), phase 1 runs the tiles: threads split
+ * the flattened (weight block, row tile) space, weight-block-major so a 16-row weight block stays in
+ * L1 while the rows stream, in contiguous chunks (locality; dynamic, so a thread preempted by another
+ * process does not hold up the whole GEMM). */
+typedef struct gemmloop { job *J; tile_fn tile; const packjob *pre; } gemmloop;
+static void gemm_item(void *ctx, int phase, size_t t, int w) {
+    const gemmloop *G = ctx;
+    if (phase == 0) pack_row((void *)G->pre, 0, t, w);
+    else G->tile(G->J, t % G->J->RT, t / G->J->RT);
+}
+
 /* The tiles of J at `level` (the nibbles layout built here when the level needs it and wb is NULL);
- * `pre` (may be NULL) runs first inside the same parallel region. */
-typedef struct packjob { const float *x; size_t K; float shift; u32 *xb; packf_fn packf; } packjob;
+ * `pre` (may be NULL) runs first inside the same parallel loop. */
 static int gemm_run(job *J, const uint8_t *wb, int level, int nt, const packjob *pre) {
     uint8_t *own = NULL;
     J->CT = cdiv(J->N, TILE_COLS[level]);
@@ -1666,16 +1696,12 @@ static int gemm_run(job *J, const uint8_t *wb, int level, int nt, const packjob 
         }
         J->Bb = wb ? wb : own;
     }
-    tile_fn tile = TILES[level];
     nt = pick_threads(nt, J->M * J->N * (J->W + 1));
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        if (pre) {
-#pragma omp for schedule(static)
-            for (size_t m = 0; m < J->M; m++) pre->packf(pre->x + m * pre->K, pre->K, pre->shift, pre->xb + m * J->lda);
-        }
-        run_tiles(J, tile);
-    }
+    gemmloop G = {.J = J, .tile = TILES[level], .pre = pre};
+    size_t total = J->RT * J->CT, chunk = total / ((size_t)(nt > 0 ? nt : 1) * 8);
+    bb_phases ph = {.n = 2, .count = {pre ? J->M : 0, total}, .chunk = {cdiv(J->M, nt > 0 ? nt : 1), chunk ? chunk : 1}};
+    if (!ph.chunk[0]) ph.chunk[0] = 1;
+    bb_par_run(nt, &ph, gemm_item, &G);
     free(own);
     return BB_OK;
 }
@@ -1705,7 +1731,7 @@ int bb_binary_gemm(const void *a, int a_is_bits, size_t M, size_t K, size_t lda,
              .N = N, .RT = cdiv(M, 4), .K = (long)K, .scale = scale, .bias = bias, .res = res};
     if (mode == OUT_FLOAT) J.out = (float *)out;
     else { J.obits = (uint16_t *)out; J.obs = 2 * cdiv(N, 32); }
-    packjob pre = {.x = (const float *)a, .K = K, .shift = shift, .xb = xb, .packf = PACKF[level]};
+    packjob pre = {.x = (const float *)a, .K = K, .shift = shift, .xb = xb, .ldb = lda, .packf = PACKF[level]};
     int rc = gemm_run(&J, wb, level, nt, xb ? &pre : NULL);
     free(xb);
     return rc;
@@ -1716,6 +1742,63 @@ int bb_binary_gemm(const void *a, int a_is_bits, size_t M, size_t K, size_t lda,
  * dot products; LUT_AVX2U / LUT_AVX512 the unsigned lookup tables at AVX2 / AVX-512 width (qmax - qmin
  * <= 15, weights in the nibbles layout `wb`, built here when NULL). */
 enum { LUT_NONE = 0, LUT_AVX2U = 1, LUT_AVX512 = 2 };
+/* lowbit_run's loop: phase 0 the rows (their sums, the quantized or padded copy, the unsigned tables
+ * when tasks share row blocks), phase 1 the correction of each weight block (unsigned tables), phase 2
+ * the tasks, row-block-major: a block of activation rows stays in L2 while weight blocks stream. */
+typedef struct lowloop {
+    lowjob *J; const int8_t *x; const float *xf; const lsqp *qp; lsqrow_fn qrow; int lut, ut; lowblock_fn block;
+    int8_t *X; int32_t *sx; uint8_t *Tu; /* what phase 0 writes (X: NULL when the input is read as it is) */
+    size_t nbt, ppt; scratchset scratch;
+} lowloop;
+static void lowbit_item(void *ctx, int phase, size_t i, int w) {
+    lowloop *L = ctx;
+    lowjob *J = L->J;
+    size_t K = J->K, Kp = J->Kp;
+    if (phase == 0) {
+        size_t m = i;
+        if (L->xf) {
+            L->qrow(L->xf + m * K, K, L->qp, L->X + m * Kp, L->sx + m);
+            memset(L->X + m * Kp + K, 0, Kp - K);
+        } else {
+            const int8_t *src = L->x + m * K;
+            int32_t t = 0;
+            for (size_t k = 0; k < K; k++) t += src[k];
+            L->sx[m] = t;
+            if (L->X) {
+                memcpy(L->X + m * Kp, src, K);
+                memset(L->X + m * Kp + K, 0, Kp - K);
+            }
+        }
+#ifdef BB_X86
+        size_t Sq = 4 * cdiv(2 * cdiv(K, 8), 4);
+        if (L->Tu && L->lut == LUT_AVX512) lut_tables_512u(J->X + m * Kp, K, J->qmin, Sq, L->Tu + m * Sq * 16);
+        if (L->Tu && L->lut == LUT_AVX2U) lut_tables_256u(J->X + m * Kp, K, J->qmin, Sq, L->Tu + m * Sq * 16);
+#endif
+        return;
+    }
+#ifdef BB_X86
+    if (phase == 1) {
+        size_t nb = i;
+        if (L->lut == LUT_AVX512) lut_correction_512u(J->B + nb * J->W * 16, J->W, J->qmin, J->cb + nb * 16);
+        else lut_correction_256u(J->B + nb * J->W * 16, J->W, J->qmin, J->cb + nb * 16);
+        return;
+    }
+#endif
+    u32 *we = scratch_get(&L->scratch, w);
+    if (!we) return;
+    size_t t = i, nbt = L->nbt;
+#ifdef BB_X86
+    if (L->ut) {
+        size_t ppt = L->ppt, p0 = t % nbt * ppt, p1 = p0 + ppt < cdiv(J->N, 32) ? p0 + ppt : cdiv(J->N, 32);
+        uint8_t *own_t = (uint8_t *)we + ppt * 32 * LUT5_R * sizeof(int32_t);
+        if (L->lut == LUT_AVX512) lutblock_512u(J, t / nbt, p0, p1, (int32_t *)we, own_t);
+        else lutblock_256u(J, t / nbt, p0, p1, (int32_t *)we, own_t);
+        return;
+    }
+#endif
+    L->block(J, t / nbt, t % nbt, we);
+}
+
 static int lowbit_run(const int8_t *x, const float *xf, const lsqp *qp, lsqrow_fn qrow, int lut, int qmin,
                       size_t M, size_t K, const uint32_t *w, const uint8_t *wb, size_t N, const float *scale,
                       const float *bias, float *out, int level, int nt) {
@@ -1750,59 +1833,12 @@ static int lowbit_run(const int8_t *x, const float *xf, const lsqp *qp, lsqrow_f
         else scratch += LUT5_ROWS * Sq * 16;
     }
     if (!failed) {
-#pragma omp parallel num_threads(nt) if (nt > 1)
-        {
-            u32 *we = balloc(scratch);
-            if (!we) {
-#pragma omp atomic write
-                failed = 1;
-            }
-#pragma omp for schedule(static)
-            for (size_t m = 0; m < M; m++) { /* row sums (+ quantized or padded copy, + tables) */
-                if (xf) {
-                    qrow(xf + m * K, K, qp, X + m * Kp, sx + m);
-                    memset(X + m * Kp + K, 0, Kp - K);
-                } else {
-                    const int8_t *src = x + m * K;
-                    int32_t t = 0;
-                    for (size_t k = 0; k < K; k++) t += src[k];
-                    sx[m] = t;
-                    if (X) {
-                        memcpy(X + m * Kp, src, K);
-                        memset(X + m * Kp + K, 0, Kp - K);
-                    }
-                }
-#ifdef BB_X86
-                if (Tu && lut == LUT_AVX512) lut_tables_512u(J.X + m * Kp, K, qmin, Sq, Tu + m * Sq * 16);
-                if (Tu && lut == LUT_AVX2U) lut_tables_256u(J.X + m * Kp, K, qmin, Sq, Tu + m * Sq * 16);
-#endif
-            }
-#ifdef BB_X86
-            if (cb) {
-#pragma omp for schedule(static)
-                for (size_t nb = 0; nb < NB; nb++) {
-                    if (lut == LUT_AVX512) lut_correction_512u(w + nb * J.W * 16, J.W, qmin, cb + nb * 16);
-                    else lut_correction_256u(w + nb * J.W * 16, J.W, qmin, cb + nb * 16);
-                }
-            }
-#endif
-            /* row-block-major: a block of activation rows stays in L2 while weight blocks stream */
-#pragma omp for schedule(dynamic, 1)
-            for (size_t t = 0; t < tasks; t++) {
-                if (!we) continue;
-#ifdef BB_X86
-                if (ut) {
-                    size_t p0 = t % nbt * ppt, p1 = p0 + ppt < cdiv(N, 32) ? p0 + ppt : cdiv(N, 32);
-                    uint8_t *own_t = (uint8_t *)we + ppt * 32 * LUT5_R * sizeof(int32_t);
-                    if (lut == LUT_AVX512) lutblock_512u(&J, t / nbt, p0, p1, (int32_t *)we, own_t);
-                    else lutblock_256u(&J, t / nbt, p0, p1, (int32_t *)we, own_t);
-                    continue;
-                }
-#endif
-                block(&J, t / nbt, t % nbt, we);
-            }
-            free(we);
-        }
+        lowloop L = {.J = &J, .x = x, .xf = xf, .qp = qp, .qrow = qrow, .lut = lut, .ut = ut, .block = block,
+                     .X = X, .sx = sx, .Tu = Tu, .nbt = nbt, .ppt = ppt, .scratch = {.bytes = scratch}};
+        size_t parts = (size_t)(nt > 0 ? nt : 1);
+        bb_phases ph = {.n = 3, .count = {M, cb ? NB : 0, tasks}, .chunk = {cdiv(M, parts), cdiv(NB, parts), 1}};
+        bb_par_run(nt, &ph, lowbit_item, &L);
+        failed = !scratch_free(&L.scratch);
     }
     free(X); free(sx); free(Tu); free(own); free(cb);
     return failed ? BB_ENOMEM : BB_OK;
@@ -1847,39 +1883,41 @@ int bb_lsq_linear(const float *x, size_t M, size_t K, float step, int qmin, int 
     return bb_lsq_linear_wb(x, M, K, step, qmin, qmax, w, NULL, N, scale, bias, out, level, nt);
 }
 
+#define FQ_CHUNK 4096
+typedef struct fqjob { const float *x; size_t n; const lsqp *qp; lsqfq_fn fq; float *out; } fqjob;
+static void fq_chunk(void *ctx, int phase, size_t c, int w) {
+    const fqjob *F = ctx;
+    (void)phase; (void)w;
+    size_t i0 = c * FQ_CHUNK, len = F->n - i0 < FQ_CHUNK ? F->n - i0 : FQ_CHUNK;
+    F->fq(F->x + i0, len, F->qp, F->out + i0);
+}
+
 int bb_lsq_quantize(const float *x, size_t n, float step, float qmin, float qmax, float *out, int level, int nt) {
     if (!level_ok(level) || !(qmin <= qmax)) return BB_EINVAL;
     lsqp qp = {.step = step, .lo = qmin, .hi = qmax};
-    lsqfq_fn fq = LSQFQ[level];
-    size_t chunk = 4096, nc = cdiv(n, chunk);
+    fqjob F = {.x = x, .n = n, .qp = &qp, .fq = LSQFQ[level], .out = out};
     nt = pick_threads(nt, n / 4);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (size_t c = 0; c < nc; c++) {
-        size_t i0 = c * chunk, len = n - i0 < chunk ? n - i0 : chunk;
-        fq(x + i0, len, &qp, out + i0);
-    }
+    bb_phases ph = one_phase(cdiv(n, FQ_CHUNK), (size_t)nt);
+    bb_par_run(nt, &ph, fq_chunk, &F);
     return BB_OK;
 }
 
-/* Runs head(ctx, bh, scratch) for every (batch, head) pair over OpenMP threads, each thread with its
+/* Runs head(ctx, bh, scratch) for every (batch, head) pair over the threads, each thread with its
  * own scratch of `words` u32; returns 0 when a scratch allocation failed. */
 typedef void (*head_job)(const void *ctx, size_t bh, u32 *scratch);
+typedef struct headloop { head_job head; const void *ctx; scratchset scratch; } headloop;
+static void head_item(void *ctx, int phase, size_t bh, int w) {
+    headloop *H = ctx;
+    (void)phase;
+    u32 *s = scratch_get(&H->scratch, w);
+    if (s) H->head(H->ctx, bh, s);
+}
 static int for_each_head(size_t BH, size_t words, int nt, head_job head, const void *ctx) {
-    int failed = 0;
     if ((size_t)nt > BH) nt = BH ? (int)BH : 1;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        u32 *s = balloc(words * sizeof(u32));
-        if (!s) {
-#pragma omp atomic write
-            failed = 1;
-        }
-#pragma omp for schedule(static)
-        for (size_t bh = 0; bh < BH; bh++)
-            if (s) head(ctx, bh, s);
-        free(s);
-    }
-    return !failed;
+    headloop H = {.head = head, .ctx = ctx, .scratch = {.bytes = words * sizeof(u32)}};
+    bb_phases ph = one_phase(BH, (size_t)(nt > 0 ? nt : 1));
+    bb_par_run(nt, &ph, head_item, &H);
+    return scratch_free(&H.scratch);
 }
 
 typedef struct attnfloat {

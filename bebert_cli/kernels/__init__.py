@@ -20,6 +20,7 @@ OMP_NUM_THREADS and torch.set_num_threads). These are inference kernels: no auto
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -144,8 +145,42 @@ def _use_ext(*tensors: torch.Tensor) -> bool:
     return False
 
 
+def pool_available() -> bool:
+    """Whether `pool_session` runs the kernels on the revocable pool (compiled, pthreads, BEBERT_POOL != 0)."""
+    return _ext is not None and hasattr(_ext, "pool_session") and bool(_ext.pool_available())
+
+
+# Open pool sessions and the thread count the kernels use inside them (torch is then on one thread).
+_pool = {"depth": 0, "threads": 0}
+_pool_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def pool_session(threads: int):
+    """Inside: the kernels' loops run on `threads` threads of the C extension's revocable pool
+    (csrc/bebert_parallel.h), whose workers spin between loops and whose loops never wait for a worker
+    that has not started. For one short forward with torch on one thread (`quant/serial.py`): OpenMP's
+    passive wait policy makes every region wait for a sleeping thread. Sessions nest and overlap
+    across threads; the largest `threads` of those open applies. Without the pool: no effect."""
+    if not pool_available() or threads <= 1:
+        yield
+        return
+    with _pool_lock:
+        _pool["depth"] += 1
+        _pool["threads"] = max(_pool["threads"], int(threads))
+    _ext.pool_session(1)
+    try:
+        yield
+    finally:
+        _ext.pool_session(0)
+        with _pool_lock:
+            _pool["depth"] -= 1
+            if not _pool["depth"]:
+                _pool["threads"] = 0
+
+
 def _threads(num_threads: int | None) -> int:
-    return int(num_threads) if num_threads else torch.get_num_threads()
+    return int(num_threads) if num_threads else (_pool["threads"] or torch.get_num_threads())
 
 
 def _check(t: torch.Tensor, name: str, dtype: torch.dtype, ndim: int | None = None) -> None:

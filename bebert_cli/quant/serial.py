@@ -1,18 +1,26 @@
-"""Small forwards on one thread where waking OpenMP's idle threads costs more than they save.
+"""Small forwards on one thread, or on the kernels' own pool, where waking OpenMP's idle threads costs more than they save.
 
 With OMP_WAIT_POLICY=passive (what shared machines and ONNX Runtime's `allow_spinning=0` baselines
-use) an idle OpenMP thread sleeps, and every parallel region pays a wake-up. A packed forward runs
-~60-90 short regions (the kernels' and torch's own), so at batch 1 a second thread can make it slower.
-Where the crossover lies depends on the CPU (its wake-up latency against its speed) and on the model
-(its work per token), measured on 2 cores (docs/performance.md): packed 1-1-1 BERT-base ran faster on
-one thread up to ~512 tokens on an AMD EPYC Zen 4 VM but only up to ~16 on an Intel Xeon (Ice Lake)
-VM, and w1a4 BERT-base never did there (1 x 128: 194 ms on one thread, 126 on two). No fixed limit
-fits both, so under that policy a packed model measures: per size class (tokens rounded up to a
-power of two, up to `MEASURED_MAX_TOKENS`), its first forward runs on every thread as a warm-up, the
-next `2 * TRIALS` alternate between one thread and every thread, timed, and from then on the class
-takes the faster. The thread count does not change a packed model's output bits (integer kernels,
-torch's row-wise float ops; `tests/quant/test_serial.py` checks it), so measuring costs only the
-trial forwards' time. With the default (spinning) policy nothing changes: two threads won everywhere.
+use) an idle OpenMP thread sleeps, and every parallel region pays a wake-up: the region ends only when
+every thread of its team has arrived. A packed forward runs ~60-90 short regions (the kernels' and
+torch's own), so at batch 1 a second thread can make it slower. Three settings per forward:
+
+* every thread: torch and the kernels on OpenMP with torch's thread count (what large forwards want);
+* one thread: everything on the calling thread;
+* pool: torch on one thread, the kernels on the same count of threads of the C extension's revocable
+  pool (`kernels.pool_session`, csrc/bebert_parallel.h): its loops start on the calling thread at once
+  and never wait for a worker that has not arrived, and its workers spin between loops only while
+  the forward runs (measured on a Zen 4 VM, 2 cores: BERT-base w1a4 1 x 32 15.2 ms on one thread,
+  25.8 on two OpenMP threads, 11.3 on the pool).
+
+Which one wins depends on the CPU (its wake-up latency against its speed), the model (its work per
+token), the size and the kernel backend, so under that policy a packed model measures: per kernel
+backend and size class (tokens rounded up to a power of two, up to `MEASURED_MAX_TOKENS`), its first
+forward runs on every thread as a warm-up, the next `TRIALS` forwards per setting cycle through the
+settings, timed, and from then on that class takes the fastest (median). The setting does not change a
+packed model's output bits (integer kernels, torch's row-wise float ops; `tests/quant/test_serial.py`
+checks it), so measuring costs only the trial forwards' time. With the default (spinning) policy
+nothing changes: every thread won everywhere.
 
 BEBERT_SERIAL_MAX_TOKENS sets a fixed rule instead: forwards of at most that many tokens (batch x
 length) on one thread, larger ones on every thread; 0 never switches. A switched forward restores the
@@ -30,6 +38,7 @@ import time
 
 import torch
 
+from bebert_cli import kernels
 from bebert_cli.errors import UsageError
 
 MEASURED = "measured"
@@ -53,33 +62,41 @@ def serial_max_tokens() -> int | str:
     return MEASURED if passive else 0
 
 
+EVERY_THREAD, ONE_THREAD, POOL = "every thread", "one thread", "pool"
+
+
 class ThreadChoice:
-    """One model's measurements: per size class, the trial timings and then the choice."""
+    """One model's measurements: per (kernel backend, size class), the trial timings and then the choice."""
 
-    def __init__(self):
-        self.seen: dict[int, int] = {}
-        self.times: dict[int, tuple[list[float], list[float]]] = {}  # (every thread, one thread)
-        self.serial: dict[int, bool] = {}
+    def __init__(self, settings: tuple[str, ...] | None = None):
+        if settings is None:
+            settings = (ONE_THREAD, POOL, EVERY_THREAD) if kernels.pool_available() else (ONE_THREAD, EVERY_THREAD)
+        self.settings = settings  # the trial order after the warm-up
+        self.seen: dict = {}
+        self.times: dict = {}  # key -> {setting: [seconds]}
+        self.chosen: dict = {}
 
-    def plan(self, size_class: int) -> tuple[bool, bool]:
-        """(run on one thread, time this forward as a trial)."""
-        if size_class in self.serial:
-            return self.serial[size_class], False
-        n = self.seen.get(size_class, 0)
-        self.seen[size_class] = n + 1
-        return (n % 2 == 1, n > 0)  # forward 0: warm-up on every thread, untimed
+    def plan(self, key) -> tuple[str, bool]:
+        """(the setting for this forward, whether it is a timed trial)."""
+        if key in self.chosen:
+            return self.chosen[key], False
+        n = self.seen.get(key, 0)
+        self.seen[key] = n + 1
+        if n == 0:
+            return EVERY_THREAD, False  # warm-up, untimed
+        return self.settings[(n - 1) % len(self.settings)], True
 
-    def record(self, size_class: int, serial: bool, seconds: float) -> None:
-        if size_class in self.serial:
+    def record(self, key, setting: str, seconds: float) -> None:
+        if key in self.chosen:
             return
-        parallel_s, serial_s = self.times.setdefault(size_class, ([], []))
-        (serial_s if serial else parallel_s).append(seconds)
-        if len(parallel_s) >= TRIALS and len(serial_s) >= TRIALS:
-            self.serial[size_class] = statistics.median(serial_s) < statistics.median(parallel_s)
+        times = self.times.setdefault(key, {s: [] for s in self.settings})
+        times[setting].append(seconds)
+        if all(len(v) >= TRIALS for v in times.values()):
+            self.chosen[key] = min(self.settings, key=lambda s: statistics.median(times[s]))
 
     def summary(self) -> dict[str, str]:
-        """Size class (largest token count) -> the thread setting chosen for it."""
-        return {str(1 << c): ("one thread" if s else "every thread") for c, s in sorted(self.serial.items())}
+        """"backend: largest token count of the class" -> the setting chosen for it."""
+        return {f"{b}: {1 << c}": s for (b, c), s in sorted(self.chosen.items())}
 
 
 def _tokens(args, kwargs) -> int | None:
@@ -93,7 +110,7 @@ def _tokens(args, kwargs) -> int | None:
 
 def _enter(module, args, kwargs):
     stack = _calls.__dict__.setdefault("stack", [])
-    entry = [None, None, False, 0.0]  # count to restore, size class timed, ran serial, start time
+    entry = [None, None, EVERY_THREAD, 0.0, None]  # count to restore, trial key, setting, start, pool session
     stack.append(entry)  # first: the exit hook runs even if this one raises, and pops this entry
     tokens, rule = _tokens(args, kwargs), serial_max_tokens()
     threads = torch.get_num_threads()
@@ -102,23 +119,28 @@ def _enter(module, args, kwargs):
     if rule == MEASURED:
         if not 0 < tokens <= MEASURED_MAX_TOKENS:
             return
-        size_class = (tokens - 1).bit_length()
-        serial, timed = module._bebert_thread_choice.plan(size_class)
+        key = (kernels.backend(), (tokens - 1).bit_length())
+        setting, timed = module._bebert_thread_choice.plan(key)
         if timed:
-            entry[1], entry[2] = size_class, serial
+            entry[1], entry[2] = key, setting
     else:
-        serial = tokens <= rule
-    if serial:
+        setting = ONE_THREAD if tokens <= rule else EVERY_THREAD
+    if setting != EVERY_THREAD:
         torch.set_num_threads(1)
         entry[0] = threads
+    if setting == POOL:
+        entry[4] = kernels.pool_session(threads)
+        entry[4].__enter__()
     entry[3] = time.perf_counter()
 
 
 def _exit(module, args, kwargs, output):
     stack = _calls.__dict__.get("stack")
-    threads, size_class, serial, start = stack.pop() if stack else (None, None, False, 0.0)
-    if size_class is not None:
-        module._bebert_thread_choice.record(size_class, serial, time.perf_counter() - start)
+    threads, key, setting, start, session = stack.pop() if stack else (None, None, EVERY_THREAD, 0.0, None)
+    if key is not None:
+        module._bebert_thread_choice.record(key, setting, time.perf_counter() - start)
+    if session is not None:
+        session.__exit__(None, None, None)
     if threads is not None:
         torch.set_num_threads(threads)
 

@@ -1,6 +1,7 @@
 /*
  * C test harness for the kernels in ../bebert_kernels_core.c, no Python: every entry point, at
- * every level this CPU runs (or the levels named on the command line), with 1 and 2 threads,
+ * every level this CPU runs (or the levels named on the command line), with 1 thread, 2 OpenMP
+ * threads and 2 threads of the kernels' revocable pool (bebert_parallel.h),
  * against plain scalar references written here from the definitions (not the kernels' own scalar
  * level): random shapes with K, M, N off the word/tile sizes, zeros, -0.0, NaN and infinities in
  * float inputs, padding masks (keys masked, all keys masked), bias/residual present and absent.
@@ -18,6 +19,7 @@
 #include <string.h>
 
 #include "bebert_kernels_core.h"
+#include "bebert_parallel.h"
 
 /* ------------------------------------------------------------------ utilities */
 
@@ -104,7 +106,7 @@ static void fill_affine(float *scale, float *bias, size_t N) {
 
 /* ------------------------------------------------------------------ bookkeeping */
 
-static int g_level, g_threads;
+static int g_level, g_threads, g_pool;
 static const char *g_entry;
 static long g_pass, g_fail, g_entry_pass, g_entry_fail;
 static int g_shown;
@@ -116,7 +118,7 @@ static void report(int ok, const char *fmt, ...) {
     if (g_shown++ < 20) {
         va_list ap;
         va_start(ap, fmt);
-        printf("  FAIL %s %s threads=%d: ", bb_level_name(g_level), g_entry, g_threads);
+        printf("  FAIL %s %s threads=%d%s: ", bb_level_name(g_level), g_entry, g_threads, g_pool ? " (pool)" : "");
         vprintf(fmt, ap);
         printf("\n");
         va_end(ap);
@@ -662,10 +664,15 @@ int main(int argc, char **argv) {
         g_level = l;
         for (size_t e = 0; e < sizeof(ENTRIES) / sizeof(ENTRIES[0]); e++) {
             entry_begin(ENTRIES[e].name);
-            for (g_threads = 1; g_threads <= 2; g_threads++) {
-                g_rng = seed * 0x9E3779B97F4A7C15ull + e * 7919 + (uint64_t)g_threads; /* same cases at every level */
+            /* 1 thread, 2 OpenMP threads, 2 threads of the revocable pool (bebert_parallel.h) */
+            for (int mode = 1; mode <= 3; mode++) {
+                g_threads = mode == 1 ? 1 : 2;
+                g_pool = mode == 3;
+                g_rng = seed * 0x9E3779B97F4A7C15ull + e * 7919 + (uint64_t)mode; /* same cases at every level */
                 if (!g_rng) g_rng = 1;
+                if (g_pool) bb_pool_session(1);
                 ENTRIES[e].fn();
+                if (g_pool) bb_pool_session(0);
             }
             entry_end();
         }

@@ -287,6 +287,37 @@ def test_bi_attention(backend, shape):
     assert torch.equal(bk.bi_attention(qt, k, v, mask), ref.bi_attention(q, k, v, mask))
 
 
+@pytest.mark.skipif(not bk.pool_available(), reason="the kernels' pool is not built here")
+def test_the_pool_gives_the_same_bits(backend):
+    """Inside a pool session every kernel entry (linears, int8 attention products, Bi-Attention) gives the
+    one-thread bits; shapes above the threaded-work threshold, called repeatedly so that the worker
+    takes items in some calls and arrives too late for others (both paths end the same)."""
+    gen = torch.Generator().manual_seed(7)
+    M, K, N = 40, 384, 768
+    w, _ = _weight(N, K, gen)
+    scale, bias = torch.rand(N, generator=gen), torch.randn(N, generator=gen)
+    x = _x(M, K, gen)
+    xq = _lsq_inputs(M, K, 0.0625, gen)
+    q, k, v = (torch.randn(2, 4, 64, 32, generator=gen) for _ in range(3))
+    p = torch.softmax(torch.randn(2, 4, 64, 64, generator=gen), -1)
+    calls = {
+        "binary_linear": lambda nt: bk.binary_linear(x, w, scale, bias, num_threads=nt),
+        "lsq_linear 4-bit": lambda nt: bk.lsq_linear(xq, w, 0.0625, -8, 7, scale, bias, num_threads=nt),
+        "lsq_linear 8-bit": lambda nt: bk.lsq_linear(xq, w, 0.0625, -128, 127, scale, bias, num_threads=nt),
+        "lsq_quantize": lambda nt: bk.lsq_quantize(xq.repeat(8, 4), 0.0625, -8, 7, num_threads=nt),
+        "lsq_attention_scores": lambda nt: bk.lsq_attention_scores(q, k, (0.05, -8, 7), (0.05, -8, 7), 0.01,
+                                                                   num_threads=nt),
+        "lsq_attention_context": lambda nt: bk.lsq_attention_context(p, v, (1 / 255, 0, 255), (0.05, -8, 7), 0.01,
+                                                                     num_threads=nt),
+        "bi_attention": lambda nt: bk.bi_attention(q, k, v),
+    }
+    want = {name: fn(1) for name, fn in calls.items()}
+    with bk.pool_session(2):
+        for _ in range(20):
+            for name, fn in calls.items():
+                assert torch.equal(fn(None), want[name]), name
+
+
 # ---------------------------------------------------------------- API checks
 
 

@@ -1,10 +1,12 @@
-"""Small packed forwards on one thread where that is faster, under a passive OpenMP wait policy (quant/serial.py)."""
+"""Small packed forwards on one thread or on the kernels' pool where that is faster, under a passive OpenMP wait policy (quant/serial.py)."""
 
+import contextlib
 import threading
 
 import pytest
 import torch
 
+from bebert_cli import kernels
 from bebert_cli.errors import UsageError
 from bebert_cli.quant import serial
 from bebert_cli.quant.packed import load_packed
@@ -101,39 +103,64 @@ def test_concurrent_small_forwards_give_the_count_back(tmp_path, monkeypatch, tw
     assert len(results) == 2 and all(torch.equal(r, want) for r in results)
 
 
-def test_measured_rule_tries_both_then_keeps_the_faster(tmp_path, monkeypatch, two_threads):
+def test_measured_rule_tries_every_setting_then_keeps_the_fastest(tmp_path, monkeypatch, two_threads):
     """Passive policy, no override: per size class a warm-up forward on every thread, then trials
-    alternating one thread / every thread, then the faster one for good; logits equal throughout."""
+    cycling through the settings, then the fastest for good; logits equal throughout."""
     monkeypatch.delenv("BEBERT_SERIAL_MAX_TOKENS", raising=False)
     monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
     model = load_packed(packed_checkpoint(tmp_path / "ckpt", "w1a4"), runtime="packed")
-    seen = []
-    model.bert.encoder.register_forward_hook(lambda *a: seen.append(torch.get_num_threads()))
+    settings = model._bebert_thread_choice.settings
+    assert settings == ((serial.ONE_THREAD, serial.POOL, serial.EVERY_THREAD) if kernels.pool_available()
+                        else (serial.ONE_THREAD, serial.EVERY_THREAD))
+    seen = []  # (torch's thread count, the kernels' default count) inside each forward
+    model.bert.encoder.register_forward_hook(lambda *a: seen.append((torch.get_num_threads(), kernels._threads(None))))
     b = batch(rows=4, length=10)  # 40 tokens: size class 64
+    trials = len(settings) * serial.TRIALS
     with torch.no_grad():
-        outs = [model(**b).logits for _ in range(1 + 2 * serial.TRIALS + 3)]
+        outs = [model(**b).logits for _ in range(1 + trials + 3)]
     assert all(torch.equal(o, outs[0]) for o in outs)
-    assert seen[: 1 + 2 * serial.TRIALS] == [2] + [1, 2] * serial.TRIALS
-    choice = model._bebert_thread_choice
-    assert list(choice.serial) == [6] and choice.summary() == {"64": "one thread" if choice.serial[6] else "every thread"}
-    assert seen[1 + 2 * serial.TRIALS:] == [1 if choice.serial[6] else 2] * 3 and torch.get_num_threads() == 2
+    threads = {serial.EVERY_THREAD: (2, 2), serial.ONE_THREAD: (1, 1), serial.POOL: (1, 2)}
+    assert seen[: 1 + trials] == [(2, 2)] + [threads[s] for s in settings] * serial.TRIALS
+    choice, key = model._bebert_thread_choice, (kernels.backend(), 6)
+    assert list(choice.chosen) == [key] and choice.summary() == {f"{kernels.backend()}: 64": choice.chosen[key]}
+    assert seen[1 + trials:] == [threads[choice.chosen[key]]] * 3
+    assert torch.get_num_threads() == 2 and kernels._threads(None) == 2  # every session closed
     # a forward past MEASURED_MAX_TOKENS is never switched, nor measured
     big = batch(rows=serial.MEASURED_MAX_TOKENS // 64 + 1, length=64)
     with torch.no_grad():
         model(**big)
-    assert seen[-1] == 2 and list(choice.seen) == [6]
+    assert seen[-1] == (2, 2) and list(choice.seen) == [key]
 
 
-def test_the_choice_is_the_faster_median():
-    choice = serial.ThreadChoice()
-    assert choice.plan(3) == (False, False)  # warm-up
-    for seconds_serial, seconds_parallel in ((0.010, 0.004), (0.011, 0.030)):
-        assert choice.plan(3) == (True, True)
-        choice.record(3, True, seconds_serial)
-        assert choice.plan(3) == (False, True)
-        choice.record(3, False, seconds_parallel)
-    assert choice.serial == {3: True}  # medians 10.5 ms on one thread, 17 ms on two
-    assert choice.plan(3) == (True, False)
+def test_the_choice_is_the_fastest_median_per_backend_and_size():
+    choice = serial.ThreadChoice((serial.ONE_THREAD, serial.POOL, serial.EVERY_THREAD))
+    key = ("avx2", 3)
+    assert choice.plan(key) == (serial.EVERY_THREAD, False)  # warm-up
+    for one, pool, every in ((0.010, 0.004, 0.020), (0.011, 0.030, 0.012)):
+        for setting, seconds in ((serial.ONE_THREAD, one), (serial.POOL, pool), (serial.EVERY_THREAD, every)):
+            assert choice.plan(key) == (setting, True)
+            choice.record(key, setting, seconds)
+    assert choice.chosen == {key: serial.ONE_THREAD}  # medians 10.5, 17 and 16 ms
+    assert choice.plan(key) == (serial.ONE_THREAD, False)
+    # another backend (or size) measures on its own
+    assert choice.plan(("avx512_vpopcntdq", 3)) == (serial.EVERY_THREAD, False)
+    assert choice.summary() == {"avx2: 8": serial.ONE_THREAD}
+
+
+@pytest.mark.skipif(not kernels.pool_available(), reason="the kernels' pool is not built here")
+def test_pool_sessions_nest_and_restore_the_kernels_thread_count(two_threads):
+    assert kernels._threads(None) == 2
+    with kernels.pool_session(3):
+        assert kernels._threads(None) == 3
+        with kernels.pool_session(2):
+            assert kernels._threads(None) == 3  # the largest of those open
+        assert kernels._threads(None) == 3
+    assert kernels._threads(None) == 2 and kernels._pool == {"depth": 0, "threads": 0}
+    with pytest.raises(RuntimeError, match="inside"), kernels.pool_session(2):
+        raise RuntimeError("inside")
+    assert kernels._pool == {"depth": 0, "threads": 0}
+    with kernels.pool_session(1):  # one thread: nothing to share
+        assert kernels._pool["depth"] == 0
 
 
 def test_thread_count_does_not_change_the_bits(tmp_path):
@@ -143,11 +170,15 @@ def test_thread_count_does_not_change_the_bits(tmp_path):
         model = load_packed(packed_checkpoint(tmp_path / recipe, recipe), runtime="packed")
         before, outs = torch.get_num_threads(), []
         try:
-            for threads in (1, 2):
+            for threads, pool in ((1, False), (2, False), (2, True)):
                 torch.set_num_threads(threads)
-                with torch.no_grad():
+                with torch.no_grad(), contextlib.ExitStack() as stack:
+                    if pool:  # torch on one thread, the kernels on two of the pool's
+                        torch.set_num_threads(1)
+                        stack.enter_context(kernels.pool_session(2))
                     outs.append(model(**batch(rows=6, length=40), output_hidden_states=True))
         finally:
             torch.set_num_threads(before)
-        assert torch.equal(outs[0].logits, outs[1].logits), recipe
-        assert all(torch.equal(a, b) for a, b in zip(outs[0].hidden_states, outs[1].hidden_states, strict=True)), recipe
+        for other in outs[1:]:
+            assert torch.equal(outs[0].logits, other.logits), recipe
+            assert all(torch.equal(a, b) for a, b in zip(outs[0].hidden_states, other.hidden_states, strict=True)), recipe
