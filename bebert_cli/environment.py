@@ -50,6 +50,7 @@ def kernel_info() -> dict:
     if ext is not None and hasattr(ext, "info"):
         built = ext.info()
         info["openmp"] = bool(built.get("openmp", False))
+    info["pool"] = kernels.pool_available()  # the revocable pool of small forwards (quant/serial.py)
     return info
 
 

@@ -37,7 +37,7 @@ OMP_NUM_THREADS before torch is imported, and torch.set_num_threads):
   backend in use (`BEBERT_KERNEL_BACKEND`, else the best). The backend is switched with
   `kernels.set_backend` around each packed row's forward, so every row of every backend is timed in
   the same interleaved loop;
-* latency: `--warmup` forwards (default 8: with OMP_WAIT_POLICY=passive a packed model's first forwards
+* latency: `--warmup` forwards (default 10: with OMP_WAIT_POLICY=passive a packed model's first forwards
   of a size and backend measure one thread, the kernels' pool and every thread, `quant/serial.py`; the warm-up covers them, so the timed
   forwards are the model's settled ones), then `--repeats` (>= 10 for a result) timed forwards per row, the rows
   interleaved round-robin so that background load hits every row alike; median and best, in ms;
@@ -495,9 +495,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=10, help="timed runs per row (the docs' numbers use >= 10)")
-    # 8 = the warm-up and 3 x serial.TRIALS thread-setting trials of a packed model, and one (torch is not
-    # imported yet here: OMP_NUM_THREADS must be set first)
-    ap.add_argument("--warmup", type=int, default=8, help="untimed forwards per row first")
+    # 10 = the warm-up and 3 settings x serial.TRIALS (3) thread-setting trials of a packed model (torch is
+    # not imported yet here: OMP_NUM_THREADS must be set first)
+    ap.add_argument("--warmup", type=int, default=10, help="untimed forwards per row first")
     ap.add_argument("--shapes", default="bert-base,minilm", help=f"comma list of {', '.join(SHAPES)}")
     ap.add_argument("--inputs", default=DEFAULT_INPUTS, help="comma list of BATCHxSEQ")
     ap.add_argument("--backends", help="kernel backends for the packed rows: all (every compiled one) or a comma "

@@ -26,6 +26,8 @@ def env_command(json_out: opt.JsonOut = False, quiet: opt.Quiet = False):
         ["threads", f"{t['torch_threads']} torch, {t['cpu_count']} CPUs, OMP_NUM_THREADS={t['OMP_NUM_THREADS'] or 'unset'}"],
         ["OMP_WAIT_POLICY", t["OMP_WAIT_POLICY"]],
         ["one-thread packed forwards", _serial(t["serial_max_tokens"])],
+        ["kernels' thread pool", "yes (tried per model and size beside one thread and OpenMP)" if k.get("pool")
+         else "no (BEBERT_POOL=0, or no pthreads)"],
         ["mixed precision (auto)", info["mixed_precision_auto"]["reason"]],
     ]
     out.table("bebert env", ["", ""], rows)
@@ -43,7 +45,8 @@ def _lowbit(choice: dict) -> str:
 
 def _serial(limit) -> str:
     if limit == "measured":
-        return "measured per model and size (OMP_WAIT_POLICY=passive; BEBERT_SERIAL_MAX_TOKENS fixes a limit)"
+        return ("measured per model, backend and size (OMP_WAIT_POLICY=passive; BEBERT_SERIAL_MAX_TOKENS fixes a "
+                "limit)")
     if isinstance(limit, str):
         return limit
     if not limit:

@@ -43,7 +43,7 @@ from bebert_cli.errors import UsageError
 
 MEASURED = "measured"
 MEASURED_MAX_TOKENS = 4096  # larger forwards always use every thread (measured: they win there)
-TRIALS = 2  # timed forwards per setting and size class
+TRIALS = 3  # timed forwards per setting and size class (with 2, one bench run kept a setting 1.2x slower than its twin model chose)
 _ENV = "BEBERT_SERIAL_MAX_TOKENS"
 # Per Python thread, a stack with one entry per running forward (see _enter).
 _calls = threading.local()

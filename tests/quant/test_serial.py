@@ -132,7 +132,8 @@ def test_measured_rule_tries_every_setting_then_keeps_the_fastest(tmp_path, monk
     assert seen[-1] == (2, 2) and list(choice.seen) == [key]
 
 
-def test_the_choice_is_the_fastest_median_per_backend_and_size():
+def test_the_choice_is_the_fastest_median_per_backend_and_size(monkeypatch):
+    monkeypatch.setattr(serial, "TRIALS", 2)
     choice = serial.ThreadChoice((serial.ONE_THREAD, serial.POOL, serial.EVERY_THREAD))
     key = ("avx2", 3)
     assert choice.plan(key) == (serial.EVERY_THREAD, False)  # warm-up
