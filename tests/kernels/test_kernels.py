@@ -318,6 +318,58 @@ def test_the_pool_gives_the_same_bits(backend):
                 assert torch.equal(fn(None), want[name]), name
 
 
+@pytest.mark.skipif(not bk.pool_available(), reason="the kernels' pool is not built here")
+def test_the_pool_under_concurrent_callers_and_after_fork(backend):
+    """Two Python threads in pool sessions at once (one job at a time on the pool: the other caller's
+    loop runs on OpenMP), then a forked child (which has none of the parent's workers: its pool starts
+    afresh, and a loop would be right even without them, the caller doing every item): the one-thread
+    bits throughout, and no hang."""
+    import threading
+    import time
+
+    gen = torch.Generator().manual_seed(11)
+    M, K, N = 40, 384, 768
+    w, _ = _weight(N, K, gen)
+    scale = torch.rand(N, generator=gen)
+    xq = _lsq_inputs(M, K, 0.0625, gen)
+    want = bk.lsq_linear(xq, w, 0.0625, -8, 7, scale, None, num_threads=1)
+    bad = []
+
+    def work():
+        with bk.pool_session(2):
+            for _ in range(30):
+                if not torch.equal(bk.lsq_linear(xq, w, 0.0625, -8, 7, scale, None), want):
+                    bad.append(1)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not bad and not any(t.is_alive() for t in threads)
+    if not hasattr(os, "fork"):
+        return
+    pid = os.fork()
+    if pid == 0:  # the child: exit code 0 only if the pool gave the same bits
+        ok = False
+        try:
+            with bk.pool_session(2):
+                ok = all(torch.equal(bk.lsq_linear(xq, w, 0.0625, -8, 7, scale, None), want) for _ in range(10))
+        finally:
+            os._exit(0 if ok else 1)
+    deadline = time.monotonic() + 120
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child did not finish (a pool inherited from the parent?)")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 # ---------------------------------------------------------------- API checks
 
 
