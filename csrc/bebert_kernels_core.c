@@ -1195,16 +1195,29 @@ static size_t attnb_scratch_words(size_t L, size_t D) {
     return Wd * L + Wl * D + 2 * Wl + Wl * 32 + D;
 }
 
+/* The shared first steps of every attnb version: kT[w*L + j] = word w of key j of head h (keys
+ * transposed, so lanes run over keys); col[t] = word wd of value row 32*jb + t (0 past L). */
+INL void attnb_keys_T(const attnbits *P, const u32 *rows, size_t h, u32 *kT) {
+    size_t L = P->L, Wd = P->D / 32;
+    for (size_t j = 0; j < L; j++) {
+        const u32 *kr = rows + j * P->rw + P->koff + h * Wd;
+        for (size_t w = 0; w < Wd; w++) kT[w * L + j] = kr[w];
+    }
+}
+INL void attnb_v_words(const attnbits *P, const u32 *rows, size_t h, size_t jb, size_t wd, u32 *col) {
+    for (size_t t = 0; t < 32; t++) {
+        size_t j = jb * 32 + t;
+        col[t] = j < P->L ? rows[j * P->rw + P->voff + h * (P->D / 32) + wd] : 0u;
+    }
+}
+
 INL void attnb_head(const attnbits *P, size_t b, size_t h, u32 *s, int isa) {
     size_t L = P->L, D = P->D, Wd = D / 32, Wl = cdiv(L, 32);
     u32 *kT = s, *vt = kT + Wd * L, *vm = vt + Wl * D, *ar = vm + Wl;
     int32_t *cj = (int32_t *)(ar + Wl), *cd = cj + Wl * 32;
     const u32 *rows = P->qkv + b * L * P->rw;
     memset(cj, 0, Wl * 32 * sizeof(int32_t));
-    for (size_t j = 0; j < L; j++) {
-        const u32 *kr = rows + j * P->rw + P->koff + h * Wd;
-        for (size_t w = 0; w < Wd; w++) kT[w * L + j] = kr[w];
-    }
+    attnb_keys_T(P, rows, h, kT);
     memset(vt, 0, Wl * D * sizeof(u32)); /* bit j of vt[j/32][d] = sign bit of v[j][d] */
     for (size_t j = 0; j < L; j++) {
         const u32 *vr = rows + j * P->rw + P->voff + h * Wd;
@@ -1252,17 +1265,11 @@ T256 static void attnb_256(const attnbits *P, size_t b, size_t h, u32 *s) {
     u32 *kT = s, *vt = kT + Wd * L, *vm = vt + Wl * D, *ar = vm + Wl;
     int32_t *cj = (int32_t *)(ar + Wl), *cd = cj + Wl * 32;
     const u32 *rows = P->qkv + b * L * P->rw;
-    for (size_t j = 0; j < L; j++) {
-        const u32 *kr = rows + j * P->rw + P->koff + h * Wd;
-        for (size_t w = 0; w < Wd; w++) kT[w * L + j] = kr[w];
-    }
+    attnb_keys_T(P, rows, h, kT);
     for (size_t jb = 0; jb < Wl; jb++) /* vt[jb*D + d] bit t = sign bit of v[32*jb + t][d] */
         for (size_t wd = 0; wd < Wd; wd++) {
             u32 col[32] __attribute__((aligned(32)));
-            for (size_t t = 0; t < 32; t++) {
-                size_t j = jb * 32 + t;
-                col[t] = j < L ? rows[j * P->rw + P->voff + h * Wd + wd] : 0u;
-            }
+            attnb_v_words(P, rows, h, jb, wd, col);
             __m256i c[4];
             for (int g = 0; g < 4; g++) c[g] = _mm256_load_si256((const __m256i *)(col + 8 * g));
             u32 *out = vt + jb * D + wd * 32;
@@ -1332,17 +1339,11 @@ T512 static void attnb_512(const attnbits *P, size_t b, size_t h, u32 *s) {
     u32 *kT = s, *vt = kT + Wd * L, *vm = vt + Wl * D, *ar = vm + Wl;
     int32_t *cj = (int32_t *)(ar + Wl), *cd = cj + Wl * 32;
     const u32 *rows = P->qkv + b * L * P->rw;
-    for (size_t j = 0; j < L; j++) {
-        const u32 *kr = rows + j * P->rw + P->koff + h * Wd;
-        for (size_t w = 0; w < Wd; w++) kT[w * L + j] = kr[w];
-    }
+    attnb_keys_T(P, rows, h, kT);
     for (size_t jb = 0; jb < Wl; jb++) /* vt[jb*D + d] bit t = sign bit of v[32*jb + t][d] */
         for (size_t wd = 0; wd < Wd; wd++) {
             u32 col[32];
-            for (size_t t = 0; t < 32; t++) {
-                size_t j = jb * 32 + t;
-                col[t] = j < L ? rows[j * P->rw + P->voff + h * Wd + wd] : 0u;
-            }
+            attnb_v_words(P, rows, h, jb, wd, col);
             __m512i lo = _mm512_loadu_si512((const void *)col), hi = _mm512_loadu_si512((const void *)(col + 16));
             u32 *out = vt + jb * D + wd * 32;
             for (int f = 0; f < 32; f++) {
