@@ -497,6 +497,7 @@ typedef struct lowjob {
     int32_t *cb;                       /* and its correction 2 qmin B_n, B_n = popcount of weight row n */
     const u32 *B; size_t W;            /* interleaved weight bits */
     size_t M, N, K;
+    size_t tr;                         /* the table kernels' rows a task (LUT5_ROWS or fewer) */
     const float *scale, *bias; float *out;
 } lowjob;
 typedef void (*lowblock_fn)(const lowjob *J, size_t mb, size_t nb, u32 *we);
@@ -665,6 +666,7 @@ DEFINE_LOWBLOCK(neon, , lowk_neon, 4)
 #ifndef LUT5_R
 #define LUT5_R 2       /* rows a kernel call: 3 R C vectors of sums; 2 measured 10-15% faster than 4 (spills) */
 #endif
+#define LUT5_SPLIT_ROWS 8 /* fewest rows a thread for which the threads split the rows, not the columns */
 #define LUT5_KQ 96     /* quads of K a pass over the columns (96 measured better than 64 or 192; u16 sums <= 96 * 60) */
 
 #ifdef BB_X86
@@ -773,14 +775,14 @@ T512 static void lut_correction_512u(const u32 *b, size_t W, int qmin, int32_t *
 DEFINE_LUT5K(1)
 DEFINE_LUT5K(2)
 
-/* One task: rows [mb*LUT5_ROWS, ...) x weight-block pairs [p0, p1) (32 columns a pair; the last pair of
+/* One task: rows [mb*tr, ...) x weight-block pairs [p0, p1) (32 columns a pair; the last pair of
  * the matrix may be one 16-row block). Per LUT5_R rows, K in chunks of LUT5_KQ quads: those rows'
  * tables of a chunk (12 KB for 2 rows) stay in L1 while the chunk's weight nibbles of every pair
  * stream from L2 (the order that keeps the tables, the larger operand, in place); the sums in
  * acc [pairs][LUT5_R rows][32]. */
 T512 static void lutblock_512u(const lowjob *J, size_t mb, size_t p0, size_t p1, int32_t *acc, uint8_t *own) {
     size_t NB = cdiv(J->N, 16), Sn = 2 * cdiv(J->K, 8), NQ = cdiv(Sn, 4), Sq = 4 * NQ;
-    size_t mb0 = mb * LUT5_ROWS, m1 = mb0 + LUT5_ROWS < J->M ? mb0 + LUT5_ROWS : J->M;
+    size_t mb0 = mb * J->tr, m1 = mb0 + J->tr < J->M ? mb0 + J->tr : J->M;
     __mmask64 last = Sn % 4 ? ((__mmask64)1 << (16 * (Sn % 4))) - 1 : ~(__mmask64)0;
     const uint8_t *T = J->Tu ? J->Tu + mb0 * Sq * 16 : own; /* the task's rows' tables */
     if (!J->Tu) /* built here, so they stay in this core's L2 instead of a trip through memory */
@@ -910,11 +912,11 @@ T256 static void lut_correction_256u(const u32 *b, size_t W, int qmin, int32_t *
 DEFINE_LUT4K(1)
 DEFINE_LUT4K(2)
 
-/* lutblock_512u's task at AVX2 width: rows [mb*LUT5_ROWS, ...) x weight-block pairs [p0, p1), K in
+/* lutblock_512u's task at AVX2 width: rows [mb*tr, ...) x weight-block pairs [p0, p1), K in
  * chunks of LUT4_KP pairs (those rows' tables stay in L1), sums in acc [pairs][LUT5_R rows][32]. */
 T256 static void lutblock_256u(const lowjob *J, size_t mb, size_t p0, size_t p1, int32_t *acc, uint8_t *own) {
     size_t NB = cdiv(J->N, 16), NP = cdiv(J->K, 8), Sq = 4 * cdiv(2 * NP, 4);
-    size_t mb0 = mb * LUT5_ROWS, m1 = mb0 + LUT5_ROWS < J->M ? mb0 + LUT5_ROWS : J->M;
+    size_t mb0 = mb * J->tr, m1 = mb0 + J->tr < J->M ? mb0 + J->tr : J->M;
     const uint8_t *T = J->Tu ? J->Tu + mb0 * Sq * 16 : own;
     if (!J->Tu)
         for (size_t m = mb0; m < m1; m++) lut_tables_256u(J->X + m * J->Kp, J->K, J->qmin, Sq, own + (m - mb0) * Sq * 16);
@@ -1923,14 +1925,28 @@ static int lowbit_run(const int8_t *x, const float *xf, const lsqp *qp, lsqrow_f
     size_t scratch = S * 16 * sizeof(u32) * blocks;
     nt = pick_threads(nt, M * N * (S + 1));
     size_t ppt = 1; /* unsigned tables: column pairs a task, all of them unless that leaves threads idle */
+    J.tr = LUT5_ROWS;
     if (ut) {
-        size_t rb = cdiv(M, rows), pairs = cdiv(N, 32), chunks = rb >= 4 * (size_t)nt ? 1 : cdiv(4 * (size_t)nt, rb);
+        /* Fewer than 4 row blocks a thread: the rows are split evenly between the threads, in tasks of
+         * at most LUT5_ROWS rows, so that each thread builds and reads only its own rows' tables;
+         * splitting the columns instead (below LUT5_SPLIT_ROWS rows a thread) has tasks share row
+         * blocks, whose tables, built by one core and read by all, cross between cores every call
+         * (measured, benchmarks in docs/performance.md: 2 threads on the pool, M = 16-200, 1.0-1.7x
+         * faster split by rows on a Zen 4 VM at the BERT-base and MiniLM shapes). */
+        size_t per = cdiv(M, (size_t)(nt > 0 ? nt : 1));
+        int by_rows = nt > 1 && cdiv(M, LUT5_ROWS) < (size_t)nt * 4 && per >= LUT5_SPLIT_ROWS;
+        if (by_rows) {
+            size_t k = cdiv(per, LUT5_ROWS); /* tasks a thread */
+            rows = J.tr = cdiv(cdiv(per, k), LUT5_R) * LUT5_R;
+        }
+        size_t rb = cdiv(M, rows), pairs = cdiv(N, 32);
+        size_t chunks = rb >= 4 * (size_t)nt || by_rows ? 1 : cdiv(4 * (size_t)nt, rb);
         ppt = cdiv(pairs, chunks < pairs ? chunks : pairs);
         nbt = cdiv(pairs, ppt);
         tasks = rb * nbt;
         scratch = ppt * 32 * LUT5_R * sizeof(int32_t);
         if (nbt > 1) failed |= !(J.Tu = Tu = balloc(M * Sq * 16));
-        else scratch += LUT5_ROWS * Sq * 16;
+        else scratch += J.tr * Sq * 16;
     }
     if (!failed) {
         lowloop L = {.J = &J, .x = x, .xf = xf, .qp = qp, .qrow = qrow, .lut = lut, .ut = ut, .block = block,

@@ -1,11 +1,15 @@
 /*
  * Timing of bb_binary_gemm at the fused BERT-base layer's four GEMMs, per level, without Python:
  *
- *   make -C csrc/tests bench && csrc/tests/build/native/bench_gemm [--threads N] [--repeats R] [M ...]
+ *   make -C csrc/tests bench && csrc/tests/build/native/bench_gemm [--threads N] [--pool] [--repeats R] [M ...]
+ *
+ * or, with --lsq, of bb_lsq_linear_wb (w1a4: 4-bit LSQ activations, the table kernels where the level has
+ * them) at the linears of --shape bert-base (default) or minilm.
  *
  * With one thread (the default) the time is the thread's CPU time, so a machine shared with other
- * jobs slows it only through caches and memory, not through preemption; with more, wall time.
- * Reports the best of R runs (default 15) in ms and in G bit-products/s (M*N*K / time).
+ * jobs slows it only through caches and memory, not through preemption; with more, wall time, on
+ * OpenMP or (--pool) on the kernels' pool, as a packed forward's "pool" setting runs them
+ * (quant/serial.py). Reports the best of R runs (default 15) in ms and in G products/s (M*N*K / time).
  */
 #define _POSIX_C_SOURCE 199309L
 #include <stdint.h>
@@ -15,6 +19,7 @@
 #include <time.h>
 
 #include "bebert_kernels_core.h"
+#include "bebert_parallel.h"
 
 static double seconds(int cpu) {
     struct timespec t;
@@ -40,21 +45,65 @@ typedef struct { const char *name; size_t K, N; int bits_in, mode; } gemm;
 static const gemm GEMMS[] = {{"qkv", 768, 2304, 0, BB_OUT_SIGN}, {"attn-out", 768, 768, 1, BB_OUT_FLOAT},
                              {"ffn-in", 768, 3072, 0, BB_OUT_SIGN}, {"ffn-out", 3072, 768, 1, BB_OUT_FLOAT}};
 
+/* the LSQ linears of a layer: attention projections, FFN up, FFN down */
+static const size_t LSQ_BERT[3][2] = {{768, 768}, {768, 3072}, {3072, 768}}, LSQ_MINILM[3][2] = {{384, 384}, {384, 1536}, {1536, 384}};
+
+static int bench_lsq(const size_t (*shapes)[2], const size_t *Ms, size_t nM, int threads, int repeats, int cpu) {
+    for (size_t im = 0; im < nM; im++)
+        for (int g = 0; g < 3; g++) {
+            size_t M = Ms[im], K = shapes[g][0], N = shapes[g][1], W = (K + 31) / 32;
+            uint32_t *w = xalloc((N + 15) / 16 * 16 * W * 4);
+            float *x = xalloc(M * K * 4), *scale = xalloc(N * 4), *bias = xalloc(N * 4), *out = xalloc(M * N * 4);
+            uint8_t *wn = xalloc(bb_weight_nibbles_size(K, N));
+            for (size_t i = 0; i < (N + 15) / 16 * 16 * W; i++) w[i] = rnd32();
+            for (size_t i = 0; i < M * K; i++) x[i] = (float)(rnd32() % 2001) / 1000.0f - 1.0f;
+            for (size_t i = 0; i < N; i++) { scale[i] = 0.01f; bias[i] = 0.1f; }
+            bb_weight_nibbles(w, K, N, wn);
+            printf("M=%-5zu K=%-4zu N=%-4zu", M, K, N);
+            for (int level = 0; level <= bb_best_level(); level++) {
+                double best = 1e30;
+                for (int r = 0; r < repeats; r++) {
+                    double t0 = seconds(cpu);
+                    int rc = bb_lsq_linear_wb(x, M, K, 0.125f, -8, 7, w, wn, N, scale, bias, out, level, threads);
+                    double t = seconds(cpu) - t0;
+                    if (rc != BB_OK) { fprintf(stderr, "Error: bb_lsq_linear_wb returned %d\n", rc); return 1; }
+                    if (t < best) best = t;
+                }
+                printf(" | %s %8.4f ms %6.0f", bb_level_name(level), best * 1e3, (double)M * N * K / best / 1e9);
+            }
+            printf("\n");
+            free(w); free(x); free(scale); free(bias); free(out); free(wn);
+        }
+    return 0;
+}
+
 int main(int argc, char **argv) {
-    int threads = 1, repeats = 15;
+    int threads = 1, repeats = 15, lsq = 0, pool = 0;
+    const size_t (*shapes)[2] = LSQ_BERT;
     size_t Ms[8], nM = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--repeats") && i + 1 < argc) repeats = atoi(argv[++i]);
-        else if (nM < 8 && atol(argv[i]) > 0) Ms[nM++] = (size_t)atol(argv[i]);
+        else if (!strcmp(argv[i], "--lsq")) lsq = 1;
+        else if (!strcmp(argv[i], "--pool")) pool = 1;
+        else if (!strcmp(argv[i], "--shape") && i + 1 < argc) {
+            const char *name = argv[++i];
+            if (!strcmp(name, "bert-base")) shapes = LSQ_BERT;
+            else if (!strcmp(name, "minilm")) shapes = LSQ_MINILM;
+            else { fprintf(stderr, "Error: --shape must be bert-base or minilm, not %s\n", name); return 2; }
+        } else if (nM < 8 && atol(argv[i]) > 0) Ms[nM++] = (size_t)atol(argv[i]);
         else { fprintf(stderr, "Error: unknown argument %s\n", argv[i]); return 2; }
     }
     if (!nM) { Ms[0] = 1024; Ms[1] = 128; nM = 2; }
     if (threads < 1 || repeats < 1) { fprintf(stderr, "Error: --threads and --repeats must be >= 1\n"); return 2; }
+    if (pool && threads < 2) { fprintf(stderr, "Error: --pool needs --threads 2 or more\n"); return 2; }
+    if (pool && !bb_pool_available()) { fprintf(stderr, "Error: no kernels' pool here (BEBERT_POOL=0, or no pthreads)\n"); return 2; }
     int cpu = threads == 1;
-    printf("bb_binary_gemm, %d thread(s), best of %d, %s time; ms and G bit-products/s\n", threads, repeats,
-           cpu ? "thread CPU" : "wall");
-    for (size_t im = 0; im < nM; im++)
+    printf("%s, %d thread(s)%s, best of %d, %s time; ms and G %s/s\n", lsq ? "bb_lsq_linear_wb (4-bit)" : "bb_binary_gemm",
+           threads, pool ? " on the pool" : "", repeats, cpu ? "thread CPU" : "wall", lsq ? "multiply-adds" : "bit-products");
+    if (pool) bb_pool_session(1);
+    int rc = lsq ? bench_lsq(shapes, Ms, nM, threads, repeats, cpu) : 0;
+    for (size_t im = 0; !lsq && im < nM; im++)
         for (size_t g = 0; g < sizeof(GEMMS) / sizeof(GEMMS[0]); g++) {
             const gemm *G = &GEMMS[g];
             size_t M = Ms[im], K = G->K, N = G->N, W = (K + 31) / 32;
@@ -85,5 +134,6 @@ int main(int argc, char **argv) {
             printf("\n");
             free(w); free(bits); free(x); free(scale); free(bias); free(res); free(out); free(wn);
         }
-    return 0;
+    if (pool) bb_pool_session(0);
+    return rc;
 }

@@ -355,6 +355,12 @@ static void lsq_linear_cases(void) {
     lsq_linear_case(70, 100, 16, 0.37f, -3, 12, 0);
     lsq_linear_case(5, 1000, 81, 0.11f, -8, 7, 1);
     lsq_linear_case(3, 17000, 20, 0.0625f, 0, 15, 1);
+    /* on 2+ threads, the rows split between the threads in tasks of at most 32 rows: 8, 12 + 9, 16,
+     * 26 x 3 + 22 (two tasks a thread) */
+    lsq_linear_case(16, 768, 64, 0.0625f, -8, 7, 1);
+    lsq_linear_case(21, 520, 80, 0.25f, 0, 15, 0);
+    lsq_linear_case(32, 384, 96, 0.11f, -8, 7, 1);
+    lsq_linear_case(100, 200, 70, 0.37f, -8, 7, 1);
 }
 
 /* At the AVX-512 level both kernels of 4-bit ranges: lookup tables, then VPDPBUSD. */
