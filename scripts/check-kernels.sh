@@ -50,6 +50,17 @@ if build native OUT=build/native; then
   run_harness "native ($(uname -m))" "$TESTS/build/native/test_kernels"
 fi
 
+# ---- the timing tool (csrc/tests/bench_gemm.c, docs/performance.md's C-level numbers) builds and runs
+# each of its modes once at a small size, so that it does not rot between the sessions that use it
+echo "== bench_gemm (one call each: binary GEMMs; w1a4 linears on the pool)"
+if build bench bench OUT=build/native; then
+  if ! { "$TESTS/build/native/bench_gemm" --repeats 1 8 && \
+         "$TESTS/build/native/bench_gemm" --lsq --shape minilm --threads 2 --pool --repeats 1 16; } >/dev/null; then
+    echo "Error: bench_gemm failed"
+    failed=$((failed + 1)) status=1
+  fi
+fi
+
 # ---- aarch64 under qemu-user
 aarch64_missing() {
   command -v aarch64-linux-gnu-gcc >/dev/null || echo gcc-aarch64-linux-gnu
