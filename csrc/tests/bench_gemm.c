@@ -45,26 +45,34 @@ typedef struct { const char *name; size_t K, N; int bits_in, mode; } gemm;
 static const gemm GEMMS[] = {{"qkv", 768, 2304, 0, BB_OUT_SIGN}, {"attn-out", 768, 768, 1, BB_OUT_FLOAT},
                              {"ffn-in", 768, 3072, 0, BB_OUT_SIGN}, {"ffn-out", 3072, 768, 1, BB_OUT_FLOAT}};
 
+/* One linear's random operands: interleaved weights and their nibbles layout, float rows, scale, bias. */
+typedef struct { uint32_t *w; uint8_t *wn; float *x, *scale, *bias; } operands;
+static operands make_operands(size_t M, size_t K, size_t N) {
+    size_t words = (N + 15) / 16 * 16 * ((K + 31) / 32);
+    operands o = {xalloc(words * 4), xalloc(bb_weight_nibbles_size(K, N)), xalloc(M * K * 4), xalloc(N * 4), xalloc(N * 4)};
+    for (size_t i = 0; i < words; i++) o.w[i] = rnd32();
+    for (size_t i = 0; i < M * K; i++) o.x[i] = (float)(rnd32() % 2001) / 1000.0f - 1.0f;
+    for (size_t i = 0; i < N; i++) { o.scale[i] = 0.01f; o.bias[i] = 0.1f; }
+    bb_weight_nibbles(o.w, K, N, o.wn);
+    return o;
+}
+static void free_operands(operands *o) { free(o->w); free(o->wn); free(o->x); free(o->scale); free(o->bias); }
+
 /* the LSQ linears of a layer: attention projections, FFN up, FFN down */
 static const size_t LSQ_BERT[3][2] = {{768, 768}, {768, 3072}, {3072, 768}}, LSQ_MINILM[3][2] = {{384, 384}, {384, 1536}, {1536, 384}};
 
 static int bench_lsq(const size_t (*shapes)[2], const size_t *Ms, size_t nM, int threads, int repeats, int cpu) {
     for (size_t im = 0; im < nM; im++)
         for (int g = 0; g < 3; g++) {
-            size_t M = Ms[im], K = shapes[g][0], N = shapes[g][1], W = (K + 31) / 32;
-            uint32_t *w = xalloc((N + 15) / 16 * 16 * W * 4);
-            float *x = xalloc(M * K * 4), *scale = xalloc(N * 4), *bias = xalloc(N * 4), *out = xalloc(M * N * 4);
-            uint8_t *wn = xalloc(bb_weight_nibbles_size(K, N));
-            for (size_t i = 0; i < (N + 15) / 16 * 16 * W; i++) w[i] = rnd32();
-            for (size_t i = 0; i < M * K; i++) x[i] = (float)(rnd32() % 2001) / 1000.0f - 1.0f;
-            for (size_t i = 0; i < N; i++) { scale[i] = 0.01f; bias[i] = 0.1f; }
-            bb_weight_nibbles(w, K, N, wn);
+            size_t M = Ms[im], K = shapes[g][0], N = shapes[g][1];
+            operands o = make_operands(M, K, N);
+            float *out = xalloc(M * N * 4);
             printf("M=%-5zu K=%-4zu N=%-4zu", M, K, N);
             for (int level = 0; level <= bb_best_level(); level++) {
                 double best = 1e30;
                 for (int r = 0; r < repeats; r++) {
                     double t0 = seconds(cpu);
-                    int rc = bb_lsq_linear_wb(x, M, K, 0.125f, -8, 7, w, wn, N, scale, bias, out, level, threads);
+                    int rc = bb_lsq_linear_wb(o.x, M, K, 0.125f, -8, 7, o.w, o.wn, N, o.scale, o.bias, out, level, threads);
                     double t = seconds(cpu) - t0;
                     if (rc != BB_OK) { fprintf(stderr, "Error: bb_lsq_linear_wb returned %d\n", rc); return 1; }
                     if (t < best) best = t;
@@ -72,7 +80,8 @@ static int bench_lsq(const size_t (*shapes)[2], const size_t *Ms, size_t nM, int
                 printf(" | %s %8.4f ms %6.0f", bb_level_name(level), best * 1e3, (double)M * N * K / best / 1e9);
             }
             printf("\n");
-            free(w); free(x); free(scale); free(bias); free(out); free(wn);
+            free_operands(&o);
+            free(out);
         }
     return 0;
 }
@@ -107,24 +116,20 @@ int main(int argc, char **argv) {
         for (size_t g = 0; g < sizeof(GEMMS) / sizeof(GEMMS[0]); g++) {
             const gemm *G = &GEMMS[g];
             size_t M = Ms[im], K = G->K, N = G->N, W = (K + 31) / 32;
-            uint32_t *w = xalloc((N + 15) / 16 * 16 * W * 4), *bits = xalloc(M * W * 4);
-            float *x = xalloc(M * K * 4), *scale = xalloc(N * 4), *bias = xalloc(N * 4), *res = xalloc(M * N * 4);
+            operands o = make_operands(M, K, N);
+            uint32_t *bits = xalloc(M * W * 4);
+            float *res = xalloc(M * N * 4);
             void *out = xalloc(M * N * 4);
-            uint8_t *wn = xalloc(bb_weight_nibbles_size(K, N));
-            for (size_t i = 0; i < (N + 15) / 16 * 16 * W; i++) w[i] = rnd32();
             for (size_t i = 0; i < M * W; i++) bits[i] = rnd32();
-            for (size_t i = 0; i < M * K; i++) x[i] = (float)(rnd32() % 2001) / 1000.0f - 1.0f;
-            for (size_t i = 0; i < N; i++) { scale[i] = 0.01f; bias[i] = 0.1f; }
             for (size_t i = 0; i < M * N; i++) res[i] = 1.0f;
-            bb_weight_nibbles(w, K, N, wn);
             printf("M=%-5zu %-8s K=%-4zu N=%-4zu", M, G->name, K, N);
             for (int level = 0; level <= bb_best_level(); level++) {
                 double best = 1e30;
                 for (int r = 0; r < repeats; r++) {
                     double t0 = seconds(cpu);
-                    int rc = bb_binary_gemm(G->bits_in ? (const void *)bits : (const void *)x, G->bits_in, M, K, W, 0.0f,
-                                            w, wn, N, scale, bias, G->mode == BB_OUT_FLOAT ? res : NULL, out, G->mode,
-                                            level, threads);
+                    int rc = bb_binary_gemm(G->bits_in ? (const void *)bits : (const void *)o.x, G->bits_in, M, K, W, 0.0f,
+                                            o.w, o.wn, N, o.scale, o.bias, G->mode == BB_OUT_FLOAT ? res : NULL, out,
+                                            G->mode, level, threads);
                     double t = seconds(cpu) - t0;
                     if (rc != BB_OK) { fprintf(stderr, "Error: bb_binary_gemm returned %d\n", rc); return 1; }
                     if (t < best) best = t;
@@ -132,7 +137,8 @@ int main(int argc, char **argv) {
                 printf(" | %s %8.3f ms %6.0f", bb_level_name(level), best * 1e3, (double)M * N * K / best / 1e9);
             }
             printf("\n");
-            free(w); free(bits); free(x); free(scale); free(bias); free(res); free(out); free(wn);
+            free_operands(&o);
+            free(bits); free(res); free(out);
         }
     if (pool) bb_pool_session(0);
     return rc;
