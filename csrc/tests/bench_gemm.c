@@ -58,6 +58,36 @@ static operands make_operands(size_t M, size_t K, size_t N) {
 }
 static void free_operands(operands *o) { free(o->w); free(o->wn); free(o->x); free(o->scale); free(o->bias); }
 
+/* The best of `repeats` timed calls of call(ctx, level) (each returns a BB_ status); < 0 when one failed. */
+static double best_of(int (*call)(const void *ctx, int level), const void *ctx, int level, int repeats, int cpu,
+                      const char *name) {
+    double best = 1e30;
+    for (int r = 0; r < repeats; r++) {
+        double t0 = seconds(cpu);
+        int rc = call(ctx, level);
+        double t = seconds(cpu) - t0;
+        if (rc != BB_OK) { fprintf(stderr, "Error: %s returned %d\n", name, rc); return -1.0; }
+        if (t < best) best = t;
+    }
+    return best;
+}
+
+/* the arguments of one timed call, per mode */
+typedef struct { const operands *o; size_t M, K, N; float *out; int threads; } lsq_call;
+static int call_lsq(const void *ctx, int level) {
+    const lsq_call *c = ctx;
+    return bb_lsq_linear_wb(c->o->x, c->M, c->K, 0.125f, -8, 7, c->o->w, c->o->wn, c->N, c->o->scale, c->o->bias,
+                            c->out, level, c->threads);
+}
+typedef struct { const operands *o; const gemm *G; size_t M, W; const uint32_t *bits; const float *res; void *out; int threads; } gemm_call;
+static int call_gemm(const void *ctx, int level) {
+    const gemm_call *c = ctx;
+    const gemm *G = c->G;
+    return bb_binary_gemm(G->bits_in ? (const void *)c->bits : (const void *)c->o->x, G->bits_in, c->M, G->K, c->W, 0.0f,
+                          c->o->w, c->o->wn, G->N, c->o->scale, c->o->bias, G->mode == BB_OUT_FLOAT ? c->res : NULL,
+                          c->out, G->mode, level, c->threads);
+}
+
 /* the LSQ linears of a layer: attention projections, FFN up, FFN down */
 static const size_t LSQ_BERT[3][2] = {{768, 768}, {768, 3072}, {3072, 768}}, LSQ_MINILM[3][2] = {{384, 384}, {384, 1536}, {1536, 384}};
 
@@ -68,15 +98,10 @@ static int bench_lsq(const size_t (*shapes)[2], const size_t *Ms, size_t nM, int
             operands o = make_operands(M, K, N);
             float *out = xalloc(M * N * 4);
             printf("M=%-5zu K=%-4zu N=%-4zu", M, K, N);
+            lsq_call c = {&o, M, K, N, out, threads};
             for (int level = 0; level <= bb_best_level(); level++) {
-                double best = 1e30;
-                for (int r = 0; r < repeats; r++) {
-                    double t0 = seconds(cpu);
-                    int rc = bb_lsq_linear_wb(o.x, M, K, 0.125f, -8, 7, o.w, o.wn, N, o.scale, o.bias, out, level, threads);
-                    double t = seconds(cpu) - t0;
-                    if (rc != BB_OK) { fprintf(stderr, "Error: bb_lsq_linear_wb returned %d\n", rc); return 1; }
-                    if (t < best) best = t;
-                }
+                double best = best_of(call_lsq, &c, level, repeats, cpu, "bb_lsq_linear_wb");
+                if (best < 0) return 1;
                 printf(" | %s %8.4f ms %6.0f", bb_level_name(level), best * 1e3, (double)M * N * K / best / 1e9);
             }
             printf("\n");
@@ -123,17 +148,10 @@ int main(int argc, char **argv) {
             for (size_t i = 0; i < M * W; i++) bits[i] = rnd32();
             for (size_t i = 0; i < M * N; i++) res[i] = 1.0f;
             printf("M=%-5zu %-8s K=%-4zu N=%-4zu", M, G->name, K, N);
+            gemm_call c = {&o, G, M, W, bits, res, out, threads};
             for (int level = 0; level <= bb_best_level(); level++) {
-                double best = 1e30;
-                for (int r = 0; r < repeats; r++) {
-                    double t0 = seconds(cpu);
-                    int rc = bb_binary_gemm(G->bits_in ? (const void *)bits : (const void *)o.x, G->bits_in, M, K, W, 0.0f,
-                                            o.w, o.wn, N, o.scale, o.bias, G->mode == BB_OUT_FLOAT ? res : NULL, out,
-                                            G->mode, level, threads);
-                    double t = seconds(cpu) - t0;
-                    if (rc != BB_OK) { fprintf(stderr, "Error: bb_binary_gemm returned %d\n", rc); return 1; }
-                    if (t < best) best = t;
-                }
+                double best = best_of(call_gemm, &c, level, repeats, cpu, "bb_binary_gemm");
+                if (best < 0) return 1;
                 printf(" | %s %8.3f ms %6.0f", bb_level_name(level), best * 1e3, (double)M * N * K / best / 1e9);
             }
             printf("\n");
